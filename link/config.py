@@ -1,0 +1,184 @@
+"""The agent's settings, read from LinK's environment variables and checked once at start-up."""
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message is one line that names the variable."""
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(name: str, text: str) -> float:
+    """Seconds from "3" (seconds, as LinK), "3s", "500ms", "1.5s" or Go-style "1m30s"."""
+    raw = text.strip()
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(raw):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(raw) or not raw:
+        raise ConfigError(f"{name}={text!r} is not a duration (use e.g. 3, 3s, 500ms)")
+    return total
+
+
+@dataclass(frozen=True)
+class EtcdEndpoint:
+    host: str
+    port: int
+    secure: bool
+
+    def __str__(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    interface: str
+    hostname: str
+    etcd_endpoints: tuple[EtcdEndpoint, ...]
+    state_dir: str = "/var/lib/link"
+    port: int = 1313
+    bind_address: str = "0.0.0.0"
+    user: str = ""
+    password: str = ""
+    keepalive_interval: float = 2.0
+    keepalive_retry: int = 3
+    arp_gratuitous_interval: float = 1.0
+    arp_gratuitous_count: int = 3
+    etcd_tls_cert: str = ""
+    etcd_tls_key: str = ""
+    etcd_cacert: str = ""
+    logger_level: str = "INFO"
+
+    @property
+    def lease_ttl(self) -> int:
+        """etcd grants whole seconds: the lease is KEEPALIVE_INTERVAL rounded up."""
+        return max(1, math.ceil(self.keepalive_interval - 1e-9))
+
+    @property
+    def tick(self) -> float:
+        """Time between two election cycles: four per lease, so a lost refresh is retried
+        at least twice before the lease can expire."""
+        return self.lease_ttl / 4.0
+
+    @property
+    def etcd_deadline(self) -> float:
+        """Deadline of every etcd call: one tick, so a dead etcd never stalls a cycle longer."""
+        return max(0.2, self.tick)
+
+    @property
+    def auth_enabled(self) -> bool:
+        # Only PASSWORD switches auth on: USER is set by every login shell.
+        return bool(self.password)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
+    return value
+
+
+def _duration(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    value = parse_duration(name, raw)
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={raw!r} is out of range ({lo:g}s..{hi:g}s)")
+    return value
+
+
+def parse_etcd_hosts(raw: str) -> tuple[EtcdEndpoint, ...]:
+    endpoints = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        url = urlsplit(item if "://" in item else "http://" + item)
+        try:
+            port = url.port or 2379
+        except ValueError:
+            raise ConfigError(f"ETCD_HOSTS entry {item!r} has a bad port") from None
+        if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/"):
+            raise ConfigError(f"ETCD_HOSTS entry {item!r} is not an etcd URL like http://198.51.100.1:2379")
+        endpoints.append(EtcdEndpoint(url.hostname, port, url.scheme == "https"))
+    if not endpoints:
+        raise ConfigError("ETCD_HOSTS is empty (give comma-separated URLs like http://198.51.100.1:2379)")
+    if len({e.secure for e in endpoints}) > 1:
+        raise ConfigError("ETCD_HOSTS mixes http:// and https:// endpoints")
+    return tuple(endpoints)
+
+
+def _readable_file(env: Mapping[str, str], name: str) -> str:
+    path = env.get(name, "").strip()
+    if path and not os.access(path, os.R_OK):
+        raise ConfigError(f"{name}={path!r} is not a readable file")
+    return path
+
+
+def interface_exists(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> Config:
+    """Build the Config from the environment; raise ConfigError naming the first bad variable."""
+    env = os.environ if env is None else env
+    interface = env.get("INTERFACE", "").strip()
+    if not interface:
+        raise ConfigError("INTERFACE is required: the interface where VIPs are bound (e.g. INTERFACE=eth1)")
+    if check_interface and not interface_exists(interface):
+        raise ConfigError(f"INTERFACE={interface!r}: no such network interface on this host")
+    hostname = env.get("HOSTNAME", "").strip() or socket.gethostname()
+    if "/" in hostname or any(c.isspace() for c in hostname):
+        raise ConfigError(f"HOSTNAME={hostname!r} must not contain '/' or spaces")
+    level = env.get("LOGGER_LEVEL", "info").strip().upper() or "INFO"
+    if level not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR"):
+        raise ConfigError(f"LOGGER_LEVEL={level.lower()!r} is not one of debug, info, warn, error")
+    endpoints = parse_etcd_hosts(env.get("ETCD_HOSTS", "http://127.0.0.1:2379"))
+    cert, key, ca = (_readable_file(env, n) for n in ("ETCD_TLS_CERT", "ETCD_TLS_KEY", "ETCD_CACERT"))
+    if bool(cert) != bool(key):
+        raise ConfigError("ETCD_TLS_CERT and ETCD_TLS_KEY go together: set both or neither")
+    keepalive = _duration(env, "KEEPALIVE_INTERVAL", 2.0, 0.5, 3600.0)
+    return Config(
+        interface=interface,
+        hostname=hostname,
+        etcd_endpoints=endpoints,
+        state_dir=env.get("STATE_DIR", "").strip() or "/var/lib/link",
+        port=_int(env, "PORT", 1313, 1, 65535),
+        bind_address=env.get("BIND_ADDRESS", "").strip() or "0.0.0.0",
+        user=env.get("USER", "") if env.get("PASSWORD") else "",
+        password=env.get("PASSWORD", ""),
+        keepalive_interval=keepalive,
+        keepalive_retry=_int(env, "KEEPALIVE_RETRY", 3, 1, 100),
+        arp_gratuitous_interval=_duration(env, "ARP_GRATUITOUS_INTERVAL", 1.0, 0.0, 60.0),
+        arp_gratuitous_count=_int(env, "ARP_GRATUITOUS_COUNT", 3, 0, 100),
+        etcd_tls_cert=cert,
+        etcd_tls_key=key,
+        etcd_cacert=ca,
+        logger_level="WARNING" if level == "WARN" else level,
+    )

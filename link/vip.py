@@ -1,0 +1,54 @@
+"""What a VIP is: parsing user input and naming its etcd keys (LinK v2 compatible)."""
+from __future__ import annotations
+
+import ipaddress
+
+# LinK v2 keeps every key under this directory; sharing it lets both agents share a cluster.
+ETCD_DIRECTORY = "/link"
+
+
+class VipError(ValueError):
+    """The text given is not a usable virtual IP; the message says why."""
+
+
+def parse_vip(text: object) -> str:
+    """Return the VIP in canonical CIDR form; a bare address means a single host (/32, /128).
+
+    A VIP is one address: "198.51.100.0/24" is refused because it names a network, not a host
+    address, whereas "198.51.100.50/24" is accepted (the prefix is the one the address gets on
+    the interface, as with `ip addr add`).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise VipError("ip must be a non-empty string such as 198.51.100.50/32")
+    raw = text.strip()
+    try:
+        iface = ipaddress.ip_interface(raw)
+    except ValueError:
+        raise VipError(f"ip {raw!r} is not an IPv4 or IPv6 address (expected e.g. 198.51.100.50/32)") from None
+    net = iface.network
+    if net.prefixlen < net.max_prefixlen and iface.ip == net.network_address:
+        raise VipError(f"ip {raw!r} is a network address, not a host address")
+    if iface.ip.is_unspecified or iface.ip.is_multicast or iface.ip.is_loopback:
+        raise VipError(f"ip {raw!r} cannot be a virtual IP (unspecified, multicast or loopback)")
+    if isinstance(iface.ip, ipaddress.IPv4Address) and net.prefixlen < net.max_prefixlen and iface.ip == net.broadcast_address:
+        raise VipError(f"ip {raw!r} is the broadcast address of its network")
+    return f"{iface.ip.compressed}/{net.prefixlen}"
+
+
+def storable(vip: str) -> str:
+    """LinK v2's spelling of a VIP inside a key: the "/" of the prefix becomes "_"."""
+    return vip.replace("/", "_")
+
+
+def lock_key(vip: str) -> str:
+    """The key whose holder binds the VIP: `/link/default/198.51.100.50_32`, value = hostname."""
+    return f"{ETCD_DIRECTORY}/default/{storable(vip)}"
+
+
+def candidate_key(vip: str, hostname: str) -> str:
+    """The key a host writes (on its lease) to say it competes for the VIP."""
+    return f"{ETCD_DIRECTORY}/ips/{storable(vip)}/{hostname}"
+
+
+def candidates_prefix(vip: str) -> str:
+    return f"{ETCD_DIRECTORY}/ips/{storable(vip)}/"

@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+from link import __version__
+
+setup(
+    name="link",
+    version=__version__,
+    description="Virtual IP manager backed by etcd: one worker process per VIP (LinK is not Keepalived)",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["link", "link.*"]),
+    python_requires=">=3.11",
+    # Lower bounds are Debian 12's own packages: the .deb runs on those.
+    install_requires=[
+        "etcd3>=0.12",
+        "protobuf>=3.20,<4",
+        "grpcio>=1.51",
+        "pyroute2>=0.7.2",
+        "scapy>=2.5",
+        "bottle>=0.12",
+        "waitress>=2.1",
+        "setproctitle>=1.3",
+        "psutil>=5.9",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "console_scripts": [
+            "link-agent=link.agent:main",
+            "link-client=link.client:main",
+        ]
+    },
+)
