@@ -1,0 +1,16 @@
+"""Logging to stderr, one line per record, with the process's role in every line."""
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def setup(level: str, role: str) -> None:
+    """(Re)configure the root logger; called by the supervisor and again in each child."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{role}] %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,370 @@
+"""The supervisor's main loop (after gunicorn's Arbiter): single-threaded, no etcd client.
+
+Signal handlers only enqueue the signal and poke a wakeup pipe; the loop waits on the pipes
+of the API process and the workers plus that wakeup fd, dispatches `handle_<signal>`, reaps
+with waitpid(-1, WNOHANG) and respawns dead workers with jittered backoff. A worker that
+cannot boot its VIP several times in a row is marked FATAL instead of being respawned forever.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+import uuid
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable
+
+from setproctitle import setproctitle
+
+from link.config import Config
+from link.supervisor import records
+from link.supervisor.ops import ProcessOps
+from link.supervisor.records import VipRecord
+from link.supervisor.store import StoredVip, StoreError, VipStore
+from link.worker.main import EXIT_BOOT_FAILED
+
+logger = logging.getLogger(__name__)
+
+BOOT_WINDOW = 5.0  # a worker dying sooner than this after its start failed to boot
+MAX_BOOT_FAILURES = 5  # then FATAL (Supervisor's startretries)
+STOP_TIMEOUT = 10.0  # workers that have not released their VIP by then are killed
+API_BOOT_WINDOW = 3.0  # an API process dying sooner than this cannot serve: stop the agent
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)
+
+
+def backoff_delay(failures: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+    """0.1 s after a crash of a worker that ran fine, doubling per failed boot, capped at 30 s,
+    with ±25 % jitter so many failing VIPs do not respawn in lockstep."""
+    return min(30.0, 0.1 * (2 ** failures)) * rng(0.75, 1.25)
+
+
+class Arbiter:
+    def __init__(self, config: Config, store: VipStore, ops: ProcessOps, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.store = store
+        self.ops = ops
+        self.clock = clock
+        self.vips: dict[str, VipRecord] = {}
+        self.by_pid: dict[int, VipRecord] = {}
+        self.api_pid: int | None = None
+        self.api_conn: Connection | None = None
+        self.api_started = 0.0
+        self.signals: list[int] = []
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.exit_code = 0
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+
+    # -- file descriptors a child must close ------------------------------------------------
+    def open_fds(self) -> list[int]:
+        fds = [self._wake_r, self._wake_w]
+        conns = [r.conn for r in self.vips.values()] + [self.api_conn]
+        fds += [c.fileno() for c in conns if c is not None and not c.closed]
+        return fds
+
+    # -- signals ----------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w)  # the loop wakes even between our handler's runs
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, self._enqueue_signal)
+
+    def _enqueue_signal(self, signum: int, frame: Any) -> None:
+        self.signals.append(signum)
+
+    def handle_sigterm(self) -> None:
+        self.begin_stop("SIGTERM")
+
+    def handle_sigint(self) -> None:
+        self.begin_stop("SIGINT")
+
+    def handle_sigchld(self) -> None:
+        pass  # reaping happens on every loop turn
+
+    def handle_sighup(self) -> None:
+        logger.info("SIGHUP: nothing to reload yet (the VIP list is in %s)", self.store.path)
+
+    # -- start ------------------------------------------------------------------------------
+    def boot(self) -> None:
+        stored = self.store.load()
+        now = time.time()
+        for item in stored:
+            self.vips[item.id] = VipRecord(id=item.id, ip=item.ip, since=now)
+        # A previous run killed with SIGKILL leaves its VIPs on the interface: drop them before
+        # anyone else binds them. Workers bind again whatever this host wins.
+        for record in self.vips.values():
+            if self.ops.remove_address(record.ip):
+                logger.warning("removed %s left on %s by a previous run", record.ip, self.config.interface)
+        self.spawn_api()
+        for record in self.vips.values():
+            self.spawn_worker(record)
+        logger.info("link supervisor started as %s on %s with %d VIP(s)", self.config.hostname, self.config.interface, len(self.vips))
+        self._set_title()
+
+    def _set_title(self) -> None:
+        setproctitle(f"link: supervisor {self.config.hostname} on {self.config.interface} ({len(self.vips)} vips)")
+
+    def spawn_api(self) -> None:
+        self.api_pid, self.api_conn = self.ops.spawn_api()
+        self.api_started = self.clock()
+
+    def spawn_worker(self, record: VipRecord) -> None:
+        record.pid, record.conn = self.ops.spawn_worker(record.id, record.ip)
+        record.worker_state = records.RUNNING
+        record.started_at = self.clock()
+        record.respawn_at = None
+        record.boot_error = None
+        self.by_pid[record.pid] = record
+        logger.info("started worker %d for %s", record.pid, record.ip)
+
+    # -- loop -------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.install_signals()
+        self.boot()
+        for _ in iter(int, 1):  # until stopped; every wait below is bounded
+            if not self.turn():
+                break
+        return self.exit_code
+
+    def turn(self, max_wait: float = 1.0) -> bool:
+        """One pass of the loop; False once the agent is done."""
+        conns = [c for c in [self.api_conn] + [r.conn for r in self.vips.values()] if c is not None and not c.closed]
+        ready = wait(conns + [self._wake_r], timeout=self._timeout(max_wait))
+        if self._wake_r in ready:
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+        while self.signals:
+            name = signal.Signals(self.signals.pop(0)).name.lower()
+            getattr(self, f"handle_{name}")()
+        # Worker reports first, so that API answers in the same turn reflect them.
+        for conn in sorted((c for c in ready if c is not self._wake_r), key=lambda c: c is self.api_conn):
+            self._read(conn)
+        for pid, code in self.ops.reap():
+            self.child_exited(pid, code)
+        self.respawn_due()
+        return self.check_stop()
+
+    def _timeout(self, max_wait: float) -> float:
+        now = self.clock()
+        times = [r.respawn_at for r in self.vips.values() if r.respawn_at is not None]
+        if self.stopping:
+            times.append(self.stop_deadline)
+        soonest = min(times, default=now + max_wait)
+        return max(0.0, min(max_wait, soonest - now))
+
+    def _read(self, conn: Connection) -> None:
+        for _ in range(1000):  # bounded drain; the rest waits for the next turn
+            try:
+                if not conn.poll():
+                    return
+                message = conn.recv()
+            except (EOFError, OSError):
+                conn.close()  # the process is gone; reaping tells how it ended
+                return
+            if conn is self.api_conn:
+                self.handle_request(message)
+            else:
+                record = next((r for r in self.vips.values() if r.conn is conn), None)
+                if record is not None:
+                    self.handle_worker_message(record, message)
+
+    # -- workers ----------------------------------------------------------------------------
+    def handle_worker_message(self, record: VipRecord, message: dict) -> None:
+        kind = message.get("type")
+        if kind == "state":
+            if message["state"] != record.status:
+                logger.info("%s is %s (%s)", record.ip, message["state"], message.get("reason") or "worker started")
+            record.status = message["state"]
+            record.since = message["since"]
+            record.holder = message.get("holder")
+            record.error = None
+        elif kind == "boot_failed":
+            record.boot_error = message.get("error") or "boot failed"
+
+    def child_exited(self, pid: int, code: int) -> None:
+        if pid == self.api_pid:
+            self._api_exited(code)
+            return
+        record = self.by_pid.pop(pid, None)
+        if record is None:
+            return
+        if record.conn is not None:
+            record.conn.close()
+        record.pid, record.conn = None, None
+        # Whatever the worker left on the interface goes: a killed worker cannot unbind.
+        if self.ops.remove_address(record.ip) and code != 0:
+            logger.warning("removed %s left bound by dead worker %d", record.ip, pid)
+        if record.worker_state == records.STOPPING or self.stopping:
+            record.worker_state = records.BACKOFF
+            if record.delete_waiters:
+                self._finish_delete(record)
+            return
+        ran = self.clock() - record.started_at
+        if code == EXIT_BOOT_FAILED or ran < BOOT_WINDOW:
+            record.boot_failures += 1
+            record.error = record.boot_error or f"worker exited with {code} after {ran:.1f}s"
+        else:
+            record.boot_failures = 0
+            record.error = f"worker exited with {code} after {ran:.0f}s"
+        record.restarts += 1
+        record.status, record.holder, record.since = "BOOTING", None, time.time()
+        if record.boot_failures >= MAX_BOOT_FAILURES:
+            record.worker_state = records.FATAL
+            logger.error("%s: worker failed to boot %d times, giving up: %s", record.ip, record.boot_failures, record.error)
+            return
+        delay = backoff_delay(record.boot_failures)
+        record.worker_state = records.BACKOFF
+        record.respawn_at = self.clock() + delay
+        logger.warning("%s: worker %d exited (%s); respawning in %.2fs", record.ip, pid, record.error, delay)
+
+    def respawn_due(self) -> None:
+        if self.stopping:
+            return
+        now = self.clock()
+        for record in list(self.vips.values()):
+            if record.respawn_at is not None and now >= record.respawn_at:
+                self.spawn_worker(record)
+
+    def _api_exited(self, code: int) -> None:
+        if self.api_conn is not None:
+            self.api_conn.close()
+        self.api_pid, self.api_conn = None, None
+        if self.stopping:
+            return
+        if self.clock() - self.api_started < API_BOOT_WINDOW:
+            logger.error("the API process exited with %d at start (port %d busy?): stopping the agent", code, self.config.port)
+            self.exit_code = 1
+            self.begin_stop("the API could not start")
+            return
+        logger.warning("the API process exited with %d; restarting it", code)
+        self.spawn_api()
+
+    # -- API requests -----------------------------------------------------------------------
+    def reply(self, request_id: int, ok: bool = True, result: Any = None, status: int = 200, error: str = "") -> None:
+        answer = {"id": request_id, "ok": True, "result": result} if ok else {"id": request_id, "ok": False, "status": status, "error": error}
+        if self.api_conn is None or self.api_conn.closed:
+            return
+        try:
+            self.api_conn.send(answer)
+        except OSError:
+            logger.warning("could not answer the API process (it is gone)")
+
+    def handle_request(self, message: dict) -> None:
+        request_id = message.get("id", -1)
+        if self.stopping:
+            self.reply(request_id, False, status=503, error="the agent is shutting down")
+            return
+        op = message.get("op")
+        handler = getattr(self, f"op_{op}", None)
+        if handler is None:
+            self.reply(request_id, False, status=400, error=f"unknown operation {op!r}")
+            return
+        handler(request_id, message)
+
+    def _find(self, request_id: int, message: dict) -> VipRecord | None:
+        record = self.vips.get(str(message.get("vip_id")))
+        if record is None:
+            self.reply(request_id, False, status=404, error="not found")
+        return record
+
+    def op_list(self, request_id: int, message: dict) -> None:
+        self.reply(request_id, result=[r.to_api() for r in self.vips.values()])
+
+    def op_get(self, request_id: int, message: dict) -> None:
+        record = self._find(request_id, message)
+        if record is not None:
+            self.reply(request_id, result=record.to_api())
+
+    def op_add(self, request_id: int, message: dict) -> None:
+        ip = message["ip"]
+        existing = next((r for r in self.vips.values() if r.ip == ip), None)
+        if existing is not None:
+            self.reply(request_id, False, status=409, error=f"ip {ip} is already configured on this host as {existing.id}")
+            return
+        record = VipRecord(id=f"vip-{uuid.uuid4()}", ip=ip, since=time.time())
+        try:
+            self._persist([*self.vips.values(), record])
+        except StoreError as exc:
+            self.reply(request_id, False, status=503, error=str(exc))
+            return
+        self.vips[record.id] = record
+        self.spawn_worker(record)
+        self._set_title()
+        logger.info("added %s as %s", ip, record.id)
+        self.reply(request_id, result=record.to_api())
+
+    def op_delete(self, request_id: int, message: dict) -> None:
+        record = self._find(request_id, message)
+        if record is None:
+            return
+        record.delete_waiters.append(request_id)
+        if record.pid is not None:
+            if record.worker_state != records.STOPPING:
+                record.worker_state = records.STOPPING
+                record.respawn_at = None
+                self._send_stop(record)
+            return  # answered when the worker has released the VIP and exited
+        self._finish_delete(record)
+
+    def _send_stop(self, record: VipRecord) -> None:
+        try:
+            if record.conn is not None:
+                record.conn.send({"type": "stop"})
+                return
+        except OSError:
+            pass
+        if record.pid is not None:
+            self.ops.kill(record.pid, signal.SIGTERM)
+
+    def _finish_delete(self, record: VipRecord) -> None:
+        waiters, record.delete_waiters = record.delete_waiters, []
+        try:
+            self._persist([r for r in self.vips.values() if r is not record])
+        except StoreError as exc:
+            for request_id in waiters:
+                self.reply(request_id, False, status=503, error=str(exc))
+            record.worker_state, record.respawn_at = records.BACKOFF, self.clock()  # keep serving it
+            return
+        del self.vips[record.id]
+        self._set_title()
+        logger.info("deleted %s (%s)", record.ip, record.id)
+        for request_id in waiters:
+            self.reply(request_id, result=None)
+
+    def _persist(self, vips: list[VipRecord]) -> None:
+        self.store.save([StoredVip(r.id, r.ip) for r in vips])
+
+    # -- stopping ---------------------------------------------------------------------------
+    def begin_stop(self, why: str) -> None:
+        if self.stopping:
+            return
+        logger.info("stopping (%s): releasing %d VIP(s)", why, len(self.vips))
+        self.stopping = True
+        self.stop_deadline = self.clock() + STOP_TIMEOUT
+        if self.api_pid is not None:
+            self.ops.kill(self.api_pid, signal.SIGTERM)
+        for record in self.vips.values():
+            record.respawn_at = None
+            if record.pid is not None:
+                record.worker_state = records.STOPPING
+                self._send_stop(record)
+
+    def check_stop(self) -> bool:
+        """True while the agent should keep running."""
+        if not self.stopping:
+            return True
+        alive = [r for r in self.vips.values() if r.pid is not None]
+        if self.clock() >= self.stop_deadline:
+            for record in alive:
+                logger.error("%s: worker %d did not stop in %.0fs, killing it", record.ip, record.pid, STOP_TIMEOUT)
+                self.ops.kill(record.pid, signal.SIGKILL)
+                self.ops.remove_address(record.ip)
+            if self.api_pid is not None:
+                self.ops.kill(self.api_pid, signal.SIGKILL)
+            return False
+        return bool(alive) or self.api_pid is not None

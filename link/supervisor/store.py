@@ -1,0 +1,72 @@
+"""The VIPs this host was given, kept in STATE_DIR/vips.json across restarts.
+
+Writes are atomic (temp file, fsync, rename, fsync of the directory): a crash mid-write
+leaves either the old list or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+FORMAT_VERSION = 1
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoredVip:
+    id: str
+    ip: str
+
+
+class VipStore:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, "vips.json")
+
+    def prepare(self) -> None:
+        try:
+            os.makedirs(self.state_dir, mode=0o750, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"STATE_DIR={self.state_dir!r} cannot be created: {exc.strerror}") from None
+        if not os.access(self.state_dir, os.W_OK):
+            raise StoreError(f"STATE_DIR={self.state_dir!r} is not writable")
+
+    def load(self) -> list[StoredVip]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            # Refuse to start rather than overwrite a file we cannot read: that would lose VIPs.
+            raise StoreError(f"{self.path} cannot be read ({exc}); fix or remove it") from None
+        try:
+            return [StoredVip(str(item["id"]), str(item["ip"])) for item in data["vips"]]
+        except (KeyError, TypeError) as exc:
+            raise StoreError(f"{self.path} is not a link VIP list ({exc!r}); fix or remove it") from None
+
+    def save(self, vips: list[StoredVip]) -> None:
+        payload = {"version": FORMAT_VERSION, "vips": [{"id": v.id, "ip": v.ip} for v in vips]}
+        tmp = f"{self.path}.tmp.{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(payload, handle, indent=2)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.state_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StoreError(f"cannot write {self.path}: {exc.strerror}") from None

@@ -1,0 +1,132 @@
+"""One VIP's election, one synchronous cycle per tick (in the manner of Patroni's run_cycle).
+
+`run_cycle` keeps the lease alive, looks at the lock and returns the event it implies plus a
+sentence that says why; the worker logs the sentence and feeds the event to the state machine.
+Every etcd call has a deadline (in the adapter); `_failed` alone decides what a failure means.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from link.vip import candidate_key, lock_key
+from link.worker.etcd_port import EtcdError, EtcdPort, EtcdUnavailable, LeaseNotFound
+from link.worker.fsm import Event
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    event: Event | None
+    sentence: str
+    holder: str | None = None
+
+
+class Election:
+    def __init__(self, etcd: EtcdPort, vip: str, hostname: str, ttl: int, retry: int) -> None:
+        self.etcd = etcd
+        self.vip = vip
+        self.hostname = hostname
+        self.ttl = ttl
+        self.retry = retry
+        self.lock = lock_key(vip)
+        self.candidate = candidate_key(vip, hostname)
+        self.lease_id: int | None = None
+        self.failures = 0
+
+    def run_cycle(self, eligible: bool = True) -> CycleResult:
+        """Refresh the lease, then decide: elected, demoted, fault, or nothing yet.
+
+        `eligible` is False while the VIP is FAILING: the host keeps its lease (its peers see
+        it compete again the moment it recovers) but does not take the lock.
+        """
+        try:
+            lease_note = self._keep_lease()
+            result = self._look_at_lock(eligible)
+        except EtcdError as exc:
+            return self._failed(exc)
+        self.failures = 0
+        if lease_note:
+            return CycleResult(result.event, f"{lease_note}; {result.sentence}", result.holder)
+        return result
+
+    def _keep_lease(self) -> str:
+        if self.lease_id is not None:
+            try:
+                self.etcd.keepalive(self.lease_id)
+                return ""
+            except LeaseNotFound:
+                old, self.lease_id = self.lease_id, None
+                note = f"lease {old:x} had expired"
+        else:
+            note = ""
+        self.lease_id, granted = self.etcd.grant_lease(self.ttl)
+        # The candidate key lives on our lease: peers (and LinK v2 agents) see who competes.
+        self.etcd.put(self.candidate, self.hostname, self.lease_id)
+        granted_note = f"granted lease {self.lease_id:x} ({granted}s)"
+        return f"{note}, {granted_note}" if note else granted_note
+
+    def _look_at_lock(self, eligible: bool) -> CycleResult:
+        assert self.lease_id is not None
+        info = self.etcd.get(self.lock)
+        if info is None:
+            if not eligible:
+                return CycleResult(None, "the lock is free but this host is not eligible", None)
+            if self.etcd.create_if_absent(self.lock, self.hostname, self.lease_id):
+                return CycleResult(Event.ELECTED, "took the free lock", self.hostname)
+            info = self.etcd.get(self.lock)
+            if info is None:
+                # Created and gone again between our two calls: look again next cycle.
+                return CycleResult(None, "the lock changed hands twice during the cycle", None)
+        if info.lease == self.lease_id:
+            return CycleResult(Event.ELECTED, "holds the lock", self.hostname)
+        if info.value == self.hostname and eligible:
+            # Our hostname on another lease: a previous worker of this very host (killed, or
+            # the agent restarted) still holds it until its lease expires. Take it over in
+            # place; no other host competes for this key under our name.
+            if self.etcd.replace_if_unchanged(self.lock, self.hostname, self.lease_id, info.mod_revision):
+                self._revoke_quietly(info.lease)
+                return CycleResult(Event.ELECTED, f"took over the lock left by a previous worker of this host (lease {info.lease:x})", self.hostname)
+            return CycleResult(None, "the lock changed while taking it over", None)
+        return CycleResult(Event.DEMOTED, f"{info.value} holds the lock", info.value)
+
+    def _revoke_quietly(self, lease: int) -> None:
+        try:
+            self.etcd.revoke_lease(lease)
+        except EtcdError as exc:
+            logger.debug("could not revoke the previous lease %x: %s", lease, exc)
+
+    def _failed(self, exc: EtcdError) -> CycleResult:
+        """What an etcd failure means for this VIP: the only place that decides it."""
+        if isinstance(exc, LeaseNotFound):
+            # etcd answered: it is reachable. The lease expired between two calls.
+            self.lease_id = None
+            return CycleResult(None, f"lease lost ({exc}); a new one is granted next cycle")
+        self.failures += 1
+        kind = "unreachable" if isinstance(exc, EtcdUnavailable) else "refused the request"
+        if self.failures >= self.retry:
+            return CycleResult(Event.FAULT, f"etcd {kind} {self.failures} times in a row: {exc}")
+        return CycleResult(None, f"etcd {kind} ({self.failures}/{self.retry}): {exc}")
+
+    def give_up_lock(self) -> str:
+        """Delete the lock if we hold it, keeping the lease (FAILING: stay a visible candidate)."""
+        if self.lease_id is None:
+            return "no lease, nothing to release"
+        try:
+            deleted = self.etcd.delete_if_lease(self.lock, self.lease_id)
+        except EtcdError as exc:
+            return f"could not release the lock: {exc}"
+        return "released the lock" if deleted else "did not hold the lock"
+
+    def resign(self) -> str:
+        """Leave the election: revoking the lease deletes the lock (only if it is ours) and
+        the candidate key in one step, so a standby's watch fires at once."""
+        if self.lease_id is None:
+            return "no lease to revoke"
+        lease, self.lease_id = self.lease_id, None
+        try:
+            self.etcd.revoke_lease(lease)
+        except EtcdError as exc:
+            return f"could not revoke lease {lease:x} ({exc}); it expires within {self.ttl}s"
+        return f"revoked lease {lease:x}"

@@ -1,0 +1,223 @@
+"""The real etcd v3 adapter: etcd3's generated gRPC stubs, a deadline on every call.
+
+We use the stubs rather than etcd3's client methods because we need a transaction compare on
+a key's lease (absent from etcd3's helpers), our own deadlines, fast reconnects and a watch
+that does not print tracebacks when it is cancelled. It works with PyPI's etcd3 0.12 and
+Debian 12's python3-etcd3. Create it only in the worker, after the fork.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Iterator, Sequence
+
+import grpc
+from etcd3 import etcdrpc
+
+from link.config import Config, EtcdEndpoint
+from link.worker.etcd_port import EtcdError, EtcdUnavailable, KeyInfo, LeaseNotFound
+
+logger = logging.getLogger(__name__)
+
+# gRPC's default reconnect backoff grows to 120 s: after an etcd outage a client would stay
+# "unavailable" long after etcd is back (LinK v2 took 8-17 s). Keep the backoff short.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10000),
+    ("grpc.keepalive_timeout_ms", 2000),
+]
+
+_UNAVAILABLE_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+}
+
+
+def translate(exc: grpc.RpcError) -> EtcdError:
+    """The one place that decides what a gRPC failure from etcd means."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else "") or str(code)
+    if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
+        return LeaseNotFound(details)
+    if code in _UNAVAILABLE_CODES or "leader" in details:
+        # "etcdserver: no leader" / "leader changed": the cluster cannot serve right now.
+        return EtcdUnavailable(f"{code.name if code else 'error'}: {details}")
+    return EtcdError(f"{code.name if code else 'error'}: {details}")
+
+
+def _read(path: str) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+class _Compare:
+    """Builders for the transaction compares we need (etcd3 0.12 lacks the LEASE one)."""
+
+    @staticmethod
+    def create_revision_is_zero(key: bytes) -> etcdrpc.Compare:
+        return etcdrpc.Compare(key=key, result=etcdrpc.Compare.EQUAL, target=etcdrpc.Compare.CREATE, create_revision=0)
+
+    @staticmethod
+    def mod_revision_is(key: bytes, revision: int) -> etcdrpc.Compare:
+        return etcdrpc.Compare(key=key, result=etcdrpc.Compare.EQUAL, target=etcdrpc.Compare.MOD, mod_revision=revision)
+
+    @staticmethod
+    def lease_is(key: bytes, lease: int) -> etcdrpc.Compare:
+        return etcdrpc.Compare(key=key, result=etcdrpc.Compare.EQUAL, target=etcdrpc.Compare.LEASE, lease=lease)
+
+
+class GrpcEtcd:
+    """EtcdPort over gRPC, rotating through ETCD_HOSTS when a member does not answer."""
+
+    def __init__(self, endpoints: Sequence[EtcdEndpoint], deadline: float, cacert: str = "", cert: str = "", key: str = "") -> None:
+        self._endpoints = list(endpoints)
+        self._deadline = deadline
+        self._tls = (_read(cacert), _read(key), _read(cert)) if endpoints[0].secure else None
+        self._index = 0
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._closing = threading.Event()
+        self._watch_thread: threading.Thread | None = None
+        self._watch_stream: grpc.Future | None = None
+        self._connect()
+
+    @classmethod
+    def from_config(cls, config: Config) -> "GrpcEtcd":
+        return cls(config.etcd_endpoints, config.etcd_deadline, config.etcd_cacert, config.etcd_tls_cert, config.etcd_tls_key)
+
+    # -- connection -------------------------------------------------------------------------
+    def _connect(self) -> None:
+        endpoint = self._endpoints[self._index]
+        target = f"{endpoint.host}:{endpoint.port}"
+        if self._tls is not None:
+            ca, key, cert = self._tls
+            creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+            self._channel = grpc.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._kv = etcdrpc.KVStub(self._channel)
+        self._lease = etcdrpc.LeaseStub(self._channel)
+        self._watcher = etcdrpc.WatchStub(self._channel)
+
+    def _rotate(self) -> None:
+        """Move to the next member after a failure (a single member just reconnects)."""
+        if len(self._endpoints) < 2:
+            return
+        with self._lock:
+            old = self._channel
+            self._index = (self._index + 1) % len(self._endpoints)
+            self._connect()
+        logger.info("etcd: switching to %s", self._endpoints[self._index])
+        if old is not None:
+            old.close()
+
+    def _call(self, method: Callable, request: object) -> object:
+        try:
+            return method(request, timeout=self._deadline)
+        except grpc.RpcError as exc:
+            error = translate(exc)
+            if isinstance(error, EtcdUnavailable):
+                self._rotate()
+            raise error from None
+
+    # -- EtcdPort ---------------------------------------------------------------------------
+    def grant_lease(self, ttl: int) -> tuple[int, int]:
+        response = self._call(self._lease.LeaseGrant, etcdrpc.LeaseGrantRequest(TTL=ttl))
+        if response.error:
+            raise EtcdError(response.error)
+        return response.ID, response.TTL
+
+    def keepalive(self, lease_id: int) -> int:
+        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
+        try:
+            for response in self._lease.LeaseKeepAlive(iter([request]), timeout=self._deadline):
+                if response.TTL <= 0:
+                    raise LeaseNotFound(f"lease {lease_id:x} expired")
+                return response.TTL
+        except grpc.RpcError as exc:
+            error = translate(exc)
+            if isinstance(error, EtcdUnavailable):
+                self._rotate()
+            raise error from None
+        raise EtcdUnavailable("keepalive stream closed without an answer")
+
+    def revoke_lease(self, lease_id: int) -> None:
+        try:
+            self._call(self._lease.LeaseRevoke, etcdrpc.LeaseRevokeRequest(ID=lease_id))
+        except LeaseNotFound:
+            pass
+
+    def get(self, key: str) -> KeyInfo | None:
+        response = self._call(self._kv.Range, etcdrpc.RangeRequest(key=key.encode()))
+        if not response.kvs:
+            return None
+        kv = response.kvs[0]
+        return KeyInfo(kv.value.decode(errors="replace"), kv.lease, kv.mod_revision)
+
+    def put(self, key: str, value: str, lease: int) -> None:
+        self._call(self._kv.Put, etcdrpc.PutRequest(key=key.encode(), value=value.encode(), lease=lease))
+
+    def _txn(self, compare: etcdrpc.Compare, success: etcdrpc.RequestOp) -> bool:
+        request = etcdrpc.TxnRequest(compare=[compare], success=[success])
+        return bool(self._call(self._kv.Txn, request).succeeded)
+
+    def create_if_absent(self, key: str, value: str, lease: int) -> bool:
+        put = etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key.encode(), value=value.encode(), lease=lease))
+        return self._txn(_Compare.create_revision_is_zero(key.encode()), put)
+
+    def replace_if_unchanged(self, key: str, value: str, lease: int, mod_revision: int) -> bool:
+        put = etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key.encode(), value=value.encode(), lease=lease))
+        return self._txn(_Compare.mod_revision_is(key.encode(), mod_revision), put)
+
+    def delete_if_lease(self, key: str, lease: int) -> bool:
+        delete = etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key.encode()))
+        return self._txn(_Compare.lease_is(key.encode(), lease), delete)
+
+    def watch(self, key: str, on_change: Callable[[], None]) -> None:
+        self._watch_thread = threading.Thread(target=self._watch_loop, args=(key, on_change), name="etcd-watch", daemon=True)
+        self._watch_thread.start()
+
+    def _watch_loop(self, key: str, on_change: Callable[[], None]) -> None:
+        # Bounded: each pass either streams until etcd breaks it or waits 0.5 s; it ends when
+        # the worker closes the adapter (the worker's lifetime bounds it).
+        while not self._closing.is_set():
+            stop = threading.Event()
+
+            def requests() -> Iterator[etcdrpc.WatchRequest]:
+                yield etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(key=key.encode()))
+                stop.wait()
+
+            try:
+                with self._lock:
+                    stream = self._watcher.Watch(requests())
+                self._watch_stream = stream
+                for response in stream:
+                    # `created` too: changes made while the watch was down are caught up by a cycle.
+                    if response.events or response.created or response.canceled:
+                        on_change()
+                    if response.canceled:
+                        break
+            except grpc.RpcError as exc:
+                if not self._closing.is_set():
+                    logger.debug("etcd watch broken: %s", translate(exc))
+            finally:
+                stop.set()
+            if not self._closing.is_set():
+                on_change()
+                self._closing.wait(0.5)
+
+    def close(self) -> None:
+        self._closing.set()
+        stream = self._watch_stream
+        if stream is not None:
+            stream.cancel()
+        if self._channel is not None:
+            self._channel.close()
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout=2)

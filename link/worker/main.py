@@ -1,0 +1,240 @@
+"""The body of one worker process: one VIP, its election, its address and its announcements.
+
+Runs in a child forked by the supervisor. Everything that opens a socket or starts a thread
+(etcd client, watch, netlink, AF_PACKET) is created here, after the fork.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+from multiprocessing.connection import Connection, wait
+from typing import NoReturn
+
+from setproctitle import setproctitle
+
+from link import logs
+from link.config import Config
+from link.netlink import AddressBinder
+from link.worker.announce import Announcer
+from link.worker.election import CycleResult, Election
+from link.worker.etcd_grpc import GrpcEtcd
+from link.worker.fsm import Event, State, StateMachine
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_BOOT_FAILED = 3
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel for SIGTERM when the supervisor dies, so the VIP is released.
+
+    The pipe's EOF says the same thing; this covers a worker busy in a long etcd call.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Worker:
+    def __init__(self, config: Config, vip_id: str, vip: str, conn: Connection) -> None:
+        self.config = config
+        self.vip_id = vip_id
+        self.vip = vip
+        self.conn = conn
+        self.stopping = ""
+        self.holder: str | None = None
+        self.last_event: Event | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.fsm = StateMachine(
+            on_enter={State.ACTIVATED: self._enter_activated, State.STANDBY: self._enter_standby, State.FAILING: self._enter_failing},
+            label=f"{vip} ",
+        )
+        self.binder: AddressBinder | None = None
+        self.announcer: Announcer | None = None
+        self.etcd: GrpcEtcd | None = None
+        self.election: Election | None = None
+
+    # -- life -------------------------------------------------------------------------------
+    def boot(self) -> None:
+        """Open what the VIP needs on this host; an exception here is a boot failure."""
+        self.binder = AddressBinder(self.config.interface, self.vip)
+        self.announcer = Announcer(
+            self.config.interface, self.vip, self.binder.mac(), self.config.arp_gratuitous_count, self.config.arp_gratuitous_interval
+        )
+
+    def start_election(self) -> None:
+        # Not a boot failure if etcd is down: the cycle counts failures and faults (LinK's rule).
+        self.etcd = GrpcEtcd.from_config(self.config)
+        self.election = Election(self.etcd, self.vip, self.config.hostname, self.config.lease_ttl, self.config.keepalive_retry)
+        self.etcd.watch(self.election.lock, self._wake)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # already awake
+
+    def request_stop(self, why: str) -> None:
+        if not self.stopping:
+            self.stopping = why
+        self._wake()
+
+    def run(self) -> None:
+        assert self.election is not None and self.announcer is not None
+        next_cycle = time.monotonic()
+        self._report()
+        while not self.stopping:
+            due = min(next_cycle, self.announcer.next_due() or next_cycle)
+            ready = wait([self.conn, self._wake_r], timeout=max(0.0, due - time.monotonic()))
+            if self.conn in ready:
+                self._read_commands()
+            if self._wake_r in ready:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                next_cycle = time.monotonic()  # the lock changed: look now, not at the next tick
+            if self.stopping:
+                break
+            now = time.monotonic()
+            if now >= next_cycle:
+                self.cycle()
+                next_cycle = now + self.config.tick
+            self.announcer.run_due()
+
+    def cycle(self) -> None:
+        assert self.election is not None
+        result = self.election.run_cycle(eligible=self.fsm.state is not State.FAILING)
+        changed = False
+        if result.event is not None:
+            if result.holder != self.holder:
+                self.holder, changed = result.holder, True
+            recovered = self.last_event is Event.FAULT and result.event is Event.ELECTED
+            self.last_event = result.event
+            if self.fsm.handle(result.event, result.sentence):
+                changed = True
+            elif recovered and self.fsm.state is State.ACTIVATED:
+                # We held the VIP through the outage and won the lock when etcd came back:
+                # peers that also held it may have poisoned neighbour caches, announce again.
+                logger.info("%s: etcd is back and this host holds the lock: announcing again", self.vip)
+                self._ensure_bound(force_announce=True)
+        self._log_cycle(result)
+        if self.fsm.state is State.ACTIVATED:
+            self._ensure_bound()
+        if changed:
+            self._report(result.event, result.sentence)
+
+    def _log_cycle(self, result: CycleResult) -> None:
+        level = logging.WARNING if result.event is Event.FAULT or (result.event is None and "etcd" in result.sentence) else logging.DEBUG
+        logger.log(level, "%s %s: %s", self.vip, self.fsm.state.value, result.sentence)
+
+    def _read_commands(self) -> None:
+        try:
+            while self.conn.poll():
+                message = self.conn.recv()
+                if message.get("type") == "stop":
+                    self.request_stop("asked by the supervisor")
+        except (EOFError, OSError):
+            self.request_stop("the supervisor is gone")
+
+    # -- enter-actions ----------------------------------------------------------------------
+    def _enter_activated(self, old: State, event: Event, reason: str) -> None:
+        self._ensure_bound(force_announce=True)
+
+    def _enter_standby(self, old: State, event: Event, reason: str) -> None:
+        self._unbind()
+
+    def _enter_failing(self, old: State, event: Event, reason: str) -> None:
+        self._unbind()
+        assert self.election is not None
+        logger.info("%s: %s", self.vip, self.election.give_up_lock())
+
+    def _ensure_bound(self, force_announce: bool = False) -> None:
+        assert self.binder is not None and self.announcer is not None
+        if not self.binder.is_bound():
+            self.binder.bind()
+            if not force_announce:
+                logger.warning("%s was removed from %s by someone else: bound it again", self.vip, self.config.interface)
+            force_announce = True
+        if force_announce:
+            self.announcer.start()
+
+    def _unbind(self) -> None:
+        assert self.binder is not None and self.announcer is not None
+        self.announcer.cancel()
+        if self.binder.unbind():
+            logger.info("%s unbound from %s", self.vip, self.config.interface)
+
+    # -- reporting --------------------------------------------------------------------------
+    def _report(self, event: Event | None = None, reason: str = "") -> None:
+        state = self.fsm.state.value
+        setproctitle(f"link: vip {self.vip} {state}")
+        try:
+            self.conn.send(
+                {"type": "state", "state": state, "event": event.value if event else None,
+                 "since": self.fsm.since, "holder": self.holder, "reason": reason}
+            )
+        except (BrokenPipeError, OSError):
+            self.request_stop("the supervisor is gone")
+
+    def shutdown(self) -> None:
+        """Leave cleanly: unbind first, then give the lock up, so no two hosts hold it."""
+        logger.info("%s: stopping (%s)", self.vip, self.stopping)
+        if self.binder is not None:
+            try:
+                self._unbind()
+            except Exception:
+                logger.exception("%s: could not unbind", self.vip)
+        if self.election is not None:
+            logger.info("%s: %s", self.vip, self.election.resign())
+        for closable in (self.etcd, self.announcer, self.binder):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:
+                    logger.debug("closing %r failed", closable, exc_info=True)
+
+
+def worker_main(config: Config, vip_id: str, vip: str, conn: Connection, parent_pid: int) -> NoReturn:
+    """Entry point in the forked child; never returns."""
+    code = EXIT_OK
+    try:
+        logs.setup(config.logger_level, f"worker {vip}")
+        setproctitle(f"link: vip {vip} BOOTING")
+        worker = Worker(config, vip_id, vip, conn)
+        signal.signal(signal.SIGTERM, lambda *_: worker.request_stop("SIGTERM"))
+        # Ctrl-C reaches the whole process group: the supervisor orders the hand-over.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _die_with_parent(parent_pid)
+        try:
+            worker.boot()
+        except Exception as exc:
+            logger.error("%s: cannot put the VIP in place on this host: %s", vip, exc)
+            try:
+                conn.send({"type": "boot_failed", "error": str(exc)})
+            except OSError:
+                pass
+            worker.shutdown()
+            code = EXIT_BOOT_FAILED
+        else:
+            try:
+                worker.start_election()
+                worker.run()
+            finally:
+                worker.shutdown()
+    except BaseException:
+        logging.getLogger(__name__).exception("worker for %s crashed", vip)
+        code = 1
+    finally:
+        logging.shutdown()
+    os._exit(code)

@@ -1,0 +1,110 @@
+"""An in-memory etcd behind the EtcdPort seam: leases, revisions, transactions, outages."""
+from __future__ import annotations
+
+from typing import Callable
+
+from link.worker.etcd_port import EtcdUnavailable, KeyInfo, LeaseNotFound
+
+
+class FakeEtcd:
+    """One store that several fake clients (hosts) share; `down` makes every call fail."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, KeyInfo] = {}
+        self.leases: dict[int, int] = {}
+        self.revision = 0
+        self.next_lease = 0x100
+        self.down = False
+        self.watchers: list[tuple[str, Callable[[], None]]] = []
+
+    def client(self) -> "FakeEtcdClient":
+        return FakeEtcdClient(self)
+
+    def expire(self, lease: int) -> None:
+        """What etcd does when a lease is not refreshed in time."""
+        self.leases.pop(lease, None)
+        for key in [k for k, v in self.keys.items() if v.lease == lease]:
+            self._delete(key)
+
+    def _put(self, key: str, value: str, lease: int) -> None:
+        if lease and lease not in self.leases:
+            raise LeaseNotFound("etcdserver: requested lease not found")
+        self.revision += 1
+        self.keys[key] = KeyInfo(value, lease, self.revision)
+        self._notify(key)
+
+    def _delete(self, key: str) -> None:
+        if self.keys.pop(key, None) is not None:
+            self.revision += 1
+            self._notify(key)
+
+    def _notify(self, key: str) -> None:
+        for watched, callback in self.watchers:
+            if watched == key:
+                callback()
+
+
+class FakeEtcdClient:
+    def __init__(self, store: FakeEtcd) -> None:
+        self.store = store
+        self.calls: list[str] = []
+
+    def _check(self, name: str) -> None:
+        self.calls.append(name)
+        if self.store.down:
+            raise EtcdUnavailable("DEADLINE_EXCEEDED: fake etcd is down")
+
+    def grant_lease(self, ttl: int) -> tuple[int, int]:
+        self._check("grant_lease")
+        self.store.next_lease += 1
+        self.store.leases[self.store.next_lease] = ttl
+        return self.store.next_lease, ttl
+
+    def keepalive(self, lease_id: int) -> int:
+        self._check("keepalive")
+        if lease_id not in self.store.leases:
+            raise LeaseNotFound(f"lease {lease_id:x} expired")
+        return self.store.leases[lease_id]
+
+    def revoke_lease(self, lease_id: int) -> None:
+        self._check("revoke_lease")
+        if lease_id not in self.store.leases:
+            return
+        self.store.expire(lease_id)
+
+    def get(self, key: str) -> KeyInfo | None:
+        self._check("get")
+        return self.store.keys.get(key)
+
+    def put(self, key: str, value: str, lease: int) -> None:
+        self._check("put")
+        self.store._put(key, value, lease)
+
+    def create_if_absent(self, key: str, value: str, lease: int) -> bool:
+        self._check("create_if_absent")
+        if key in self.store.keys:
+            return False
+        self.store._put(key, value, lease)
+        return True
+
+    def replace_if_unchanged(self, key: str, value: str, lease: int, mod_revision: int) -> bool:
+        self._check("replace_if_unchanged")
+        current = self.store.keys.get(key)
+        if current is None or current.mod_revision != mod_revision:
+            return False
+        self.store._put(key, value, lease)
+        return True
+
+    def delete_if_lease(self, key: str, lease: int) -> bool:
+        self._check("delete_if_lease")
+        current = self.store.keys.get(key)
+        if current is None or current.lease != lease:
+            return False
+        self.store._delete(key)
+        return True
+
+    def watch(self, key: str, on_change: Callable[[], None]) -> None:
+        self.store.watchers.append((key, on_change))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,84 @@
+import pytest
+
+from link.config import ConfigError, load, parse_duration
+
+BASE = {"INTERFACE": "lo"}
+
+
+def env(**extra):
+    return {**BASE, **extra}
+
+
+@pytest.mark.parametrize("text,seconds", [("3", 3.0), ("3s", 3.0), ("500ms", 0.5), ("1.5s", 1.5), ("1m30s", 90.0), ("0.25", 0.25)])
+def test_durations(text, seconds):
+    assert parse_duration("X", text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "s", "3x", "ms500", "3 s", "-1s", "1s2"])
+def test_bad_durations(text):
+    with pytest.raises(ConfigError, match="X="):
+        parse_duration("X", text)
+
+
+def test_defaults():
+    config = load(env(HOSTNAME="h1"))
+    assert config.interface == "lo"
+    assert config.hostname == "h1"
+    assert config.port == 1313
+    assert config.keepalive_interval == 2.0 and config.lease_ttl == 2
+    assert config.keepalive_retry == 3
+    assert config.arp_gratuitous_count == 3 and config.arp_gratuitous_interval == 1.0
+    assert [str(e) for e in config.etcd_endpoints] == ["http://127.0.0.1:2379"]
+    assert config.state_dir == "/var/lib/link"
+    assert not config.auth_enabled
+
+
+def test_hostname_defaults_to_the_machine():
+    import socket
+
+    assert load(BASE).hostname == socket.gethostname()
+
+
+def test_lease_is_rounded_up_to_whole_seconds():
+    assert load(env(KEEPALIVE_INTERVAL="500ms")).lease_ttl == 1
+    assert load(env(KEEPALIVE_INTERVAL="2.5s")).lease_ttl == 3
+    assert load(env(KEEPALIVE_INTERVAL="3")).lease_ttl == 3
+
+
+def test_etcd_hosts_list():
+    config = load(env(ETCD_HOSTS="http://198.51.100.1:2379, 198.51.100.2:2380,http://198.51.100.3"))
+    assert [(e.host, e.port) for e in config.etcd_endpoints] == [("198.51.100.1", 2379), ("198.51.100.2", 2380), ("198.51.100.3", 2379)]
+
+
+def test_user_alone_does_not_switch_auth_on():
+    assert not load(env(USER="alice")).auth_enabled
+    config = load(env(USER="alice", PASSWORD="s3cret"))
+    assert config.auth_enabled and config.user == "alice"
+
+
+@pytest.mark.parametrize(
+    "variables,names",
+    [
+        ({"INTERFACE": ""}, "INTERFACE"),
+        ({"INTERFACE": "no-such-if0"}, "INTERFACE"),
+        ({"PORT": "http"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"KEEPALIVE_INTERVAL": "soon"}, "KEEPALIVE_INTERVAL"),
+        ({"KEEPALIVE_INTERVAL": "100ms"}, "KEEPALIVE_INTERVAL"),
+        ({"KEEPALIVE_RETRY": "0"}, "KEEPALIVE_RETRY"),
+        ({"ARP_GRATUITOUS_COUNT": "-1"}, "ARP_GRATUITOUS_COUNT"),
+        ({"ARP_GRATUITOUS_INTERVAL": "fast"}, "ARP_GRATUITOUS_INTERVAL"),
+        ({"ETCD_HOSTS": "ftp://198.51.100.1"}, "ETCD_HOSTS"),
+        ({"ETCD_HOSTS": " , "}, "ETCD_HOSTS"),
+        ({"ETCD_HOSTS": "http://198.51.100.1,https://198.51.100.2"}, "ETCD_HOSTS"),
+        ({"ETCD_CACERT": "/nonexistent/ca.pem"}, "ETCD_CACERT"),
+        ({"ETCD_TLS_CERT": "/etc/hostname"}, "ETCD_TLS_KEY"),
+        ({"HOSTNAME": "a/b"}, "HOSTNAME"),
+        ({"LOGGER_LEVEL": "chatty"}, "LOGGER_LEVEL"),
+    ],
+)
+def test_bad_values_name_the_variable(variables, names):
+    with pytest.raises(ConfigError) as info:
+        load({**BASE, **variables})
+    message = str(info.value)
+    assert names in message and "\n" not in message
