@@ -14,3 +14,6 @@ def setup(level: str, role: str) -> None:
     handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{role}] %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
+    # Their debug output is per netlink message / gRPC frame: useless at our debug level.
+    for noisy in ("pyroute2", "scapy", "grpc"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
