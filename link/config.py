@@ -64,6 +64,10 @@ class Config:
     etcd_tls_key: str = ""
     etcd_cacert: str = ""
     logger_level: str = "INFO"
+    health_check_interval: float = 1.0
+    health_check_timeout: float = 1.0
+    fail_count_before_failover: int = 3
+    fault_policy: str = "activate"
 
     @property
     def lease_ttl(self) -> int:
@@ -130,6 +134,18 @@ def parse_etcd_hosts(raw: str) -> tuple[EtcdEndpoint, ...]:
     return tuple(endpoints)
 
 
+FAULT_POLICIES = ("activate", "keep", "release")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw
+
+
 def _readable_file(env: Mapping[str, str], name: str) -> str:
     path = env.get(name, "").strip()
     if path and not os.access(path, os.R_OK):
@@ -181,4 +197,8 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         etcd_tls_key=key,
         etcd_cacert=ca,
         logger_level="WARNING" if level == "WARN" else level,
+        health_check_interval=_duration(env, "HEALTH_CHECK_INTERVAL", 1.0, 0.1, 3600.0),
+        health_check_timeout=_duration(env, "HEALTH_CHECK_TIMEOUT", 1.0, 0.05, 600.0),
+        fail_count_before_failover=_int(env, "FAIL_COUNT_BEFORE_FAILOVER", 3, 1, 1000),
+        fault_policy=_choice(env, "FAULT_POLICY", FAULT_POLICIES),
     )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 # LinK v2 keeps every key under this directory; sharing it lets both agents share a cluster.
 ETCD_DIRECTORY = "/link"
@@ -52,3 +53,26 @@ def candidate_key(vip: str, hostname: str) -> str:
 
 def candidates_prefix(vip: str) -> str:
     return f"{ETCD_DIRECTORY}/ips/{storable(vip)}/"
+
+
+@dataclass(frozen=True)
+class VipSpec:
+    """What a host was told about one VIP: kept in STATE_DIR, given to its worker."""
+
+    id: str
+    ip: str
+    checks: tuple[dict, ...] = ()
+    healthcheck_interval: float = 0.0  # 0: the agent's HEALTH_CHECK_INTERVAL
+    fault_policy: str = ""  # "": the agent's FAULT_POLICY
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "ip": self.ip, "checks": list(self.checks),
+                "healthcheck_interval": self.healthcheck_interval, "fault_policy": self.fault_policy}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "VipSpec":
+        return cls(
+            id=str(data["id"]), ip=str(data["ip"]), checks=tuple(data.get("checks") or ()),
+            healthcheck_interval=float(data.get("healthcheck_interval") or 0.0),
+            fault_policy=str(data.get("fault_policy") or ""),
+        )

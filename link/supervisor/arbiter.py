@@ -22,7 +22,8 @@ from link.config import Config
 from link.supervisor import records
 from link.supervisor.ops import ProcessOps
 from link.supervisor.records import VipRecord
-from link.supervisor.store import StoredVip, StoreError, VipStore
+from link.supervisor.store import StoreError, VipStore
+from link.vip import VipSpec
 from link.worker.main import EXIT_BOOT_FAILED
 
 logger = logging.getLogger(__name__)
@@ -91,8 +92,8 @@ class Arbiter:
     def boot(self) -> None:
         stored = self.store.load()
         now = time.time()
-        for item in stored:
-            self.vips[item.id] = VipRecord(id=item.id, ip=item.ip, since=now)
+        for spec in stored:
+            self.vips[spec.id] = VipRecord(spec=spec, since=now)
         # A previous run killed with SIGKILL leaves its VIPs on the interface: drop them before
         # anyone else binds them. Workers bind again whatever this host wins.
         for record in self.vips.values():
@@ -112,7 +113,7 @@ class Arbiter:
         self.api_started = self.clock()
 
     def spawn_worker(self, record: VipRecord) -> None:
-        record.pid, record.conn = self.ops.spawn_worker(record.id, record.ip)
+        record.pid, record.conn = self.ops.spawn_worker(record.spec)
         record.worker_state = records.RUNNING
         record.started_at = self.clock()
         record.respawn_at = None
@@ -273,12 +274,15 @@ class Arbiter:
         return record
 
     def op_list(self, request_id: int, message: dict) -> None:
-        self.reply(request_id, result=[r.to_api() for r in self.vips.values()])
+        self.reply(request_id, result=[self._api(r) for r in self.vips.values()])
 
     def op_get(self, request_id: int, message: dict) -> None:
         record = self._find(request_id, message)
         if record is not None:
-            self.reply(request_id, result=record.to_api())
+            self.reply(request_id, result=self._api(record))
+
+    def _api(self, record: VipRecord) -> dict:
+        return record.to_api(self.config.fault_policy)
 
     def op_add(self, request_id: int, message: dict) -> None:
         ip = message["ip"]
@@ -286,7 +290,12 @@ class Arbiter:
         if existing is not None:
             self.reply(request_id, False, status=409, error=f"ip {ip} is already configured on this host as {existing.id}")
             return
-        record = VipRecord(id=f"vip-{uuid.uuid4()}", ip=ip, since=time.time())
+        spec = VipSpec(
+            id=f"vip-{uuid.uuid4()}", ip=ip, checks=tuple(message.get("checks") or ()),
+            healthcheck_interval=float(message.get("healthcheck_interval") or 0.0),
+            fault_policy=message.get("fault_policy") or "",
+        )
+        record = VipRecord(spec=spec, since=time.time())
         try:
             self._persist([*self.vips.values(), record])
         except StoreError as exc:
@@ -296,7 +305,28 @@ class Arbiter:
         self.spawn_worker(record)
         self._set_title()
         logger.info("added %s as %s", ip, record.id)
-        self.reply(request_id, result=record.to_api())
+        self.reply(request_id, result=self._api(record))
+
+    def op_update(self, request_id: int, message: dict) -> None:
+        """Replace a VIP's settings (its health checks) live: persisted, then sent to its worker."""
+        record = self._find(request_id, message)
+        if record is None:
+            return
+        changes = {k: message[k] for k in ("checks", "healthcheck_interval", "fault_policy") if k in message}
+        spec = VipSpec.from_json({**record.spec.to_json(), **changes})
+        try:
+            self.store.save([spec if r is record else r.spec for r in self.vips.values()])
+        except StoreError as exc:
+            self.reply(request_id, False, status=503, error=str(exc))
+            return
+        record.spec = spec
+        if record.conn is not None and not record.conn.closed:
+            try:
+                record.conn.send({"type": "settings", "spec": spec.to_json()})
+            except OSError:
+                pass  # the worker is dying; its successor starts with the new spec
+        logger.info("updated %s: %d health check(s)", record.ip, len(spec.checks))
+        self.reply(request_id, result=self._api(record))
 
     def op_delete(self, request_id: int, message: dict) -> None:
         record = self._find(request_id, message)
@@ -337,7 +367,7 @@ class Arbiter:
             self.reply(request_id, result=None)
 
     def _persist(self, vips: list[VipRecord]) -> None:
-        self.store.save([StoredVip(r.id, r.ip) for r in vips])
+        self.store.save([r.spec for r in vips])
 
     # -- stopping ---------------------------------------------------------------------------
     def begin_stop(self, why: str) -> None:

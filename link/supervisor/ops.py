@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Protocol
 
 from link.config import Config
 from link.netlink import remove_address
+from link.vip import VipSpec
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ _RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, 
 
 
 class ProcessOps(Protocol):
-    def spawn_worker(self, vip_id: str, vip: str) -> tuple[int, Connection]: ...
+    def spawn_worker(self, spec: VipSpec) -> tuple[int, Connection]: ...
 
     def spawn_api(self) -> tuple[int, Connection]: ...
 
@@ -61,10 +62,10 @@ class RealOps:
         child_end.close()
         return pid, parent_end
 
-    def spawn_worker(self, vip_id: str, vip: str) -> tuple[int, Connection]:
+    def spawn_worker(self, spec: VipSpec) -> tuple[int, Connection]:
         from link.worker.main import worker_main
 
-        return self._fork(lambda conn, ppid: worker_main(self.config, vip_id, vip, conn, ppid))
+        return self._fork(lambda conn, ppid: worker_main(self.config, spec, conn, ppid))
 
     def spawn_api(self) -> tuple[int, Connection]:
         from link.api.server import run_api

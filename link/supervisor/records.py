@@ -5,6 +5,8 @@ import datetime
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
+from link.vip import VipSpec
+
 # The supervisor's view of a worker process (Supervisor's RUNNING/BACKOFF/FATAL).
 RUNNING = "RUNNING"
 BACKOFF = "BACKOFF"
@@ -18,8 +20,7 @@ def iso(timestamp: float) -> str:
 
 @dataclass
 class VipRecord:
-    id: str
-    ip: str
+    spec: VipSpec
     since: float
     status: str = "BOOTING"
     holder: str | None = None
@@ -34,12 +35,23 @@ class VipRecord:
     boot_error: str | None = None
     delete_waiters: list[int] = field(default_factory=list)
 
-    def to_api(self) -> dict:
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def ip(self) -> str:
+        return self.spec.ip
+
+    def to_api(self, default_fault_policy: str) -> dict:
         return {
             "id": self.id,
             "ip": self.ip,
             "status": self.status,
             "since": iso(self.since),
             "holder": self.holder,
+            "checks": list(self.spec.checks),
+            "healthcheck_interval": self.spec.healthcheck_interval,
+            "fault_policy": self.spec.fault_policy or default_fault_policy,
             "worker": {"pid": self.pid, "state": self.worker_state, "restarts": self.restarts, "error": self.error},
         }

@@ -7,19 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from link.vip import VipSpec
 
 FORMAT_VERSION = 1
 
 
 class StoreError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class StoredVip:
-    id: str
-    ip: str
 
 
 class VipStore:
@@ -35,7 +29,7 @@ class VipStore:
         if not os.access(self.state_dir, os.W_OK):
             raise StoreError(f"STATE_DIR={self.state_dir!r} is not writable")
 
-    def load(self) -> list[StoredVip]:
+    def load(self) -> list[VipSpec]:
         try:
             with open(self.path, encoding="utf-8") as handle:
                 data = json.load(handle)
@@ -45,12 +39,12 @@ class VipStore:
             # Refuse to start rather than overwrite a file we cannot read: that would lose VIPs.
             raise StoreError(f"{self.path} cannot be read ({exc}); fix or remove it") from None
         try:
-            return [StoredVip(str(item["id"]), str(item["ip"])) for item in data["vips"]]
-        except (KeyError, TypeError) as exc:
+            return [VipSpec.from_json(item) for item in data["vips"]]
+        except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{self.path} is not a link VIP list ({exc!r}); fix or remove it") from None
 
-    def save(self, vips: list[StoredVip]) -> None:
-        payload = {"version": FORMAT_VERSION, "vips": [{"id": v.id, "ip": v.ip} for v in vips]}
+    def save(self, vips: list[VipSpec]) -> None:
+        payload = {"version": FORMAT_VERSION, "vips": [v.to_json() for v in vips]}
         tmp = f"{self.path}.tmp.{os.getpid()}"
         try:
             with open(tmp, "w", encoding="utf-8") as handle:

@@ -62,7 +62,8 @@ class HealthMonitor:
     def stop(self) -> None:
         self._stop.set()
         self._changed.set()
-        self._thread.join(timeout=self._timeout + 1)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=self._timeout + 1)
 
 
 class HealthJudge:

@@ -18,10 +18,12 @@ from setproctitle import setproctitle
 from link import logs
 from link.config import Config
 from link.netlink import AddressBinder
+from link.vip import VipSpec
 from link.worker.announce import Announcer
 from link.worker.election import CycleResult, Election
 from link.worker.etcd_grpc import GrpcEtcd
 from link.worker.fsm import Event, State, StateMachine
+from link.worker.health import HealthJudge, HealthMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +46,12 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 class Worker:
-    def __init__(self, config: Config, vip_id: str, vip: str, conn: Connection) -> None:
+    def __init__(self, config: Config, spec: VipSpec, conn: Connection) -> None:
         self.config = config
-        self.vip_id = vip_id
-        self.vip = vip
+        self.spec = spec
+        self.vip = spec.ip
         self.conn = conn
+        self.fault_policy = spec.fault_policy or config.fault_policy
         self.stopping = ""
         self.holder: str | None = None
         self.last_event: Event | None = None
@@ -57,8 +60,10 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self.fsm = StateMachine(
             on_enter={State.ACTIVATED: self._enter_activated, State.STANDBY: self._enter_standby, State.FAILING: self._enter_failing},
-            label=f"{vip} ",
+            label=f"{self.vip} ",
         )
+        self.health = HealthMonitor(list(spec.checks), self._check_interval(spec), config.health_check_timeout, self._wake)
+        self.judge = HealthJudge(config.fail_count_before_failover)
         self.binder: AddressBinder | None = None
         self.announcer: Announcer | None = None
         self.etcd: GrpcEtcd | None = None
@@ -72,11 +77,15 @@ class Worker:
             self.config.interface, self.vip, self.binder.mac(), self.config.arp_gratuitous_count, self.config.arp_gratuitous_interval
         )
 
+    def _check_interval(self, spec: VipSpec) -> float:
+        return spec.healthcheck_interval or self.config.health_check_interval
+
     def start_election(self) -> None:
         # Not a boot failure if etcd is down: the cycle counts failures and faults (LinK's rule).
         self.etcd = GrpcEtcd.from_config(self.config)
         self.election = Election(self.etcd, self.vip, self.config.hostname, self.config.lease_ttl, self.config.keepalive_retry)
         self.etcd.watch(self.election.lock, self._wake)
+        self.health.start()
 
     def _wake(self) -> None:
         try:
@@ -106,15 +115,34 @@ class Worker:
                 next_cycle = time.monotonic()  # the lock changed: look now, not at the next tick
             if self.stopping:
                 break
+            self._judge_health()
             now = time.monotonic()
             if now >= next_cycle:
                 self.cycle()
                 next_cycle = now + self.config.tick
             self.announcer.run_due()
 
+    def _judge_health(self) -> None:
+        for results in self.health.take_results():
+            event, reason = self.judge.judge(results)
+            if reason:
+                logger.log(logging.WARNING if event or not all(r.ok for r in results) else logging.INFO, "%s: %s", self.vip, reason)
+            if event is not None and self.fsm.handle(event, reason):
+                if self.fsm.state is State.FAILING:
+                    self.holder = None
+                self._report(event, reason)
+
+    def _apply_fault_policy(self, result: CycleResult) -> CycleResult:
+        """FAULT_POLICY turns a `fault` into LinK's rule (activate), nothing (keep) or a release."""
+        if result.event is not Event.FAULT or self.fault_policy == "activate":
+            return result
+        if self.fault_policy == "keep":
+            return CycleResult(None, f"{result.sentence}; keeping the current state (fault policy keep)", result.holder)
+        return CycleResult(Event.DEMOTED, f"{result.sentence}; releasing the VIP (fault policy release)", None)
+
     def cycle(self) -> None:
         assert self.election is not None
-        result = self.election.run_cycle(eligible=self.fsm.state is not State.FAILING)
+        result = self._apply_fault_policy(self.election.run_cycle(eligible=self.fsm.state is not State.FAILING))
         changed = False
         if result.event is not None:
             if result.holder != self.holder:
@@ -144,8 +172,20 @@ class Worker:
                 message = self.conn.recv()
                 if message.get("type") == "stop":
                     self.request_stop("asked by the supervisor")
+                elif message.get("type") == "settings":
+                    self._replace_checks(message)
         except (EOFError, OSError):
             self.request_stop("the supervisor is gone")
+
+    def _replace_checks(self, message: dict) -> None:
+        """New checks apply at once; the VIP stays bound while they pass."""
+        self.spec = VipSpec.from_json({**self.spec.to_json(), **message["spec"]})
+        self.health.replace(list(self.spec.checks), self._check_interval(self.spec))
+        if not self.spec.checks and self.judge.failing:
+            self.judge.reset()
+            self.fsm.handle(Event.HEALTH_CHECK_SUCCESS, "health checks removed")
+            self._report(Event.HEALTH_CHECK_SUCCESS, "health checks removed")
+        logger.info("%s: health checks replaced (%d check(s))", self.vip, len(self.spec.checks))
 
     # -- enter-actions ----------------------------------------------------------------------
     def _enter_activated(self, old: State, event: Event, reason: str) -> None:
@@ -190,6 +230,7 @@ class Worker:
     def shutdown(self) -> None:
         """Leave cleanly: unbind first, then give the lock up, so no two hosts hold it."""
         logger.info("%s: stopping (%s)", self.vip, self.stopping)
+        self.health.stop()
         if self.binder is not None:
             try:
                 self._unbind()
@@ -205,13 +246,14 @@ class Worker:
                     logger.debug("closing %r failed", closable, exc_info=True)
 
 
-def worker_main(config: Config, vip_id: str, vip: str, conn: Connection, parent_pid: int) -> NoReturn:
+def worker_main(config: Config, spec: VipSpec, conn: Connection, parent_pid: int) -> NoReturn:
     """Entry point in the forked child; never returns."""
     code = EXIT_OK
+    vip = spec.ip
     try:
         logs.setup(config.logger_level, f"worker {vip}")
         setproctitle(f"link: vip {vip} BOOTING")
-        worker = Worker(config, vip_id, vip, conn)
+        worker = Worker(config, spec, conn)
         signal.signal(signal.SIGTERM, lambda *_: worker.request_stop("SIGTERM"))
         # Ctrl-C reaches the whole process group: the supervisor orders the hand-over.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -24,12 +24,14 @@ class FakeOps:
         self.killed: list[tuple[int, int]] = []
         self.removed: list[str] = []
         self.bound: set[str] = set()
+        self.specs: dict = {}
 
-    def spawn_worker(self, vip_id, vip):
+    def spawn_worker(self, spec):
         pid = next(self.pids)
         parent, child = Pipe()
         self.children[pid] = child
-        self.spawned.append((pid, vip))
+        self.spawned.append((pid, spec.ip))
+        self.specs[pid] = spec
         return pid, parent
 
     def spawn_api(self):
@@ -228,3 +230,23 @@ def test_api_that_dies_at_start_stops_the_agent(setup):
     ops.exits.append((arb.api_pid, 1))
     arb.turn(max_wait=0.01)
     assert arb.stopping and arb.exit_code == 1
+
+
+def test_update_replaces_checks_live_and_persists(setup):
+    arb, ops, _ = setup
+    vip_id = request(arb, ops, "add", ip="198.51.100.50/32", checks=[{"type": "TCP", "host": "198.51.100.20", "port": 5432}])["result"]["id"]
+    pid = ops.spawned[-1][0]
+    assert ops.specs[pid].checks[0]["port"] == 5432
+    new = [{"type": "EXEC", "command": ["/bin/true"]}]
+    answer = request(arb, ops, "update", vip_id=vip_id, checks=new)
+    assert answer["ok"] and answer["result"]["checks"] == new
+    assert ops.children[pid].recv() == {"type": "settings", "spec": arb.vips[vip_id].spec.to_json()}
+    assert len(ops.spawned) == 1  # same worker: nothing restarted
+    assert arb.store.load()[0].checks == tuple(new)
+
+
+def test_fault_policy_shows_the_agent_default_unless_set(setup):
+    arb, ops, _ = setup
+    plain = request(arb, ops, "add", ip="198.51.100.50/32")["result"]
+    strict = request(arb, ops, "add", ip="198.51.100.51/32", fault_policy="release")["result"]
+    assert (plain["fault_policy"], strict["fault_policy"]) == ("activate", "release")
