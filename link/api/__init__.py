@@ -1,0 +1,8 @@
+"""The HTTP API of the agent: the bottle app (`make_app`) and the API process body (`run_api`).
+
+`run_api` is not imported here: it pulls in waitress and setproctitle, which the app and its
+tests do not need.
+"""
+from link.api.app import MAX_BODY_BYTES, make_app
+
+__all__ = ["MAX_BODY_BYTES", "make_app"]

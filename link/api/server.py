@@ -1,0 +1,229 @@
+"""The API process: waitress threads serving the app, one Pipe to the supervisor shared by all.
+
+Requests carry ids from a counter; one reader thread hands each answer to the request with
+the same id, because answers come back in any order (a `delete` waits for its worker while
+other requests are answered).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any, Callable, Mapping, NoReturn
+
+import setproctitle
+import waitress
+
+from link import logs
+from link.api.app import make_app
+from link.config import Config
+
+log = logging.getLogger(__name__)
+
+# Longer than any answer the supervisor gives in normal operation (a `delete` waits for its
+# worker to release the VIP, which is bounded by the etcd deadline), shorter than the HTTP
+# timeouts of clients, so a stuck supervisor turns into a clear 503 rather than a hang.
+REQUEST_TIMEOUT = 30.0
+API_THREADS = 8
+# waitress buffers a whole request before calling the app: this bounds what a client can make
+# it buffer. The app refuses anything over 64 KiB with a JSON 413; waitress itself answers
+# (in plain text) only past this.
+MAX_REQUEST_BYTES = 1024 * 1024
+
+# Exit codes of the API process, read by the supervisor.
+EXIT_OK = 0  # SIGTERM, or the supervisor closed the pipe
+EXIT_CRASHED = 1
+EXIT_CANNOT_LISTEN = 78  # EX_CONFIG: PORT or BIND_ADDRESS cannot be used; respawning will not help
+
+
+class SupervisorClient:
+    """Thread-safe request/answer over the API process's end of the supervisor Pipe."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        timeout: float = REQUEST_TIMEOUT,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
+        self._conn = conn
+        self._timeout = timeout
+        self._on_closed = on_closed
+        self._ids = itertools.count(1)
+        # Sending and bookkeeping have separate locks: the reader only ever takes the pending
+        # lock, so it keeps draining answers even while a sender is blocked on a full pipe.
+        self._send_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: dict[int, Future[dict[str, Any]]] = {}
+        self._closed = False
+        self._reader = threading.Thread(target=self._read_answers, name="link-api-pipe-reader", daemon=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def start(self) -> None:
+        self._reader.start()
+
+    def call(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Send `{"op": ..., ...}` and wait for its answer (a dict, `ok` true or false).
+
+        Raises TimeoutError when no answer comes within the timeout, ConnectionError when the
+        supervisor is gone.
+        """
+        op = request.get("op", "?")
+        future: Future[dict[str, Any]] = Future()
+        with self._pending_lock:
+            if self._closed:
+                raise ConnectionError("the supervisor is gone")
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+        try:
+            with self._send_lock:
+                self._conn.send({**request, "id": request_id})
+        except OSError as exc:
+            self._forget(request_id)
+            raise ConnectionError(f"cannot send to the supervisor: {exc}") from exc
+        except BaseException:
+            self._forget(request_id)
+            raise
+        try:
+            return future.result(timeout=self._timeout)
+        except TimeoutError:
+            # Whoever takes the request off the pending list settles it. If we do, no answer
+            # came in time (one arriving later is dropped by the reader); if we cannot, the
+            # reader took it an instant ago and is about to hand over the answer.
+            if self._forget(request_id):
+                raise TimeoutError(f"no answer to {op!r} within {self._timeout:g} s") from None
+            return future.result()
+
+    def _forget(self, request_id: int) -> bool:
+        with self._pending_lock:
+            return self._pending.pop(request_id, None) is not None
+
+    def _read_answers(self) -> None:
+        while True:
+            try:
+                answer = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception:
+                # The message was read whole, so the stream is still in step: drop only it.
+                log.exception("unreadable message from the supervisor, dropped")
+                continue
+            self._dispatch(answer)
+        self._fail_pending()
+        if self._on_closed is not None:
+            self._on_closed()
+
+    def _dispatch(self, answer: object) -> None:
+        request_id = answer.get("id") if isinstance(answer, dict) else None
+        if not isinstance(request_id, int) or isinstance(request_id, bool):
+            log.warning("dropped a message without a request id from the supervisor: %.200r", answer)
+            return
+        with self._pending_lock:
+            future = self._pending.pop(request_id, None)
+        if future is None:
+            log.info("dropped a late answer to request %d (it had timed out)", request_id)
+            return
+        assert isinstance(answer, dict)
+        future.set_result(answer)
+
+    def _fail_pending(self) -> None:
+        with self._pending_lock:
+            self._closed = True
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.set_exception(ConnectionError("the supervisor closed the connection"))
+
+
+def _exit(code: int) -> NoReturn:
+    """Leave the process now, without running the supervisor's code the fork left on our stack."""
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    log.info("stopped by signal %d", signum)
+    _exit(EXIT_OK)
+
+
+def _reset_signals() -> None:
+    """Undo the supervisor's signal setup, which a forked child inherits."""
+    try:
+        # The supervisor's wakeup fd would otherwise be written to by signals sent to us.
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        # Ctrl-C hits the whole process group: the supervisor decides when the API stops.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for signum in (signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(signum, signal.SIG_DFL)
+    except ValueError:
+        # Not the main thread, where signals cannot be set: the caller keeps its own.
+        pass
+
+
+def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
+    """Body of the API process: serve the API until SIGTERM or the supervisor goes away.
+
+    Exits with EXIT_OK, EXIT_CANNOT_LISTEN (port or address unusable) or EXIT_CRASHED; never
+    returns. `conn` is this process's end of the supervisor Pipe.
+    """
+    _reset_signals()
+    logs.setup(config.logger_level, "api")
+    where = f"{config.bind_address}:{config.port}"
+    setproctitle.setproctitle(f"link: api {where}")
+
+    def supervisor_gone() -> None:
+        log.info("the supervisor closed the pipe, exiting")
+        _exit(EXIT_OK)
+
+    client = SupervisorClient(conn, on_closed=supervisor_gone)
+    app = make_app(client.call, user=config.user, password=config.password, version=version)
+    try:
+        # create_server rather than waitress.serve: serve() prints a banner on stdout and calls
+        # logging.basicConfig(); the agent has its own logging and says one line itself.
+        server = waitress.create_server(
+            app,
+            host=config.bind_address,
+            port=config.port,
+            threads=API_THREADS,
+            ident="link",
+            max_request_body_size=MAX_REQUEST_BYTES,
+            clear_untrusted_proxy_headers=True,
+            # poll(), not select(): select() fails past fd 1023.
+            asyncore_use_poll=True,
+        )
+    except (OSError, ValueError) as exc:
+        log.error("cannot listen on %s (PORT / BIND_ADDRESS): %s", where, exc)
+        _exit(EXIT_CANNOT_LISTEN)
+    client.start()
+    log.info(
+        "listening on http://%s (link %s, basic auth %s)",
+        where,
+        version,
+        "on" if config.auth_enabled else "off",
+    )
+    try:
+        server.run()
+    except BaseException:
+        log.exception("the HTTP server crashed")
+        _exit(EXIT_CRASHED)
+    # run() returns only after SystemExit or KeyboardInterrupt, neither of which we send.
+    _exit(EXIT_OK)
