@@ -186,6 +186,14 @@ class Arbiter:
             record.error = None
         elif kind == "boot_failed":
             record.boot_error = message.get("error") or "boot failed"
+        elif kind == "failover_done":
+            request_id = message.get("request")
+            if request_id in record.failover_waiters:
+                record.failover_waiters.remove(request_id)
+                if message.get("status", 409) < 300:
+                    self.reply(request_id, result=None)
+                else:
+                    self.reply(request_id, False, status=message.get("status", 409), error=message.get("error") or "failover refused")
 
     def child_exited(self, pid: int, code: int) -> None:
         if pid == self.api_pid:
@@ -197,6 +205,9 @@ class Arbiter:
         if record.conn is not None:
             record.conn.close()
         record.pid, record.conn = None, None
+        for request_id in record.failover_waiters:
+            self.reply(request_id, False, status=503, error=f"the worker of {record.ip} exited during the failover")
+        record.failover_waiters = []
         # Whatever the worker left on the interface goes: a killed worker cannot unbind.
         if self.ops.remove_address(record.ip) and code != 0:
             logger.warning("removed %s left bound by dead worker %d", record.ip, pid)
@@ -327,6 +338,20 @@ class Arbiter:
                 pass  # the worker is dying; its successor starts with the new spec
         logger.info("updated %s: %d health check(s)", record.ip, len(spec.checks))
         self.reply(request_id, result=self._api(record))
+
+    def op_failover(self, request_id: int, message: dict) -> None:
+        record = self._find(request_id, message)
+        if record is None:
+            return
+        if record.conn is None or record.conn.closed or record.worker_state != records.RUNNING:
+            self.reply(request_id, False, status=409, error=f"the worker of {record.ip} is not running ({record.worker_state})")
+            return
+        record.failover_waiters.append(request_id)
+        try:
+            record.conn.send({"type": "failover", "request": request_id})
+        except OSError:
+            record.failover_waiters.remove(request_id)
+            self.reply(request_id, False, status=503, error=f"the worker of {record.ip} is gone")
 
     def op_delete(self, request_id: int, message: dict) -> None:
         record = self._find(request_id, message)

@@ -34,6 +34,7 @@ class VipRecord:
     error: str | None = None
     boot_error: str | None = None
     delete_waiters: list[int] = field(default_factory=list)
+    failover_waiters: list[int] = field(default_factory=list)
 
     @property
     def id(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from link.vip import candidate_key, lock_key
+from link.vip import candidate_key, candidates_prefix, lock_key
 from link.worker.etcd_port import EtcdError, EtcdPort, EtcdUnavailable, LeaseNotFound
 from link.worker.fsm import Event
 
@@ -80,6 +80,10 @@ class Election:
                 # Created and gone again between our two calls: look again next cycle.
                 return CycleResult(None, "the lock changed hands twice during the cycle", None)
         if info.lease == self.lease_id:
+            if not eligible:
+                # Still ours although we stepped down (a failed release, or FAILING): free it.
+                deleted = self.etcd.delete_if_lease(self.lock, self.lease_id)
+                return CycleResult(None, "released the lock this host may not hold" if deleted else "the lock changed hands", None)
             return CycleResult(Event.ELECTED, "holds the lock", self.hostname)
         if info.value == self.hostname and eligible:
             # Our hostname on another lease: a previous worker of this very host (killed, or
@@ -108,6 +112,11 @@ class Election:
         if self.failures >= self.retry:
             return CycleResult(Event.FAULT, f"etcd {kind} {self.failures} times in a row: {exc}")
         return CycleResult(None, f"etcd {kind} ({self.failures}/{self.retry}): {exc}")
+
+    def competitors(self) -> list[str]:
+        """Other hosts whose candidate key is alive (on a lease that has not expired)."""
+        keys = self.etcd.get_prefix(candidates_prefix(self.vip))
+        return sorted(info.value for key, info in keys.items() if key != self.candidate)
 
     def give_up_lock(self) -> str:
         """Delete the lock if we hold it, keeping the lease (FAILING: stay a visible candidate)."""

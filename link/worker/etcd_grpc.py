@@ -160,6 +160,12 @@ class GrpcEtcd:
         kv = response.kvs[0]
         return KeyInfo(kv.value.decode(errors="replace"), kv.lease, kv.mod_revision)
 
+    def get_prefix(self, prefix: str) -> dict[str, KeyInfo]:
+        start = prefix.encode()
+        end = start[:-1] + bytes([start[-1] + 1])  # the first key after every key with this prefix
+        response = self._call(self._kv.Range, etcdrpc.RangeRequest(key=start, range_end=end))
+        return {kv.key.decode(errors="replace"): KeyInfo(kv.value.decode(errors="replace"), kv.lease, kv.mod_revision) for kv in response.kvs}
+
     def put(self, key: str, value: str, lease: int) -> None:
         self._call(self._kv.Put, etcdrpc.PutRequest(key=key.encode(), value=value.encode(), lease=lease))
 

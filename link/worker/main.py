@@ -22,6 +22,7 @@ from link.vip import VipSpec
 from link.worker.announce import Announcer
 from link.worker.election import CycleResult, Election
 from link.worker.etcd_grpc import GrpcEtcd
+from link.worker.etcd_port import EtcdError
 from link.worker.fsm import Event, State, StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
 
@@ -55,6 +56,7 @@ class Worker:
         self.stopping = ""
         self.holder: str | None = None
         self.last_event: Event | None = None
+        self.hold_off_until = 0.0  # after a hand-over: leave the free lock to the others until then
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -142,7 +144,8 @@ class Worker:
 
     def cycle(self) -> None:
         assert self.election is not None
-        result = self._apply_fault_policy(self.election.run_cycle(eligible=self.fsm.state is not State.FAILING))
+        eligible = self.fsm.state is not State.FAILING and time.monotonic() >= self.hold_off_until
+        result = self._apply_fault_policy(self.election.run_cycle(eligible=eligible))
         changed = False
         if result.event is not None:
             if result.holder != self.holder:
@@ -174,8 +177,37 @@ class Worker:
                     self.request_stop("asked by the supervisor")
                 elif message.get("type") == "settings":
                     self._replace_checks(message)
+                elif message.get("type") == "failover":
+                    status, error = self._hand_over()
+                    self.conn.send({"type": "failover_done", "request": message["request"], "status": status, "error": error})
         except (EOFError, OSError):
             self.request_stop("the supervisor is gone")
+
+    def _hand_over(self) -> tuple[int, str]:
+        """POST /ips/<id>/failover: give the VIP to another host. Returns (HTTP status, error).
+
+        Unbind first, then free the lock: there is never a moment with two holders, and the
+        standbys' watch fires on the delete, so the moment with none is a few milliseconds.
+        """
+        assert self.election is not None
+        if self.fsm.state is not State.ACTIVATED:
+            held_by = f"; {self.holder} holds it" if self.holder and self.holder != self.config.hostname else ""
+            return 409, f"this host does not hold {self.vip} (it is {self.fsm.state.value}{held_by}): ask the holder"
+        try:
+            others = self.election.competitors()
+        except EtcdError as exc:
+            return 503, f"cannot ask etcd which hosts compete for {self.vip}: {exc}"
+        if not others:
+            return 409, f"no other host competes for {self.vip}: nobody would take it over"
+        # Two lease periods: long enough for a standby to take it, short enough that the VIP
+        # comes back here if none does (at least one host must bind it).
+        self.hold_off_until = time.monotonic() + 2 * self.config.lease_ttl
+        reason = f"failover requested: handing over to {' or '.join(others)}"
+        self.holder = None
+        self.fsm.handle(Event.DEMOTED, reason)
+        logger.info("%s: %s", self.vip, self.election.give_up_lock())
+        self._report(Event.DEMOTED, reason)
+        return 204, ""
 
     def _replace_checks(self, message: dict) -> None:
         """New checks apply at once; the VIP stays bound while they pass."""

@@ -76,6 +76,10 @@ class FakeEtcdClient:
         self._check("get")
         return self.store.keys.get(key)
 
+    def get_prefix(self, prefix: str) -> dict[str, KeyInfo]:
+        self._check("get_prefix")
+        return {k: v for k, v in self.store.keys.items() if k.startswith(prefix)}
+
     def put(self, key: str, value: str, lease: int) -> None:
         self._check("put")
         self.store._put(key, value, lease)

@@ -250,3 +250,34 @@ def test_fault_policy_shows_the_agent_default_unless_set(setup):
     plain = request(arb, ops, "add", ip="198.51.100.50/32")["result"]
     strict = request(arb, ops, "add", ip="198.51.100.51/32", fault_policy="release")["result"]
     assert (plain["fault_policy"], strict["fault_policy"]) == ("activate", "release")
+
+
+def test_failover_is_relayed_to_the_worker_and_its_answer_back(setup):
+    arb, ops, _ = setup
+    vip_id = request(arb, ops, "add", ip="198.51.100.50/32")["result"]["id"]
+    pid = ops.spawned[-1][0]
+    ops.api_child.send({"id": 77, "op": "failover", "vip_id": vip_id})
+    arb.turn(max_wait=0.05)
+    order = ops.children[pid].recv()
+    assert order == {"type": "failover", "request": 77}
+    ops.children[pid].send({"type": "failover_done", "request": 77, "status": 409, "error": "no other host competes"})
+    arb.turn(max_wait=0.05)
+    assert ops.api_child.recv() == {"id": 77, "ok": False, "status": 409, "error": "no other host competes"}
+    ops.api_child.send({"id": 78, "op": "failover", "vip_id": vip_id})
+    arb.turn(max_wait=0.05)
+    ops.children[pid].recv()
+    ops.children[pid].send({"type": "failover_done", "request": 78, "status": 204, "error": ""})
+    arb.turn(max_wait=0.05)
+    assert ops.api_child.recv() == {"id": 78, "ok": True, "result": None}
+
+
+def test_failover_of_a_worker_that_dies_meanwhile_is_answered(setup):
+    arb, ops, clock = setup
+    vip_id = request(arb, ops, "add", ip="198.51.100.50/32")["result"]["id"]
+    pid = ops.spawned[-1][0]
+    ops.api_child.send({"id": 79, "op": "failover", "vip_id": vip_id})
+    arb.turn(max_wait=0.05)
+    ops.die(pid, -9)
+    arb.turn(max_wait=0.05)
+    answer = ops.api_child.recv()
+    assert answer["id"] == 79 and answer["status"] == 503 and "exited during the failover" in answer["error"]

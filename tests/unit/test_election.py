@@ -134,3 +134,15 @@ def test_only_one_of_many_racing_hosts_wins():
     hosts = [election(store, f"h{i}") for i in range(5)]
     events = [h.run_cycle().event for h in hosts]
     assert events.count(Event.ELECTED) == 1 and events.count(Event.DEMOTED) == 4
+
+
+def test_competitors_are_the_other_live_candidates():
+    store = FakeEtcd()
+    h1, h2, h3 = election(store, "h1"), election(store, "h2"), election(store, "h3")
+    for host in (h1, h2, h3):
+        host.run_cycle()
+    assert h1.competitors() == ["h2", "h3"]
+    store.expire(h3.lease_id)
+    assert h1.competitors() == ["h2"]
+    h2.resign()
+    assert h1.competitors() == []
