@@ -10,6 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["link", "link.*"]),
+    package_data={"link.api": ["openapi.json"]},
     python_requires=">=3.11",
     # Lower bounds are Debian 12's own packages: the .deb runs on those.
     install_requires=[
@@ -23,7 +24,7 @@ setup(
         "setproctitle>=1.3",
         "psutil>=5.9",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "schemathesis>=4"]},
     entry_points={
         "console_scripts": [
             "link-agent=link.agent:main",

@@ -48,7 +48,7 @@ def _validate_one(raw: object, where: str) -> dict:
         raise CheckError(f"{where}.{unknown[0]} is not a field of a {kind} check")
     if kind == "TCP":
         host = _require(raw, "host", (str,), where).strip()
-        if not host or len(host) > 253 or any(c.isspace() for c in host):
+        if not host or len(host) > 253 or any(c.isspace() for c in host) or not host.isprintable():
             raise CheckError(f"{where}.host must be a host name or address")
         port = _require(raw, "port", (int,), where)
         if not 1 <= port <= 65535:
@@ -56,7 +56,12 @@ def _validate_one(raw: object, where: str) -> dict:
         return {"type": "TCP", "host": host, "port": port}
     if kind == "HTTP":
         url = _require(raw, "url", (str,), where).strip()
-        parts = urlsplit(url)
+        if not url.isprintable():
+            raise CheckError(f"{where}.url must not contain control characters")
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+            raise CheckError(f"{where}.url is not a valid URL") from None
         try:
             parts.port
         except ValueError:
@@ -70,6 +75,9 @@ def _validate_one(raw: object, where: str) -> dict:
     command = _require(raw, "command", (list,), where)
     if not command or not all(isinstance(part, str) and part for part in command):
         raise CheckError(f"{where}.command must be a non-empty list of strings (no shell)")
+    if any("\0" in part for part in command):
+        # exec() cannot take a NUL byte: refused here rather than failing every round.
+        raise CheckError(f"{where}.command must not contain NUL characters")
     if not os.path.isabs(command[0]):
         raise CheckError(f"{where}.command[0] must be an absolute path")
     return {"type": "EXEC", "command": list(command)}

@@ -1,40 +1,53 @@
-"""link-client: list, add, show and delete the VIPs of one link (or LinK v2) agent.
+"""link-client: list, add, show, change, fail over and delete the VIPs of one link (or LinK v2) agent.
 
 Standard library only, so it runs wherever Python does, without the agent's dependencies.
+HTTP is in `link.client_http`, what is printed for people in `link.client_output`.
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import http.client
 import json
 import os
-import socket
-import ssl
+import shlex
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TextIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from link import __version__
+from link.client_http import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    EXIT_OK,
+    EXIT_SERVER,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    PROG,
+    Agent,
+    ClientError,
+    Target,
+    clean,
+    parse_host,
+)
+from link.client_output import format_ip, format_table
 
-DEFAULT_HOST = "localhost:1313"
-DEFAULT_PORT = 1313
+__all__ = [
+    "EXIT_OK", "EXIT_SERVER", "EXIT_UNREACHABLE", "EXIT_USAGE", "Target", "build_parser", "main",
+    "parse_health_check", "parse_host",
+]
+
 DEFAULT_TIMEOUT = 60.0  # above the agent's own 30 s wait on its supervisor, so its 503 wins
-
-EXIT_OK = 0
-EXIT_USAGE = 2  # argparse's own code for a usage error
-EXIT_SERVER = 3
-EXIT_UNREACHABLE = 4
-
-PROG = "link-client"
+FAULT_POLICIES = ("activate", "keep", "release")  # link.config's, not imported: the client stays stdlib-only
+EXAMPLE_ID = "vip-8c1e40e6-0f3a-4c5e-9a57-0b6a3a1c2d4e"
 
 EPILOG = f"""\
 examples:
   {PROG} list
   {PROG} add 198.51.100.50/32          (a bare address means /32 or /128)
-  {PROG} get vip-8c1e40e6-0f3a-4c5e-9a57-0b6a3a1c2d4e
-  {PROG} delete vip-8c1e40e6-0f3a-4c5e-9a57-0b6a3a1c2d4e
+  {PROG} add 198.51.100.50 --health-check TCP:198.51.100.20:5432
+  {PROG} get {EXAMPLE_ID}
+  {PROG} set-health-checks {EXAMPLE_ID} --health-check HTTP:http://198.51.100.20/health
+  {PROG} failover {EXAMPLE_ID}
+  {PROG} delete {EXAMPLE_ID}
   {PROG} --host https://192.0.2.10:1313 --user admin list
   LINK_PASSWORD=secret {PROG} --host 192.0.2.10 list --json | jq -r '.ips[].id'
 
@@ -44,188 +57,95 @@ environment:
   LINK_PASSWORD   password for basic auth, as --password (safer: not shown by ps)
 
 --host takes host, host:port or an http:// or https:// URL; without a port and without a
-scheme the port is {DEFAULT_PORT}.
+scheme the port is {DEFAULT_PORT}. `{PROG} COMMAND --help` shows each command's options.
 
 exit codes: 0 success, 2 usage error, 3 the agent answered an error, 4 agent unreachable
 """
 
-
-class ClientError(Exception):
-    """A failure to report on one line; `code` is the process exit code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Target:
-    scheme: str
-    host: str
-    port: int
-    prefix: str  # a path the agent is served under, e.g. behind a reverse proxy
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.prefix}"
+HEALTH_CHECK_HELP = """\
+health checks (--health-check, repeatable; all must pass for this host to compete):
+  TCP:HOST:PORT          connect to HOST:PORT (LinK's check), e.g. TCP:198.51.100.20:5432,
+                         TCP:[2001:db8::20]:5432
+  HTTP:URL               GET URL, healthy on status 200, e.g. HTTP:http://198.51.100.20/health
+  HTTP:STATUS:URL        the same, healthy on STATUS, e.g. HTTP:204:https://198.51.100.20/ready
+  EXEC:/PATH [ARG...]    run the program (no shell; arguments split as a shell would),
+                         healthy on exit status 0, e.g. 'EXEC:/usr/local/bin/check-db --quick'
+"""
 
 
-def parse_host(text: str) -> Target:
-    """Where the agent is: `host`, `host:port`, `[v6]:port` or an http(s) URL."""
-    raw = text.strip()
-    has_scheme = "://" in raw
-    url = urlsplit(raw if has_scheme else f"http://{raw}")
-    if url.scheme not in ("http", "https"):
-        raise ValueError(f"--host {text!r}: only http:// and https:// are supported")
+# --- health check specifications --------------------------------------------------------------
+
+def parse_health_check(text: str) -> dict[str, Any]:
+    """A `--health-check` value as the API's check object; ValueError saying what is wrong.
+
+    Only the form is checked here; the agent checks the rest and names the field at fault.
+    """
+    kind, colon, rest = text.partition(":")
+    kind = kind.strip().upper()
+    if not colon or kind not in ("TCP", "HTTP", "EXEC"):
+        raise ValueError(f"{text!r}: expected TCP:HOST:PORT, HTTP:URL, HTTP:STATUS:URL or EXEC:/PATH [ARG...]")
+    if kind == "TCP":
+        host, colon, port = rest.rpartition(":")
+        host = host.strip()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not colon or not host or not port.strip().isdigit():
+            raise ValueError(f"{text!r}: expected TCP:HOST:PORT, e.g. TCP:198.51.100.20:5432")
+        return {"type": "TCP", "host": host, "port": int(port)}
+    if kind == "HTTP":
+        status, colon, url = rest.partition(":")
+        check: dict[str, Any] = {"type": "HTTP"}
+        if colon and status.strip().isdigit():
+            check["expect_status"] = int(status)
+        else:
+            url = rest
+        url = url.strip()
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"{text!r}: expected HTTP:URL with an http:// or https:// URL")
+        return {**check, "url": url}
     try:
-        port = url.port
+        command = shlex.split(rest)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    if not command or not command[0].startswith("/"):
+        raise ValueError(f"{text!r}: expected EXEC:/ABSOLUTE/PATH [ARG...]")
+    return {"type": "EXEC", "command": command}
+
+
+def _health_check_arg(text: str) -> dict[str, Any]:
+    try:
+        return parse_health_check(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds_arg(text: str) -> int | float:
+    try:
+        seconds = float(text)
     except ValueError:
-        raise ValueError(f"--host {text!r}: bad port") from None
-    if not url.hostname:
-        raise ValueError(f"--host {text!r}: no host name")
-    if url.query or url.fragment or url.username is not None:
-        raise ValueError(f"--host {text!r}: give only scheme, host, port and path (credentials go in --user/--password)")
-    if port is None:
-        port = DEFAULT_PORT if not has_scheme else (443 if url.scheme == "https" else 80)
-    return Target(url.scheme, url.hostname, port, url.path.rstrip("/"))
-
-
-@dataclass(frozen=True)
-class Agent:
-    """One agent's API, spoken with http.client (no proxy settings: the agent is on the LAN)."""
-
-    target: Target
-    user: str
-    password: str
-    timeout: float
-
-    def request(self, method: str, path: str, body: object = None) -> Any:
-        headers = {"Accept": "application/json", "User-Agent": f"{PROG}/{__version__}"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        if self.user or self.password:
-            token = base64.b64encode(f"{self.user}:{self.password}".encode("utf-8")).decode("ascii")
-            headers["Authorization"] = f"Basic {token}"
-        conn = self._connection()
-        try:
-            conn.request(method, self.target.prefix + path, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise ClientError(EXIT_UNREACHABLE, f"cannot reach the agent at {self.target}: {_reason(exc, self.timeout)}") from None
-        finally:
-            conn.close()
-        payload = _decode(raw)
-        if response.status >= 300:
-            raise ClientError(EXIT_SERVER, _server_error(response.status, response.reason, payload))
-        if raw.strip() and payload is None:
-            raise ClientError(EXIT_SERVER, f"the agent at {self.target} answered something that is not JSON (HTTP {response.status})")
-        return payload
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self.target.scheme == "https":
-            return http.client.HTTPSConnection(
-                self.target.host, self.target.port, timeout=self.timeout, context=ssl.create_default_context()
-            )
-        return http.client.HTTPConnection(self.target.host, self.target.port, timeout=self.timeout)
-
-
-def _reason(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
-
-
-def _decode(raw: bytes) -> Any:
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-
-
-def _server_error(status: int, reason: str, payload: Any) -> str:
-    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-        error = payload["error"]
-        # LinK's 404 is {"resource": "IP", "error": "not found"}: say "IP not found".
-        if isinstance(payload.get("resource"), str):
-            error = f"{payload['resource']} {error}"
-        return f"{_clean(error)} (HTTP {status})"
-    return f"the agent answered HTTP {status} {_clean(reason)}"
-
-
-def _clean(value: object) -> str:
-    """Text from the network, made safe for a terminal (no escape sequences)."""
-    text = "-" if value is None else str(value)
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-# --- output for people -------------------------------------------------------------------------
-
-def _worker_summary(worker: object) -> str:
-    if not isinstance(worker, dict):
-        return "-"
-    text = _clean(worker.get("state"))
-    restarts = worker.get("restarts")
-    if isinstance(restarts, int) and restarts:
-        text += f" ({restarts} restart{'s' if restarts != 1 else ''})"
-    return text
-
-
-def format_table(ips: Sequence[Any]) -> str:
-    if not ips:
-        return "No IP configured on this agent."
-    header = ("ID", "IP", "STATUS", "HOLDER", "WORKER", "SINCE")
-    rows = [header]
-    for ip in ips:
-        ip = ip if isinstance(ip, dict) else {}
-        rows.append(
-            (
-                _clean(ip.get("id")),
-                _clean(ip.get("ip")),
-                _clean(ip.get("status")),
-                _clean(ip.get("holder")),
-                _worker_summary(ip.get("worker")),
-                _clean(ip.get("since")),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def format_ip(ip: Any) -> str:
-    if not isinstance(ip, dict):
-        return _clean(ip)
-    lines: list[tuple[str, str]] = []
-    for key in ("id", "ip", "status", "holder", "since"):
-        if key in ip:
-            lines.append((key, _clean(ip[key])))
-    worker = ip.get("worker")
-    if isinstance(worker, dict):
-        lines.append(("worker", _worker_summary(worker)))
-        if worker.get("pid") is not None:
-            lines.append(("pid", _clean(worker["pid"])))
-        if worker.get("error"):
-            lines.append(("error", _clean(worker["error"])))
-    # Fields a newer agent may add are shown too rather than hidden.
-    for key, value in ip.items():
-        if key not in ("id", "ip", "status", "holder", "since", "worker"):
-            lines.append((_clean(key), _clean(json.dumps(value) if isinstance(value, (dict, list)) else value)))
-    width = max(len(key) for key, _ in lines) + 1 if lines else 0
-    return "\n".join(f"{key + ':':<{width}} {value}" for key, value in lines)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (seconds == 0 or 0.1 <= seconds <= 3600):
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 (the agent's default) or 0.1 to 3600 seconds")
+    # LinK v2 agents read the interval as a whole number of seconds: send 5, not 5.0.
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 # --- commands ----------------------------------------------------------------------------------
 
 def _print_json(payload: Any, out: TextIO) -> None:
-    print(json.dumps(payload, indent=2, sort_keys=False), file=out)
+    print(json.dumps(payload, indent=2), file=out)
+
+
+def _ip_path(vip_id: str, suffix: str = "") -> str:
+    # Quoted whole: an id with "/" or "?" stays one path segment and reaches the id check.
+    return f"/ips/{quote(vip_id, safe='')}{suffix}"
+
+
+def _print_ip(payload: Any, args: argparse.Namespace, out: TextIO) -> None:
+    if args.json:
+        _print_json(payload, out)
+    else:
+        print(format_ip(payload), file=out)
 
 
 def cmd_list(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
@@ -240,36 +160,62 @@ def cmd_list(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
 
 
 def cmd_add(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
-    payload = agent.request("POST", "/ips", {"ip": args.ip})
-    if args.json:
-        _print_json(payload, out)
-    else:
-        print(format_ip(payload), file=out)
+    body: dict[str, Any] = {"ip": args.ip}
+    # Only what was given is sent: a LinK v2 agent knows nothing of fault_policy.
+    if args.health_checks:
+        body["checks"] = args.health_checks
+    if args.health_check_interval is not None:
+        body["healthcheck_interval"] = args.health_check_interval
+    if args.fault_policy is not None:
+        body["fault_policy"] = args.fault_policy
+    _print_ip(agent.request("POST", "/ips", body), args, out)
 
 
 def cmd_get(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
-    payload = agent.request("GET", f"/ips/{quote(args.id, safe='')}")
+    payload = agent.request("GET", _ip_path(args.id))
     if args.json:
         _print_json(payload, out)
     else:
         print(format_ip(payload.get("ip") if isinstance(payload, dict) else payload), file=out)
 
 
-def cmd_delete(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
-    agent.request("DELETE", f"/ips/{quote(args.id, safe='')}")
+def cmd_set_health_checks(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
+    body: dict[str, Any] = {}
+    if args.health_checks or args.clear:
+        # LinK's name for the field, so that a LinK v2 agent understands it too.
+        body["healthchecks"] = args.health_checks or []
+    if args.health_check_interval is not None:
+        body["healthcheck_interval"] = args.health_check_interval
+    _print_ip(agent.request("PATCH", _ip_path(args.id), body), args, out)
+
+
+def cmd_failover(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
+    agent.request("POST", _ip_path(args.id, "/failover"))
     # 204 has no body: --json prints nothing, the exit code says it all.
     if not args.json:
-        print(f"Deleted {_clean(args.id)}", file=out)
+        print(f"{clean(args.id)}: released by this agent; another host takes it over", file=out)
+
+
+def cmd_delete(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
+    agent.request("DELETE", _ip_path(args.id))
+    if not args.json:
+        print(f"Deleted {clean(args.id)}", file=out)
 
 
 def cmd_version(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
-    payload = agent.request("GET", "/version")
-    if args.json:
-        _print_json(payload, out)
-        return
+    try:
+        payload = agent.request("GET", "/version")
+    except ClientError:
+        # The client's own version is worth printing even when the agent cannot be asked.
+        if not args.json:
+            print(f"client: {__version__}", file=out)
+        raise
     server = payload.get("version") if isinstance(payload, dict) else None
-    print(f"agent:  {_clean(server)} ({agent.target})", file=out)
+    if args.json:
+        _print_json({"client": __version__, "agent": server}, out)
+        return
     print(f"client: {__version__}", file=out)
+    print(f"agent:  {clean(server)} ({agent.target})", file=out)
 
 
 Command = Callable[[Agent, argparse.Namespace, TextIO], None]
@@ -294,6 +240,21 @@ def _add_common_options(parser: argparse.ArgumentParser, *, in_subcommand: bool)
     group.add_argument("--json", action="store_true", default=default(False), help="print the agent's JSON, for scripts")
 
 
+def _add_health_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--health-check", dest="health_checks", action="append", type=_health_check_arg, default=[],
+        metavar="SPEC", help="a health check: TCP:HOST:PORT, HTTP:URL, HTTP:STATUS:URL or EXEC:/PATH [ARG...] (repeatable)",
+    )
+    parser.add_argument(
+        "--health-check-interval", type=_seconds_arg, default=None, metavar="SECONDS",
+        help="seconds between two rounds of checks (0: the agent's HEALTH_CHECK_INTERVAL)",
+    )
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "".join(f"  {PROG} {line}\n" for line in lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -305,22 +266,75 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(parser, in_subcommand=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, func: Command, help_text: str, aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, aliases=list(aliases), help=help_text, description=help_text)
+    def command(name: str, func: Command, help_text: str, epilog: str, aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, aliases=list(aliases), help=help_text, description=help_text, epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _add_common_options(sub, in_subcommand=True)
-        sub.set_defaults(func=func)
+        sub.set_defaults(func=func, command_parser=sub)
         return sub
 
-    command("list", cmd_list, "list the IPs of the agent")
-    command("add", cmd_add, "add an IP", ["create"]).add_argument(
-        "ip", help="the VIP, e.g. 198.51.100.50/32 or 2001:db8::50"
+    command("list", cmd_list, "list the IPs of the agent", _examples("list", "list --json"))
+
+    add = command(
+        "add", cmd_add, "add an IP: this agent starts competing for it",
+        _examples(
+            "add 198.51.100.50/32",
+            "add 2001:db8::50 --fault-policy keep",
+            "add 198.51.100.50 --health-check TCP:198.51.100.20:5432 --health-check-interval 2",
+            "add 198.51.100.50 --health-check 'EXEC:/usr/local/bin/check-db --quick'",
+        ) + "\n" + HEALTH_CHECK_HELP,
+        ["create"],
     )
-    command("get", cmd_get, "show one IP", ["show"]).add_argument("id", help="the IP's id (vip-...)")
-    command("delete", cmd_delete, "remove an IP; returns once the agent released it", ["destroy"]).add_argument(
+    add.add_argument("ip", help="the VIP, e.g. 198.51.100.50/32 or 2001:db8::50 (a bare address means /32 or /128)")
+    _add_health_options(add)
+    add.add_argument(
+        "--fault-policy", choices=FAULT_POLICIES, default=None,
+        help="when etcd is unreachable: activate (take the VIP, LinK's rule), keep (keep it if bound), "
+        "release (unbind it); default: the agent's FAULT_POLICY",
+    )
+
+    command("get", cmd_get, "show one IP", _examples(f"get {EXAMPLE_ID}"), ["show"]).add_argument(
         "id", help="the IP's id (vip-...)"
     )
-    command("version", cmd_version, "show the versions of the agent and of this client")
+
+    update = command(
+        "set-health-checks", cmd_set_health_checks,
+        "replace the health checks of an IP, live (the VIP stays bound while the new ones pass)",
+        _examples(
+            f"set-health-checks {EXAMPLE_ID} --health-check TCP:198.51.100.20:5432",
+            f"set-health-checks {EXAMPLE_ID} --health-check HTTP:204:http://198.51.100.20/ready --health-check-interval 5",
+            f"set-health-checks {EXAMPLE_ID} --clear",
+        ) + "\n" + HEALTH_CHECK_HELP,
+        ["update-healthchecks"],
+    )
+    update.add_argument("id", help="the IP's id (vip-...)")
+    _add_health_options(update)
+    update.add_argument("--clear", action="store_true", help="remove every health check")
+
+    command(
+        "failover", cmd_failover,
+        "hand the IP over to another host (only on the agent that holds it; another host must compete for it)",
+        _examples(f"failover {EXAMPLE_ID}"),
+    ).add_argument("id", help="the IP's id (vip-...)")
+
+    command(
+        "delete", cmd_delete, "remove an IP; returns once the agent released it",
+        _examples(f"delete {EXAMPLE_ID}"), ["destroy"],
+    ).add_argument("id", help="the IP's id (vip-...)")
+
+    command(
+        "version", cmd_version, "show the versions of this client and of the agent",
+        _examples("version", "--host 192.0.2.10 version --json"),
+    )
     return parser
+
+
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> int:
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -329,17 +343,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.func is cmd_set_health_checks:
+        # Checked here rather than by argparse: --health-check-interval alone is a valid change.
+        if args.clear and args.health_checks:
+            return _usage_error(args.command_parser, "--clear and --health-check do not go together")
+        if not (args.clear or args.health_checks or args.health_check_interval is not None):
+            return _usage_error(args.command_parser, "give --health-check (one or more), --clear or --health-check-interval")
     env = os.environ
     try:
         target = parse_host(args.host or env.get("LINK_HOST", "") or DEFAULT_HOST)
     except ValueError as exc:
-        parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _usage_error(parser, str(exc))
     if args.timeout <= 0:
-        parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: --timeout must be positive", file=sys.stderr)
-        return EXIT_USAGE
+        return _usage_error(parser, "--timeout must be positive")
     agent = Agent(
         target=target,
         user=args.user if args.user is not None else env.get("LINK_USER", ""),

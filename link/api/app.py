@@ -1,58 +1,44 @@
 """The HTTP API, compatible with LinK v2: a bottle app that relays every request to the supervisor.
 
 The app holds no state. Each request becomes one `call({"op": ...})` whose answer is the
-supervisor's (see docs/ARCHITECTURE.md, "Pipe protocol"); the app only checks the input,
-maps answers to HTTP, and makes sure every error, bottle's own included, is a JSON object
-`{"error": "..."}` served as application/json.
+supervisor's (see docs/ARCHITECTURE.md, "Pipe protocol"); the app only checks the input
+(`link.api.validation`), maps answers to HTTP, and makes sure every error, bottle's own
+included, is a JSON object `{"error": "..."}` served as application/json. The routes are
+described by `link/api/openapi.json`, served at `GET /openapi.json`.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import functools
 import hmac
+import importlib.resources
 import json
 import logging
-import re
 from typing import Any, Callable, Mapping
 
 import bottle
 
-from link.vip import VipError, parse_vip
+from link.api.validation import (
+    JSON_TYPE,
+    ApiError,
+    check_content_type,
+    check_failover_body,
+    check_vip_id,
+    parse_add_body,
+    parse_update_body,
+    read_body,
+)
 
 log = logging.getLogger(__name__)
 
 Call = Callable[[dict[str, Any]], dict[str, Any]]
 Handler = Callable[..., bottle.HTTPResponse]
 
-# A VIP request is a few dozen bytes; the limit only stops a client from making us buffer junk.
-MAX_BODY_BYTES = 64 * 1024
-
-JSON_TYPE = "application/json"
 AUTH_CHALLENGE = 'Basic realm="link"'
 # LinK v2 answers exactly this for an unknown IP id; its Go client keys on the 404 alone.
 NOT_FOUND_BODY = {"resource": "IP", "error": "not found"}
-
-_VIP_ID = re.compile(r"vip-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-_ADD_EXAMPLE = '{"ip": "198.51.100.50/32"}'
-
-# Fields of LinK's IP model that its Go client always sends, at their zero value when the
-# caller set nothing: accepted at that value only, since link has no per-IP health checks or
-# intervals. The value is the message given when a caller does set one.
-_LINK_ZERO_FIELDS: dict[str, str] = {
-    "checks": "health checks are not supported by link",
-    "healthcheck_interval": "health checks are not supported by link",
-    "keepalive_interval": "the keepalive interval is set per agent (KEEPALIVE_INTERVAL), not per IP",
-}
-
-
-class ApiError(Exception):
-    """An answer other than success; `payload` is the JSON body sent with `status`."""
-
-    def __init__(self, status: int, error: str, *, payload: Mapping[str, Any] | None = None) -> None:
-        super().__init__(error)
-        self.status = status
-        self.payload: Mapping[str, Any] = payload if payload is not None else {"error": error}
 
 
 def json_response(status: int, payload: object, headers: Mapping[str, str] | None = None) -> bottle.HTTPResponse:
@@ -61,18 +47,23 @@ def json_response(status: int, payload: object, headers: Mapping[str, str] | Non
     return bottle.HTTPResponse(body=body, status=status, headers={"Content-Type": JSON_TYPE, **(headers or {})})
 
 
-def _json_type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
+@functools.lru_cache(maxsize=1)
+def openapi_document() -> Mapping[str, Any]:
+    """The OpenAPI 3 description of this API, shipped as package data next to this module."""
+    text = importlib.resources.files("link.api").joinpath("openapi.json").read_text(encoding="utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def present_ip(ip: object) -> object:
+    """An IP object as sent to clients."""
+    # LinK's Go client decodes healthcheck_interval into an int and fails on "5.0": the
+    # supervisor keeps seconds as a float, so a whole number goes out without its ".0".
+    if isinstance(ip, dict):
+        interval = ip.get("healthcheck_interval")
+        if isinstance(interval, float) and interval.is_integer():
+            return {**ip, "healthcheck_interval": int(interval)}
+    return ip
 
 
 def credentials_match(header: str, user: bytes, password: bytes) -> bool:
@@ -89,93 +80,6 @@ def credentials_match(header: str, user: bytes, password: bytes) -> bool:
         return False
     # Both comparisons always run (`&`, not `and`) so the timing does not tell which one failed.
     return hmac.compare_digest(got_user, user) & hmac.compare_digest(got_password, password)
-
-
-def _check_content_type(content_type: str) -> None:
-    # LinK's Go client sends no Content-Type at all, so only a declared non-JSON type is refused.
-    media = content_type.split(";", 1)[0].strip().lower()
-    if not media or media == JSON_TYPE or (media.startswith("application/") and media.endswith("+json")):
-        return
-    # `curl -d '{"ip": ...}'` labels its JSON body as a form: that is what users type (and
-    # what LinK's README shows), so it is read as JSON; a body that is not JSON still gets 400.
-    if media == "application/x-www-form-urlencoded":
-        return
-    raise ApiError(415, f"Content-Type must be {JSON_TYPE}, not {media} (with curl: -H 'Content-Type: {JSON_TYPE}')")
-
-
-def read_body(environ: Mapping[str, Any]) -> bytes:
-    """The request body, refused before it is read when it is over MAX_BODY_BYTES."""
-    raw_length = str(environ.get("CONTENT_LENGTH") or "").strip()
-    if not raw_length:
-        # waitress de-chunks bodies and sets CONTENT_LENGTH, so no length means no body.
-        return b""
-    try:
-        length = int(raw_length)
-        if length < 0:
-            raise ValueError(raw_length)
-    except ValueError:
-        raise ApiError(400, f"Content-Length {raw_length[:40]!r} is not a byte count") from None
-    if length > MAX_BODY_BYTES:
-        raise ApiError(413, f"request body is {length} bytes, over the {MAX_BODY_BYTES // 1024} KiB limit")
-    data: bytes = environ["wsgi.input"].read(length) if length else b""
-    if len(data) != length:
-        raise ApiError(400, "request body is shorter than its Content-Length")
-    return data
-
-
-def parse_add_body(body: bytes) -> str:
-    """The canonical VIP asked for by a `POST /ips` body; ApiError(400) naming what is wrong."""
-    if not body.strip():
-        raise ApiError(400, f"request body must be a JSON object such as {_ADD_EXAMPLE}")
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "request body is not UTF-8 text") from None
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"request body is malformed JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, f"request body must be a JSON object such as {_ADD_EXAMPLE}, not a JSON {_json_type_name(data)}")
-    for field, value in data.items():
-        if field == "ip":
-            continue
-        if field == "id":
-            if not isinstance(value, str):
-                raise ApiError(400, f"id must be a string, not a JSON {_json_type_name(value)}")
-            if value:
-                raise ApiError(400, "id must not be given: the agent chooses the id of a new IP")
-        elif field in _LINK_ZERO_FIELDS:
-            _check_zero_field(field, value)
-        else:
-            raise ApiError(400, f"unknown field {field[:60]!r} (a new IP takes only \"ip\")")
-    if "ip" not in data:
-        raise ApiError(400, f"ip is required, e.g. {_ADD_EXAMPLE}")
-    ip = data["ip"]
-    if not isinstance(ip, str):
-        raise ApiError(400, f"ip must be a string such as \"198.51.100.50/32\", not a JSON {_json_type_name(ip)}")
-    try:
-        return parse_vip(ip)
-    except VipError as exc:
-        raise ApiError(400, str(exc)) from None
-
-
-def _check_zero_field(field: str, value: object) -> None:
-    if field == "checks":
-        if value is None or value == []:
-            return
-        if not isinstance(value, list):
-            raise ApiError(400, f"checks must be an array, not a JSON {_json_type_name(value)}")
-    else:
-        if value == 0 and not isinstance(value, bool):
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ApiError(400, f"{field} must be a number, not a JSON {_json_type_name(value)}")
-    raise ApiError(400, f"{field}: {_LINK_ZERO_FIELDS[field]}")
-
-
-def check_vip_id(vip_id: str) -> str:
-    if not _VIP_ID.fullmatch(vip_id):
-        raise ApiError(400, f"{vip_id[:80]!r} is not an IP id (expected vip-<uuid4>)")
-    return vip_id
 
 
 def _unwrap(answer: object, *, not_found: Mapping[str, Any] | None = None) -> Any:
@@ -242,6 +146,9 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str) ->
     """
     app = _JsonBottle()
     expected_user, expected_password = user.encode("utf-8"), password.encode("utf-8")
+    document = copy.deepcopy(dict(openapi_document()))
+    # The document describes this very agent: its version is the agent's.
+    document["info"] = {**document["info"], "version": version}
 
     if password:
 
@@ -256,38 +163,73 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str) ->
                 log.info("refused credentials from %s", bottle.request.environ.get("REMOTE_ADDR", "?"))
             raise json_response(401, {"error": error}, {"WWW-Authenticate": AUTH_CHALLENGE})
 
+    def client() -> str:
+        return str(bottle.request.environ.get("REMOTE_ADDR", "?"))
+
     @_endpoint
     def list_ips() -> bottle.HTTPResponse:
-        return json_response(200, {"ips": _unwrap(call({"op": "list"}))})
+        ips = _unwrap(call({"op": "list"}))
+        return json_response(200, {"ips": [present_ip(ip) for ip in ips] if isinstance(ips, list) else ips})
 
     @_endpoint
     def add_ip() -> bottle.HTTPResponse:
         environ = bottle.request.environ
-        _check_content_type(environ.get("CONTENT_TYPE", ""))
-        ip = parse_add_body(read_body(environ))
-        created = _unwrap(call({"op": "add", "ip": ip}))
-        log.info("%s added %s", environ.get("REMOTE_ADDR", "?"), ip)
+        check_content_type(environ.get("CONTENT_TYPE", ""))
+        request = parse_add_body(read_body(environ))
+        created = _unwrap(call({"op": "add", **request}))
+        log.info("%s added %s", client(), request["ip"])
         # LinK answers the bare IP object here, unlike GET /ips/<id> which wraps it.
-        return json_response(201, created)
+        return json_response(201, present_ip(created))
 
     @_endpoint
     def get_ip(vip_id: str) -> bottle.HTTPResponse:
         found = _unwrap(call({"op": "get", "vip_id": check_vip_id(vip_id)}), not_found=NOT_FOUND_BODY)
-        return json_response(200, {"ip": found})
+        return json_response(200, {"ip": present_ip(found)})
+
+    @_endpoint
+    def update_ip(vip_id: str) -> bottle.HTTPResponse:
+        environ = bottle.request.environ
+        check_vip_id(vip_id)
+        check_content_type(environ.get("CONTENT_TYPE", ""))
+        changes = parse_update_body(read_body(environ))
+        updated = _unwrap(call({"op": "update", "vip_id": vip_id, **changes}), not_found=NOT_FOUND_BODY)
+        log.info("%s updated %s: %s", client(), vip_id, ", ".join(sorted(changes)))
+        # LinK's PATCH answers the bare IP object, as its POST does.
+        return json_response(200, present_ip(updated))
 
     @_endpoint
     def delete_ip(vip_id: str) -> bottle.HTTPResponse:
         _unwrap(call({"op": "delete", "vip_id": check_vip_id(vip_id)}), not_found=NOT_FOUND_BODY)
-        log.info("%s deleted %s", bottle.request.environ.get("REMOTE_ADDR", "?"), vip_id)
+        log.info("%s deleted %s", client(), vip_id)
+        return bottle.HTTPResponse(status=204)
+
+    @_endpoint
+    def failover_ip(vip_id: str) -> bottle.HTTPResponse:
+        environ = bottle.request.environ
+        check_vip_id(vip_id)
+        check_failover_body(read_body(environ), environ.get("CONTENT_TYPE", ""))
+        # Answered once this host has unbound the VIP and given up its lock; 409 (passed on
+        # as the supervisor words it) when this host does not hold it or no peer competes.
+        _unwrap(call({"op": "failover", "vip_id": vip_id}), not_found=NOT_FOUND_BODY)
+        log.info("%s made %s fail over", client(), vip_id)
         return bottle.HTTPResponse(status=204)
 
     @_endpoint
     def get_version() -> bottle.HTTPResponse:
         return json_response(200, {"version": version})
 
+    @_endpoint
+    def get_openapi() -> bottle.HTTPResponse:
+        return json_response(200, document)
+
     app.route("/ips", "GET", list_ips)
     app.route("/ips", "POST", add_ip)
     app.route("/ips/<vip_id>", "GET", get_ip)
+    # LinK's client sends PATCH; PUT is the same partial update (settings not given are kept).
+    app.route("/ips/<vip_id>", "PATCH", update_ip)
+    app.route("/ips/<vip_id>", "PUT", update_ip)
     app.route("/ips/<vip_id>", "DELETE", delete_ip)
+    app.route("/ips/<vip_id>/failover", "POST", failover_ip)
     app.route("/version", "GET", get_version)
+    app.route("/openapi.json", "GET", get_openapi)
     return app

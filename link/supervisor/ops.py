@@ -57,6 +57,10 @@ class RealOps:
                     except OSError:
                         pass
                 body(child_end, parent_pid)
+            except BaseException:
+                # The child's own logging is not set up yet when an early step fails: say why
+                # here, or the supervisor only sees "exited with 1".
+                logger.exception("child process %d failed to start", os.getpid())
             finally:
                 os._exit(1)  # body never returns; this is the safety net
         child_end.close()

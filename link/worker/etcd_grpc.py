@@ -43,6 +43,11 @@ def translate(exc: grpc.RpcError) -> EtcdError:
     details = (exc.details() if hasattr(exc, "details") else "") or str(code)
     if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
         return LeaseNotFound(details)
+    if "CERTIFICATE_VERIFY_FAILED" in details or "handshake" in details.lower():
+        return EtcdUnavailable(
+            "TLS handshake with etcd failed (is ETCD_CACERT the CA of the etcd members, and are "
+            f"ETCD_TLS_CERT/ETCD_TLS_KEY a client certificate they trust?): {details}"
+        )
     if code in _UNAVAILABLE_CODES or "leader" in details:
         # "etcdserver: no leader" / "leader changed": the cluster cannot serve right now.
         return EtcdUnavailable(f"{code.name if code else 'error'}: {details}")

@@ -1,12 +1,14 @@
-"""Fakes for the API tests: the supervisor's side of the pipe (list/get/add/delete over a
-dict) and a WSGI request helper that needs no socket."""
+"""Fakes for the API tests: the supervisor's side of the pipe (every op over a dict, called
+directly or behind a real Pipe) and a WSGI request helper that needs no socket."""
 from __future__ import annotations
 
 import io
 import json
+import random
 import threading
 import uuid
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any, Callable, Iterable
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
@@ -15,11 +17,14 @@ from wsgiref.validate import validator
 class FakeSupervisor:
     """Answers `call(request)` like the supervisor does (docs/ARCHITECTURE.md, "Pipe protocol")."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, default_fault_policy: str = "activate") -> None:
         self.ips: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         # Set to an exception instance to make every call raise it (a supervisor that is gone).
         self.fail_with: BaseException | None = None
+        # The answer to `failover` for each id; absent means success (None).
+        self.failover_errors: dict[str, str] = {}
+        self.default_fault_policy = default_fault_policy
         self._lock = threading.Lock()
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -30,35 +35,117 @@ class FakeSupervisor:
             op = request["op"]
             if op == "list":
                 return {"ok": True, "result": list(self.ips.values())}
-            if op == "get":
-                found = self.ips.get(request["vip_id"])
-                return {"ok": True, "result": found} if found else _not_found(request["vip_id"])
             if op == "add":
-                if any(ip["ip"] == request["ip"] for ip in self.ips.values()):
-                    return {"ok": False, "status": 409, "error": f"{request['ip']} is already configured on this host"}
-                vip_id = f"vip-{uuid.uuid4()}"
-                self.ips[vip_id] = ip_object(vip_id, request["ip"])
-                return {"ok": True, "result": self.ips[vip_id]}
+                return self._add(request)
+            vip_id = request.get("vip_id")
+            found = self.ips.get(vip_id) if isinstance(vip_id, str) else None
+            if op not in ("get", "update", "delete", "failover"):
+                return {"ok": False, "status": 400, "error": f"unknown operation {op!r}"}
+            if found is None:
+                return _not_found(str(vip_id))
+            if op == "get":
+                return {"ok": True, "result": found}
+            if op == "update":
+                self._apply(found, request)
+                return {"ok": True, "result": found}
             if op == "delete":
-                if self.ips.pop(request["vip_id"], None) is None:
-                    return _not_found(request["vip_id"])
+                del self.ips[found["id"]]
                 return {"ok": True, "result": None}
-            return {"ok": False, "status": 400, "error": f"unknown op {op!r}"}
+            error = self.failover_errors.get(found["id"])
+            if error is not None:
+                return {"ok": False, "status": 409, "error": error}
+            found["status"], found["holder"] = "STANDBY", "h2"
+            return {"ok": True, "result": None}
+
+    def _add(self, request: dict[str, Any]) -> dict[str, Any]:
+        if any(ip["ip"] == request["ip"] for ip in self.ips.values()):
+            return {"ok": False, "status": 409, "error": f"ip {request['ip']} is already configured on this host"}
+        vip_id = f"vip-{uuid.uuid4()}"
+        created = ip_object(vip_id, request["ip"], fault_policy=self.default_fault_policy)
+        self._apply(created, request)
+        self.ips[vip_id] = created
+        return {"ok": True, "result": created}
+
+    def _apply(self, ip: dict[str, Any], request: dict[str, Any]) -> None:
+        # As the supervisor's records: seconds as a float, "" meaning the agent's policy.
+        if "checks" in request:
+            ip["checks"] = list(request["checks"])
+        if "healthcheck_interval" in request:
+            ip["healthcheck_interval"] = float(request["healthcheck_interval"])
+        if "fault_policy" in request:
+            ip["fault_policy"] = request["fault_policy"] or self.default_fault_policy
 
 
-def ip_object(vip_id: str, ip: str, status: str = "BOOTING") -> dict[str, Any]:
+def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: str = "activate") -> dict[str, Any]:
     return {
         "id": vip_id,
         "ip": ip,
         "status": status,
         "since": "2026-11-22T01:02:03.456Z",
         "holder": None,
+        "checks": [],
+        "healthcheck_interval": 0.0,
+        "fault_policy": fault_policy,
         "worker": {"pid": 1234, "state": "RUNNING", "restarts": 0, "error": None},
     }
 
 
 def _not_found(vip_id: str) -> dict[str, Any]:
-    return {"ok": False, "status": 404, "error": f"no IP with id {vip_id}"}
+    return {"ok": False, "status": 404, "error": "not found"}
+
+
+class ShufflingSupervisor(threading.Thread):
+    """The supervisor's end of a real Pipe: answers whatever has arrived in random order, and
+    holds each `delete` back one round, as the real one waits for the worker before answering."""
+
+    def __init__(self, conn: Connection, seed: int = 7) -> None:
+        super().__init__(name="fake-supervisor", daemon=True)
+        self.conn = conn
+        self.logic = FakeSupervisor()
+        self.random = random.Random(seed)
+        self.sent_order: list[int] = []
+        self.answer_order: list[int] = []
+
+    def run(self) -> None:
+        held: list[dict[str, Any]] = []
+        while True:
+            batch: list[dict[str, Any]] = []
+            try:
+                while self.conn.poll(0.02):
+                    batch.append(self.conn.recv())
+            except (EOFError, OSError):
+                return
+            self.sent_order += [m["id"] for m in batch]
+            deletes = [m for m in batch if m["op"] == "delete"]
+            now = held + [m for m in batch if m["op"] != "delete"]
+            held = deletes
+            self.random.shuffle(now)
+            for message in now:
+                answer = {**self.logic({k: v for k, v in message.items() if k != "id"}), "id": message["id"]}
+                self.answer_order.append(message["id"])
+                try:
+                    self.conn.send(answer)
+                except OSError:
+                    return
+
+
+def run_in_threads(count: int, body: Callable[[int], None]) -> list[BaseException]:
+    """Run body(0..count-1) on as many threads at once; the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def guarded(index: int) -> None:
+        try:
+            body(index)
+        except BaseException as exc:  # collected and re-raised by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(t.is_alive() for t in threads), "a request never got its answer"
+    return errors
 
 
 @dataclass

@@ -14,6 +14,7 @@ from tests.unit.api_fakes import FakeSupervisor, WsgiResponse, wsgi_request
 VERSION = "1.2.3"
 JSON_HEADERS = {"Content-Type": "application/json"}
 UNKNOWN_ID = f"vip-{uuid.uuid4()}"
+TCP_CHECK = {"type": "TCP", "host": "198.51.100.20", "port": 5432}
 
 
 @pytest.fixture
@@ -152,9 +153,25 @@ def test_head_on_a_get_route(app: bottle.Bottle) -> None:
         ({"ip": "198.51.100.50", "id": "vip-1"}, ["id"]),
         ({"ip": "198.51.100.50", "id": 12}, ["id", "string"]),
         ({"ip": "198.51.100.50", "name": "web"}, ["'name'", "unknown field"]),
-        ({"ip": "198.51.100.50", "checks": [{"type": "TCP", "port": 80}]}, ["checks"]),
-        ({"ip": "198.51.100.50", "checks": "none"}, ["checks", "array"]),
-        ({"ip": "198.51.100.50", "healthcheck_interval": 5}, ["healthcheck_interval"]),
+        ({"ip": "198.51.100.50", "checks": [{"type": "TCP", "port": 80}]}, ["checks[0].host is required"]),
+        ({"ip": "198.51.100.50", "checks": [{"type": "TCP", "host": "h", "port": 70000}]}, ["checks[0].port must be between 1 and 65535"]),
+        ({"ip": "198.51.100.50", "checks": [TCP_CHECK, {"type": "UDP"}]}, ["checks[1].type"]),
+        ({"ip": "198.51.100.50", "checks": [{"type": "HTTP", "url": "http://["}]}, ["checks[0].url"]),
+        ({"ip": "198.51.100.50", "healthchecks": [{"type": "EXEC", "command": ["x"]}]}, ["healthchecks[0].command[0]"]),
+        ({"ip": "198.51.100.50", "checks": "none"}, ["checks must be a list"]),
+        ({"ip": "198.51.100.50", "checks": [TCP_CHECK] * 17}, ["checks", "at most 16"]),
+        ({"ip": "198.51.100.50", "checks": [], "healthchecks": []}, ["checks", "healthchecks", "not both"]),
+        ({"ip": "198.51.100.50", "healthcheck_interval": "5"}, ["healthcheck_interval", "number"]),
+        ({"ip": "198.51.100.50", "healthcheck_interval": True}, ["healthcheck_interval", "number"]),
+        ({"ip": "198.51.100.50", "healthcheck_interval": -1}, ["healthcheck_interval", "between 0.1 and 3600"]),
+        ({"ip": "198.51.100.50", "healthcheck_interval": 0.01}, ["healthcheck_interval", "between 0.1 and 3600"]),
+        ({"ip": "198.51.100.50", "healthcheck_interval": 3601}, ["healthcheck_interval", "between 0.1 and 3600"]),
+        ('{"ip": "198.51.100.50", "healthcheck_interval": 1e400}', ["healthcheck_interval", "between"]),
+        ('{"ip": "198.51.100.50", "healthcheck_interval": NaN}', ["malformed JSON", "NaN"]),
+        ({"ip": "198.51.100.50", "fault_policy": "ignore"}, ["fault_policy must be one of activate, keep, release"]),
+        ({"ip": "198.51.100.50", "fault_policy": "KEEP"}, ["fault_policy"]),
+        ({"ip": "198.51.100.50", "fault_policy": 1}, ["fault_policy", "string"]),
+        ({"ip": "198.51.100.50", "keepalive_interval": 3}, ["keepalive_interval", "KEEPALIVE_INTERVAL"]),
         ({"ip": "198.51.100.50", "keepalive_interval": "5"}, ["keepalive_interval", "number"]),
         ({"ip": "198.51.100.50", "keepalive_interval": False}, ["keepalive_interval", "number"]),
         ({"ip": 198}, ["ip", "string"]),
@@ -248,12 +265,16 @@ def test_unknown_ids_are_links_404(app: bottle.Bottle, method: str) -> None:
 
 # --- errors from bottle itself and from the supervisor -----------------------------------------
 
-@pytest.mark.parametrize("path", ["/nope", "/ips/", f"/ips/{UNKNOWN_ID}/failover", "/"])
+@pytest.mark.parametrize("path", ["/nope", "/ips/", f"/ips/{UNKNOWN_ID}/fail", "/", f"/ips/{UNKNOWN_ID}/failover/x"])
 def test_unknown_paths_are_json_404(app: bottle.Bottle, path: str) -> None:
     assert_json_error(wsgi_request(app, "GET", path), 404, "no such endpoint")
 
 
-@pytest.mark.parametrize(("method", "path"), [("PUT", "/ips"), ("DELETE", "/ips"), ("POST", "/version"), ("PATCH", f"/ips/{UNKNOWN_ID}")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("PUT", "/ips"), ("DELETE", "/ips"), ("POST", "/version"), ("POST", f"/ips/{UNKNOWN_ID}"),
+     ("GET", f"/ips/{UNKNOWN_ID}/failover"), ("DELETE", "/openapi.json")],
+)
 def test_wrong_methods_are_json_405_with_allow(app: bottle.Bottle, method: str, path: str) -> None:
     res = wsgi_request(app, method, path)
     assert_json_error(res, 405, method)

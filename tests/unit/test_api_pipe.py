@@ -6,72 +6,18 @@ import http.client
 import json
 import multiprocessing
 import os
-import random
 import signal
 import socket
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from link.api.server import EXIT_CANNOT_LISTEN, EXIT_OK, SupervisorClient, run_api
 from link.config import Config, load
-from tests.unit.api_fakes import FakeSupervisor
-
-
-class ShufflingSupervisor(threading.Thread):
-    """The supervisor's end: answers whatever has arrived in random order, and holds each
-    `delete` back one round, as the real one waits for the worker before answering."""
-
-    def __init__(self, conn: Connection, seed: int = 7) -> None:
-        super().__init__(name="fake-supervisor", daemon=True)
-        self.conn = conn
-        self.logic = FakeSupervisor()
-        self.random = random.Random(seed)
-        self.sent_order: list[int] = []
-        self.answer_order: list[int] = []
-
-    def run(self) -> None:
-        held: list[dict[str, Any]] = []
-        while True:
-            batch: list[dict[str, Any]] = []
-            try:
-                while self.conn.poll(0.02):
-                    batch.append(self.conn.recv())
-            except (EOFError, OSError):
-                return
-            self.sent_order += [m["id"] for m in batch]
-            deletes = [m for m in batch if m["op"] == "delete"]
-            now = held + [m for m in batch if m["op"] != "delete"]
-            held = deletes
-            self.random.shuffle(now)
-            for message in now:
-                answer = {**self.logic({k: v for k, v in message.items() if k != "id"}), "id": message["id"]}
-                self.answer_order.append(message["id"])
-                try:
-                    self.conn.send(answer)
-                except OSError:
-                    return
-
-
-def run_in_threads(count: int, body: Callable[[int], None]) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def guarded(index: int) -> None:
-        try:
-            body(index)
-        except BaseException as exc:  # collected and re-raised by the test
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not any(t.is_alive() for t in threads), "a request never got its answer"
-    return errors
+from tests.unit.api_fakes import ShufflingSupervisor, run_in_threads
 
 
 def test_50_threads_each_get_their_own_answers_back() -> None:

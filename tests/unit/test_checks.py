@@ -39,6 +39,10 @@ def test_valid_checks_are_normalised():
     ([{"type": "EXEC", "command": "/bin/true"}], "checks[0].command"),
     ([{"type": "EXEC", "command": []}], "checks[0].command"),
     (["TCP:h:80"], "checks[0]"),
+    ([{"type": "TCP", "host": "h\x00", "port": 80}], "checks[0].host"),
+    ([{"type": "HTTP", "url": "http://["}], "checks[0].url"),
+    ([{"type": "HTTP", "url": "http://h/\nx"}], "checks[0].url"),
+    ([{"type": "EXEC", "command": ["/bin/true", "a\x00"]}], "checks[0].command"),
 ])
 def test_invalid_checks_name_the_field(checks, field):
     with pytest.raises(CheckError, match=field.replace("[", r"\[").replace("]", r"\]")):

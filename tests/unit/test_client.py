@@ -13,8 +13,10 @@ import waitress
 
 from link import __version__
 from link.api import make_app
-from link.client import EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, main, parse_host
+from link.client import EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, main, parse_health_check, parse_host
+from link.client_http import _server_error
 from tests.unit.api_fakes import FakeSupervisor
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,7 +41,8 @@ def servers() -> Iterator[tuple[Relay, str, str]]:
     relay = Relay()
     started = []
     for auth in ({}, {"user": "admin", "password": "pw"}):
-        server = waitress.create_server(make_app(relay, version="7.7.7", **auth), host="127.0.0.1", port=0, threads=2)
+        server = waitress.create_server(make_app(relay, version="7.7.7", **auth), host="127.0.0.1", port=0, threads=2,
+                                         clear_untrusted_proxy_headers=True)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         started.append((server, thread))
@@ -67,6 +70,16 @@ def auth_host(servers: tuple[Relay, str, str], sup: FakeSupervisor) -> str:
     return servers[2]
 
 
+def fields(out: str) -> dict[str, str]:
+    """The `key: value` lines of format_ip, as a dict (continuation lines are skipped)."""
+    shown = {}
+    for line in out.splitlines():
+        key, colon, value = line.partition(":")
+        if colon and key.strip() and not line.startswith(" "):
+            shown[key.strip()] = value.strip()
+    return shown
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -87,18 +100,22 @@ def test_add_list_get_delete_for_people(capsys: pytest.CaptureFixture[str], host
     code, out, err = run(capsys, "--host", host, "add", "198.51.100.50")
     assert code == 0 and err == ""
     [vip_id] = sup.ips
-    assert f"id:     {vip_id}" in out and "ip:     198.51.100.50/32" in out and "status: BOOTING" in out
+    shown = fields(out)
+    assert shown["id"] == vip_id and shown["ip"] == "198.51.100.50/32" and shown["status"] == "BOOTING"
+    assert shown["checks"] == "none" and shown["fault policy"] == "activate"
 
-    run(capsys, "--host", host, "add", "2001:db8::50")
+    run(capsys, "--host", host, "add", "2001:db8::50", "--health-check", "TCP:198.51.100.20:5432")
     code, out, _ = run(capsys, "--host", host, "list")
     lines = out.splitlines()
-    assert code == 0 and lines[0].split() == ["ID", "IP", "STATUS", "HOLDER", "WORKER", "SINCE"]
+    assert code == 0 and lines[0].split() == ["ID", "IP", "STATUS", "HOLDER", "SINCE", "CHECKS"]
     assert len(lines) == 3 and vip_id in lines[1] and "2001:db8::50/128" in lines[2]
+    assert lines[1].rstrip().endswith("-") and lines[2].endswith("TCP 198.51.100.20:5432")
     # Aligned: every column starts at the same offset on every line.
     assert lines[1].index("198.51.100.50/32") == lines[0].index("IP") == lines[2].index("2001:db8::50/128")
+    assert lines[1].index("BOOTING") == lines[0].index("STATUS") == lines[2].index("BOOTING")
 
     code, out, _ = run(capsys, "--host", host, "get", vip_id)
-    assert code == 0 and f"id:     {vip_id}" in out and "worker: RUNNING" in out
+    assert code == 0 and fields(out)["id"] == vip_id and fields(out)["worker"] == "RUNNING"
 
     code, out, _ = run(capsys, "--host", host, "delete", vip_id)
     assert code == 0 and out.strip() == f"Deleted {vip_id}"
@@ -117,7 +134,7 @@ def test_json_output_is_the_agents_json(capsys: pytest.CaptureFixture[str], host
     assert code == 0 and json.loads(out) == {"ip": created}
 
     code, out, _ = run(capsys, "--host", host, "--json", "version")
-    assert code == 0 and json.loads(out) == {"version": "7.7.7"}
+    assert code == 0 and json.loads(out) == {"client": __version__, "agent": "7.7.7"}
 
     code, out, _ = run(capsys, "--host", host, "--json", "delete", created["id"])
     assert (code, out) == (0, "")
@@ -133,7 +150,12 @@ def test_link_aliases(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSu
 
 def test_version_shows_agent_and_client(capsys: pytest.CaptureFixture[str], host: str) -> None:
     code, out, _ = run(capsys, "--host", host, "version")
-    assert code == 0 and "agent:  7.7.7" in out and f"client: {__version__}" in out
+    assert code == 0 and f"agent:  7.7.7 (http://{host})" in out and f"client: {__version__}" in out
+
+
+def test_version_of_an_unreachable_agent_still_shows_the_client(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--host", f"127.0.0.1:{closed_port()}", "version")
+    assert code == EXIT_UNREACHABLE and out == f"client: {__version__}\n" and "cannot reach the agent" in err
 
 
 def test_host_as_url_and_from_the_environment(
@@ -183,7 +205,12 @@ def test_unreachable_agent(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     "argv",
     [[], ["frobnicate"], ["add"], ["get"], ["list", "extra"], ["--host", "ftp://127.0.0.1", "list"],
-     ["--host", "127.0.0.1:notaport", "list"], ["--timeout", "0", "list"]],
+     ["--host", "127.0.0.1:notaport", "list"], ["--timeout", "0", "list"], ["failover"], ["delete"],
+     ["add", "198.51.100.50", "--health-check", "UDP:h:53"], ["add", "198.51.100.50", "--health-check", "TCP:h"],
+     ["add", "198.51.100.50", "--health-check", "EXEC:check-db"], ["add", "198.51.100.50", "--health-check-interval", "x"],
+     ["add", "198.51.100.50", "--health-check-interval", "-1"], ["add", "198.51.100.50", "--fault-policy", "panic"],
+     ["set-health-checks", "vip-x"], ["set-health-checks", "vip-x", "--clear", "--health-check", "TCP:h:1"],
+     ["version", "extra"]],
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     code, out, err = run(capsys, *argv)
@@ -234,3 +261,184 @@ def test_the_console_script_as_a_process(host: str, sup: FakeSupervisor) -> None
         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
     )
     assert missing.returncode == EXIT_SERVER and missing.stderr == "link-client: IP not found (HTTP 404)\n"
+
+
+# --- health checks, settings and failover --------------------------------------------------------
+
+TCP = {"type": "TCP", "host": "198.51.100.20", "port": 5432}
+
+
+def test_add_with_health_checks_and_settings(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor) -> None:
+    code, out, err = run(
+        capsys, "--host", host, "create", "198.51.100.50",
+        "--health-check", "TCP:198.51.100.20:5432",
+        "--health-check", "http:204:http://198.51.100.20/ready",
+        "--health-check", "EXEC:/usr/local/bin/check-db --quick 'two words'",
+        "--health-check-interval", "2", "--fault-policy", "release",
+    )
+    assert (code, err) == (0, "")
+    checks = [
+        TCP,
+        {"type": "HTTP", "expect_status": 204, "url": "http://198.51.100.20/ready"},
+        {"type": "EXEC", "command": ["/usr/local/bin/check-db", "--quick", "two words"]},
+    ]
+    assert sup.requests[-1] == {
+        "op": "add", "ip": "198.51.100.50/32", "checks": checks, "healthcheck_interval": 2.0, "fault_policy": "release",
+    }
+    lines = out.splitlines()
+    assert fields(out)["checks"] == "TCP 198.51.100.20:5432"
+    assert any(line.strip() == "HTTP http://198.51.100.20/ready (expects 204)" for line in lines)
+    assert any(line.strip() == "EXEC /usr/local/bin/check-db --quick two words" for line in lines)
+    assert fields(out)["interval"] == "2 s" and fields(out)["fault policy"] == "release"
+
+
+def test_add_sends_only_what_was_given(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor) -> None:
+    # A LinK v2 agent knows nothing of fault_policy: it is not sent unless asked for.
+    assert run(capsys, "--host", host, "add", "198.51.100.50")[0] == 0
+    assert sup.requests[-1] == {"op": "add", "ip": "198.51.100.50/32"}
+
+
+def test_add_with_a_check_the_agent_refuses_shows_the_field(capsys: pytest.CaptureFixture[str], host: str) -> None:
+    code, out, err = run(capsys, "--host", host, "add", "198.51.100.50", "--health-check", "TCP:198.51.100.20:70000")
+    assert code == EXIT_SERVER and out == ""
+    assert err == "link-client: checks[0].port must be between 1 and 65535 (HTTP 400)\n"
+
+
+@pytest.mark.parametrize("name", ["set-health-checks", "update-healthchecks"])
+def test_set_health_checks_replaces_them(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor, name: str) -> None:
+    run(capsys, "--host", host, "add", "198.51.100.50")
+    [vip_id] = sup.ips
+    code, out, err = run(capsys, "--host", host, name, vip_id, "--health-check", "TCP:[2001:db8::20]:5432")
+    assert (code, err) == (0, "")
+    sent = {"type": "TCP", "host": "2001:db8::20", "port": 5432}
+    assert sup.requests[-1] == {"op": "update", "vip_id": vip_id, "checks": [sent]}
+    assert fields(out)["checks"] == "TCP [2001:db8::20]:5432"
+
+
+@pytest.mark.parametrize(
+    ("options", "sent"),
+    [
+        (["--clear"], {"checks": []}),
+        (["--health-check-interval", "1.5"], {"healthcheck_interval": 1.5}),
+        (["--health-check", "TCP:198.51.100.20:5432", "--health-check-interval", "0"], {"checks": [TCP], "healthcheck_interval": 0.0}),
+    ],
+)
+def test_set_health_checks_options(
+    capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor, options: list[str], sent: dict[str, Any]
+) -> None:
+    run(capsys, "--host", host, "add", "198.51.100.50")
+    [vip_id] = sup.ips
+    code, out, _ = run(capsys, "--host", host, "set-health-checks", vip_id, "--json", *options)
+    assert code == 0
+    assert sup.requests[-1] == {"op": "update", "vip_id": vip_id, **sent}
+    answer = json.loads(out)  # the agent's IP object, as it answered
+    assert answer["id"] == vip_id and answer["checks"] == sup.ips[vip_id]["checks"]
+
+
+def test_set_health_checks_of_an_unknown_ip(capsys: pytest.CaptureFixture[str], host: str) -> None:
+    code, _, err = run(capsys, "--host", host, "set-health-checks", "vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d", "--clear")
+    assert code == EXIT_SERVER and err == "link-client: IP not found (HTTP 404)\n"
+
+
+def test_failover(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor) -> None:
+    run(capsys, "--host", host, "add", "198.51.100.50")
+    [vip_id] = sup.ips
+    code, out, err = run(capsys, "--host", host, "failover", vip_id)
+    assert (code, err) == (0, "") and out == f"{vip_id}: released by this agent; another host takes it over\n"
+    assert sup.requests[-1] == {"op": "failover", "vip_id": vip_id}
+    assert run(capsys, "--host", host, "--json", "failover", vip_id)[:2] == (0, "")
+
+
+def test_failover_refused_by_the_agent(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor) -> None:
+    run(capsys, "--host", host, "add", "198.51.100.50")
+    [vip_id] = sup.ips
+    sup.failover_errors[vip_id] = "no other host competes for 198.51.100.50/32"
+    code, out, err = run(capsys, "--host", host, "failover", vip_id)
+    assert code == EXIT_SERVER and out == ""
+    assert err == "link-client: no other host competes for 198.51.100.50/32 (HTTP 409)\n"
+
+
+def test_failover_of_an_unknown_ip(capsys: pytest.CaptureFixture[str], host: str) -> None:
+    code, _, err = run(capsys, "--host", host, "failover", "vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d")
+    assert code == EXIT_SERVER and err == "link-client: IP not found (HTTP 404)\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["list"], ["get", "vip-x"], ["show", "vip-x"], ["delete", "vip-x"], ["destroy", "vip-x"], ["failover", "vip-x"],
+     ["add", "198.51.100.50"], ["create", "198.51.100.50"], ["set-health-checks", "vip-x", "--clear"],
+     ["update-healthchecks", "vip-x", "--clear"], ["version"]],
+)
+def test_every_command_and_alias_exits_4_when_the_agent_is_unreachable(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, _, err = run(capsys, "--host", f"127.0.0.1:{closed_port()}", *argv)
+    assert code == EXIT_UNREACHABLE and err.count("\n") == 1 and "cannot reach the agent" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["list", "add", "create", "get", "show", "set-health-checks", "update-healthchecks", "failover", "delete", "destroy", "version"],
+)
+def test_every_command_has_help_with_examples(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0 and "examples:\n  link-client " in out and "--host" in out
+    if command in ("add", "create", "set-health-checks", "update-healthchecks"):
+        assert "TCP:HOST:PORT" in out and "HTTP:URL" in out and "EXEC:/PATH" in out
+
+
+def test_list_shows_a_worker_in_trouble(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor) -> None:
+    run(capsys, "--host", host, "add", "198.51.100.50")
+    [ip] = sup.ips.values()
+    ip["worker"] = {"pid": None, "state": "FATAL", "restarts": 5, "error": "interface eth9 is gone"}
+    code, out, _ = run(capsys, "--host", host, "list")
+    assert code == 0 and "BOOTING (worker FATAL)" in out.splitlines()[1]
+    code, out, _ = run(capsys, "--host", host, "get", ip["id"])
+    assert fields(out)["worker"] == "FATAL (5 restarts)" and fields(out)["error"] == "interface eth9 is gone"
+
+
+@pytest.mark.parametrize(
+    ("text", "check"),
+    [
+        ("TCP:198.51.100.20:5432", TCP),
+        ("tcp:db.example:5432", {"type": "TCP", "host": "db.example", "port": 5432}),
+        ("TCP:[2001:db8::20]:80", {"type": "TCP", "host": "2001:db8::20", "port": 80}),
+        ("TCP:2001:db8::20:80", {"type": "TCP", "host": "2001:db8::20", "port": 80}),
+        ("HTTP:http://198.51.100.20:8080/health", {"type": "HTTP", "url": "http://198.51.100.20:8080/health"}),
+        ("HTTP:503:https://h/x?y=1", {"type": "HTTP", "expect_status": 503, "url": "https://h/x?y=1"}),
+        ("EXEC:/bin/true", {"type": "EXEC", "command": ["/bin/true"]}),
+        ("EXEC:/usr/bin/pg_isready -h '198.51.100.20'", {"type": "EXEC", "command": ["/usr/bin/pg_isready", "-h", "198.51.100.20"]}),
+    ],
+)
+def test_parse_health_check(text: str, check: dict[str, Any]) -> None:
+    assert parse_health_check(text) == check
+
+
+@pytest.mark.parametrize(
+    "text", ["TCP", "TCP:h", "TCP::80", "TCP:h:http", "UDP:h:53", "HTTP:ftp://h/", "HTTP:h/health", "EXEC:", "EXEC:bin/true", "EXEC:/bin/x 'open"]
+)
+def test_parse_health_check_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="expected|quotation"):
+        parse_health_check(text)
+
+
+def test_server_errors_on_one_line_as_link_and_links_agents_word_them() -> None:
+    # LinK v2 answers {"msg": ...} on some routes (failover refused, unknown id on delete).
+    assert _server_error(400, "Bad Request", {"msg": "IP is not master"}) == "IP is not master (HTTP 400)"
+    assert _server_error(502, "Bad Gateway", None) == "the agent answered HTTP 502 Bad Gateway"
+    assert _server_error(400, "Bad Request", {"error": "a\x1b[31mb"}) == "a?[31mb (HTTP 400)"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["list"], ["get", "vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d"], ["show", "vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d"],
+     ["delete", "vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d"], ["destroy", "vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d"],
+     ["failover", "vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d"], ["add", "198.51.100.50"], ["create", "198.51.100.50"],
+     ["set-health-checks", "vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d", "--clear"],
+     ["update-healthchecks", "vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d", "--clear"]],
+)
+def test_every_command_and_alias_exits_3_on_an_agent_error(
+    capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor, argv: list[str]
+) -> None:
+    sup.fail_with = ConnectionError("the supervisor is gone")
+    code, out, err = run(capsys, "--host", host, *argv)
+    assert code == EXIT_SERVER and out == ""
+    assert err == "link-client: the link agent's supervisor did not answer: the supervisor is gone (HTTP 503)\n"
