@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install link and what its lab needs, as root on Debian 12: Debian packages, then the
+# virtualenv .venv (in the repository) with link installed editable plus its test tools.
+# Idempotent: a second run only checks. Quiet, but a failing step prints its log and exits non-zero.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(etcd-server etcd-client iproute2 tcpdump iputils-ping procps python3 python3-venv)
+log=$(mktemp -t link-install.XXXXXX)
+trap 'rm -f "$log"' EXIT
+
+step() {  # step "what" command...: run quietly, show the log if it fails
+  local what=$1; shift
+  if ! "$@" >"$log" 2>&1; then
+    echo "install.sh: FAILED: $what" >&2
+    tail -n 60 "$log" >&2
+    exit 1
+  fi
+}
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install.sh: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  step "apt-get update" apt-get update -q
+  step "apt-get install ${missing[*]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+for tool in /usr/bin/etcd ip tcpdump ping ps python3; do
+  command -v "$tool" >/dev/null || { echo "install.sh: $tool is missing after the install" >&2; exit 1; }
+done
+
+if [ ! -x .venv/bin/python ]; then
+  echo "install.sh: python3 -m venv .venv"
+  step "python3 -m venv .venv" python3 -m venv .venv
+fi
+# pip only when setup.py changed since the last successful install (or never ran).
+stamp=.venv/.link-install-stamp
+want=$(sha256sum setup.py | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c "import link, pytest, etcd3" >/dev/null 2>&1; then
+  echo "install.sh: pip install -e '.[test]' into .venv"
+  step "pip install -e '.[test]'" .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[test]'
+  echo "$want" >"$stamp"
+fi
+step "import check" .venv/bin/python -c "import link, link.config, pytest, etcd3, pyroute2, scapy, psutil"
+[ -x .venv/bin/link-agent ] || { echo "install.sh: .venv/bin/link-agent is missing" >&2; exit 1; }

@@ -1,0 +1,117 @@
+"""A holder goes away in every way we can think of; the VIP must move, and stay unique."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.lab import LAB_AGENT_ENV, procs, timed_wait, wait_until
+from tests.lab.checks import BoundWatch, ip_list
+
+pytestmark = pytest.mark.lab
+
+VIP = "198.51.100.50/32"
+KEEPALIVE = float(LAB_AGENT_ENV["KEEPALIVE_INTERVAL"])
+
+
+def elect(lab):
+    lab.start_agents()
+    ids = lab.add_vip(VIP)
+    holder = lab.wait_agreement(VIP, ids)
+    wait_until(lambda: lab.neigh(VIP) == lab.host(holder).mac, 3, what="the client to learn the holder's MAC")
+    return ids, holder
+
+
+def follows(lab, name):
+    mac = lab.host(name).mac
+    wait_until(lambda: lab.neigh(VIP) == mac, 2, what=f"the client's neighbour entry to follow {name} ({mac})")
+
+
+def test_holder_link_down_moves_the_vip(lab):
+    ids, old = elect(lab)
+    start = time.monotonic()
+    lab.host(old).link_down()
+    new, took = timed_wait(lambda: lab.holder(VIP, exclude=[old]), KEEPALIVE + 1, what="another host to bind the VIP",
+                           start=start)
+    print(f"link down on {old}: {new} bound {VIP} after {took:.3f}s")
+    follows(lab, new)
+    assert lab.client_ping(VIP)
+
+    # The cut-off host comes back: it must give the VIP up to the new holder.
+    lab.host(old).link_up()
+    assert lab.wait_agreement(VIP, ids, timeout=10) == new
+
+
+def test_holder_killed_moves_the_vip(lab):
+    ids, old = elect(lab)
+    host = lab.host(old)
+    start = time.monotonic()
+    host.agent.kill()                       # SIGKILL the agent and its processes: the host died...
+    assert host.has(VIP), "a killed agent leaves its VIP bound"
+    host.del_addr(VIP)                      # ...and a dead host does not answer for the VIP.
+    new, took = timed_wait(lambda: lab.holder(VIP, exclude=[old]), KEEPALIVE + 1, what="another host to bind the VIP",
+                           start=start)
+    print(f"SIGKILL of {old}: {new} bound {VIP} after {took:.3f}s")
+    follows(lab, new)
+    del ids[old]
+    assert lab.wait_agreement(VIP, ids) == new
+
+    # The host comes back with its STATE_DIR: same VIP, same id, and it stands by.
+    host.start_agent()
+    host.agent.wait_ready()
+    vip_ids = [o["id"] for o in ip_list(host.api("GET", "/ips").body)]
+    assert len(vip_ids) == 1
+    ids[old] = vip_ids[0]
+    assert lab.wait_agreement(VIP, ids) == new
+
+
+def test_sigterm_hands_the_vip_over_within_a_second(lab):
+    ids, old = elect(lab)
+    agent = lab.host(old).agent
+    with BoundWatch(lab, VIP) as watch:
+        start = time.monotonic()
+        os.kill(agent.pid, signal.SIGTERM)
+        new, took = timed_wait(lambda: lab.holder(VIP, exclude=[old]), 1.0, what="another host to bind the VIP",
+                               start=start)
+        print(f"SIGTERM to {old}: {new} bound {VIP} after {took:.3f}s")
+        follows(lab, new)
+    assert agent.proc.wait(10) == 0
+    assert not lab.host(old).has(VIP)
+    assert not watch.overlaps(), f"two holders at once: {watch.history()}"
+    del ids[old]
+    assert lab.wait_agreement(VIP, ids) == new
+
+
+def test_vip_removed_by_hand_comes_back(lab):
+    ids, holder = elect(lab)
+    host = lab.host(holder)
+    with BoundWatch(lab, VIP) as watch:
+        host.del_addr(VIP)
+        _, took = timed_wait(lambda: host.has(VIP), 3, what="the worker to bind the VIP again")
+        print(f"{VIP} back on {holder} after {took:.3f}s")
+        assert lab.wait_agreement(VIP, ids) == holder
+    assert not watch.overlaps(), f"two holders at once: {watch.history()}"
+
+
+def test_killed_worker_is_respawned(lab):
+    ids, holder = elect(lab)
+    host = lab.host(holder)
+    before = lab.ip_object(holder, ids[holder])["worker"]
+    pid = before["pid"]
+    assert pid in host.agent.tree()[1:], f"worker pid {pid} is not below agent {host.agent.pid}"
+    assert procs.title(pid).startswith(f"link: vip {VIP} "), procs.title(pid)
+    with BoundWatch(lab, VIP) as watch:
+        os.kill(pid, signal.SIGKILL)
+
+        def respawned():
+            w = lab.ip_object(holder, ids[holder])["worker"]
+            return w if w["pid"] not in (None, pid) and w["state"] == "RUNNING" and procs.alive(w["pid"]) else None
+        after, took = timed_wait(respawned, 10, 0.05, "the worker to be respawned")
+        print(f"worker {pid} of {holder} respawned as {after['pid']} after {took:.3f}s")
+        assert after["restarts"] >= before["restarts"] + 1
+        assert procs.title(after["pid"]).startswith(f"link: vip {VIP} ")
+        final = lab.wait_agreement(VIP, ids)
+    assert not watch.overlaps(), f"two holders at once: {watch.history()}"
+    print(f"holder after the respawn: {final} ({watch.history()})")
