@@ -15,5 +15,5 @@ def setup(level: str, role: str) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # Their debug output is per netlink message / gRPC frame: useless at our debug level.
-    for noisy in ("pyroute2", "scapy", "grpc"):
+    for noisy in ("pyroute2", "scapy", "grpc", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

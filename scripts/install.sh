@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(etcd-server etcd-client iproute2 tcpdump iputils-ping procps python3 python3-venv)
+packages=(etcd-server etcd-client iproute2 tcpdump iputils-ping procps openssl python3 python3-venv)
 log=$(mktemp -t link-install.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
