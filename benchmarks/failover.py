@@ -130,8 +130,9 @@ def main() -> int:
                 lab.host(holder).link_up()
                 # sigterm: the holder's agent leaves in an orderly way
                 holder = settle(lab, probe, ids)
-                lab.host(holder).agent.stop()
+                os.kill(lab.host(holder).agent.pid, signal.SIGTERM)  # measure from the signal, not the exit
                 got = watch_move(probe, holder, 10, lab)
+                lab.host(holder).agent.stop()
                 for key in ("bound", "neigh", "none", "double"):
                     if got[key] is not None:
                         results["sigterm"].setdefault(key, []).append(got[key])

@@ -24,6 +24,17 @@ configuration is read from environment variables (as LinK):
   ARP_GRATUITOUS_INTERVAL     time between two announcements (default 1s)
   STATE_DIR                   where the VIP list is kept (default /var/lib/link)
   LOGGER_LEVEL                debug, info, warn or error (default info)
+  HEALTH_CHECK_INTERVAL       time between two rounds of a VIP's health checks (default 1s)
+  HEALTH_CHECK_TIMEOUT        longest a single check may take (default 1s)
+  FAIL_COUNT_BEFORE_FAILOVER  failed rounds in a row before the VIP fails over (default 3)
+  FAULT_POLICY                when etcd is unreachable: activate (LinK), keep or release
+  PRIORITY                    0-255, lowest wins (default 10); PREEMPT (default true),
+  PREEMPT_DELAY               how long a better host waits before taking over (default 3s)
+
+signals:
+  SIGTERM, SIGINT  hand every VIP over (unbind, release the lock), then exit
+  SIGUSR1/SIGUSR2  priority -1 (promote) / +1 (demote)
+  SIGHUP           reread LOGGER_LEVEL and PRIORITY from --env-file
 
 example:
   INTERFACE=eth1 HOSTNAME=h1 ETCD_HOSTS=http://198.51.100.1:2379 link-agent
@@ -50,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"link {__version__}")
-    parser.parse_args(argv)
+    parser.add_argument("--env-file", metavar="PATH",
+                        help="the file the environment came from (e.g. /etc/default/link): SIGHUP rereads "
+                             "LOGGER_LEVEL and PRIORITY from it")
+    args = parser.parse_args(argv)
     try:
         config = load()
     except ConfigError as exc:
@@ -72,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     _preload()
     arbiter: Arbiter
     ops = RealOps(config, lambda: arbiter.open_fds(), __version__)
-    arbiter = Arbiter(config, store, ops)
+    arbiter = Arbiter(config, store, ops, env_file=args.env_file)
     return arbiter.run()
 
 

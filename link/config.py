@@ -64,10 +64,15 @@ class Config:
     etcd_tls_key: str = ""
     etcd_cacert: str = ""
     logger_level: str = "INFO"
+    logger_type: str = "text"  # "json": one JSON object per line (LinK's LOGGER_TYPE)
+    metrics_auth: bool = True  # GET /metrics behind the API's basic auth (when PASSWORD is set)
     health_check_interval: float = 1.0
     health_check_timeout: float = 1.0
     fail_count_before_failover: int = 3
     fault_policy: str = "activate"
+    priority: int = 10
+    preempt: bool = True
+    preempt_delay: float = 3.0
 
     @property
     def lease_ttl(self) -> int:
@@ -135,6 +140,18 @@ def parse_etcd_hosts(raw: str) -> tuple[EtcdEndpoint, ...]:
 
 
 FAULT_POLICIES = ("activate", "keep", "release")
+LOGGER_TYPES = ("text", "json")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not true or false")
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
@@ -197,8 +214,13 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         etcd_tls_key=key,
         etcd_cacert=ca,
         logger_level="WARNING" if level == "WARN" else level,
+        logger_type=_choice(env, "LOGGER_TYPE", LOGGER_TYPES),
+        metrics_auth=_bool(env, "METRICS_AUTH", True),
         health_check_interval=_duration(env, "HEALTH_CHECK_INTERVAL", 1.0, 0.1, 3600.0),
         health_check_timeout=_duration(env, "HEALTH_CHECK_TIMEOUT", 1.0, 0.05, 600.0),
         fail_count_before_failover=_int(env, "FAIL_COUNT_BEFORE_FAILOVER", 3, 1, 1000),
         fault_policy=_choice(env, "FAULT_POLICY", FAULT_POLICIES),
+        priority=_int(env, "PRIORITY", 10, 0, 255),
+        preempt=_bool(env, "PREEMPT", True),
+        preempt_delay=_duration(env, "PREEMPT_DELAY", 3.0, 0.0, 3600.0),
     )

@@ -17,3 +17,11 @@ def setup(level: str, role: str) -> None:
     # Their debug output is per netlink message / gRPC frame: useless at our debug level.
     for noisy in ("pyroute2", "scapy", "grpc", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def set_level(level: str) -> None:
+    """Change the level of this process's logging (SIGHUP)."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    for noisy in ("pyroute2", "scapy", "grpc", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

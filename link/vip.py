@@ -64,10 +64,13 @@ class VipSpec:
     checks: tuple[dict, ...] = ()
     healthcheck_interval: float = 0.0  # 0: the agent's HEALTH_CHECK_INTERVAL
     fault_policy: str = ""  # "": the agent's FAULT_POLICY
+    priority: int | None = None  # None: the host's PRIORITY (which signals can shift)
+    preempt: bool | None = None  # None: the agent's PREEMPT
 
     def to_json(self) -> dict:
         return {"id": self.id, "ip": self.ip, "checks": list(self.checks),
-                "healthcheck_interval": self.healthcheck_interval, "fault_policy": self.fault_policy}
+                "healthcheck_interval": self.healthcheck_interval, "fault_policy": self.fault_policy,
+                "priority": self.priority, "preempt": self.preempt}
 
     @classmethod
     def from_json(cls, data: dict) -> "VipSpec":
@@ -75,4 +78,6 @@ class VipSpec:
             id=str(data["id"]), ip=str(data["ip"]), checks=tuple(data.get("checks") or ()),
             healthcheck_interval=float(data.get("healthcheck_interval") or 0.0),
             fault_policy=str(data.get("fault_policy") or ""),
+            priority=None if data.get("priority") is None else int(data["priority"]),
+            preempt=None if data.get("preempt") is None else bool(data["preempt"]),
         )

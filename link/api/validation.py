@@ -34,7 +34,7 @@ _VIP_ID = re.compile(r"vip-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3
 # LinK calls the checks `checks` when an IP is created and `healthchecks` when they are
 # replaced (PATCH); both names are taken on both routes, one at a time.
 _CHECK_FIELDS = ("checks", "healthchecks")
-_SETTINGS = (*_CHECK_FIELDS, "healthcheck_interval", "fault_policy")
+_SETTINGS = (*_CHECK_FIELDS, "healthcheck_interval", "fault_policy", "priority", "preempt")
 _ADD_FIELDS = ("ip", "id", "keepalive_interval", *_SETTINGS)
 
 
@@ -166,6 +166,24 @@ def _fault_policy(value: object) -> str:
     raise ApiError(400, f"fault_policy must be one of {choices} (or \"\" for the agent's FAULT_POLICY), not {value[:40]!r}")
 
 
+def _priority(value: object) -> int | None:
+    """The VIP's own priority, 0-255, lowest wins; null means the host's PRIORITY."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"priority must be a whole number from 0 to 255 (lowest wins), not a JSON {json_type_name(value)}")
+    if not 0 <= value <= 255:
+        raise ApiError(400, f"priority must be from 0 to 255 (lowest wins), not {value}")
+    return value
+
+
+def _preempt(value: object) -> bool | None:
+    """Whether a better host takes the VIP over from this one; null means the agent's PREEMPT."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise ApiError(400, f"preempt must be true, false or null, not a JSON {json_type_name(value)}")
+
+
 def _settings(data: Mapping[str, Any]) -> dict[str, Any]:
     """The VIP settings given in a body, checked and in the supervisor's form; absent ones are left out."""
     given = [field for field in _CHECK_FIELDS if field in data]
@@ -178,6 +196,10 @@ def _settings(data: Mapping[str, Any]) -> dict[str, Any]:
         settings["healthcheck_interval"] = _healthcheck_interval(data["healthcheck_interval"])
     if "fault_policy" in data:
         settings["fault_policy"] = _fault_policy(data["fault_policy"])
+    if "priority" in data:
+        settings["priority"] = _priority(data["priority"])
+    if "preempt" in data:
+        settings["preempt"] = _preempt(data["preempt"])
     return settings
 
 

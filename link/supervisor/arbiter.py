@@ -18,8 +18,9 @@ from typing import Any, Callable
 
 from setproctitle import setproctitle
 
-from link.config import Config
-from link.supervisor import records
+from link import logs
+from link.config import Config, ConfigError
+from link.supervisor import records, reload
 from link.supervisor.ops import ProcessOps
 from link.supervisor.records import VipRecord
 from link.supervisor.store import StoreError, VipStore
@@ -32,7 +33,7 @@ BOOT_WINDOW = 5.0  # a worker dying sooner than this after its start failed to b
 MAX_BOOT_FAILURES = 5  # then FATAL (Supervisor's startretries)
 STOP_TIMEOUT = 10.0  # workers that have not released their VIP by then are killed
 API_BOOT_WINDOW = 3.0  # an API process dying sooner than this cannot serve: stop the agent
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def backoff_delay(failures: int, rng: Callable[[float, float], float] = random.uniform) -> float:
@@ -42,8 +43,12 @@ def backoff_delay(failures: int, rng: Callable[[float, float], float] = random.u
 
 
 class Arbiter:
-    def __init__(self, config: Config, store: VipStore, ops: ProcessOps, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: Config, store: VipStore, ops: ProcessOps, clock: Callable[[], float] = time.monotonic,
+                 env_file: str | None = None) -> None:
         self.config = config
+        self.env_file = env_file
+        self.priority = config.priority  # the host's; SIGUSR1/SIGUSR2 shift it, SIGHUP rereads it
+        self.log_level = config.logger_level
         self.store = store
         self.ops = ops
         self.clock = clock
@@ -85,8 +90,49 @@ class Arbiter:
     def handle_sigchld(self) -> None:
         pass  # reaping happens on every loop turn
 
+    def handle_sigusr1(self) -> None:
+        self.set_priority(self.priority - 1, "SIGUSR1 (promote)")
+
+    def handle_sigusr2(self) -> None:
+        self.set_priority(self.priority + 1, "SIGUSR2 (demote)")
+
     def handle_sighup(self) -> None:
-        logger.info("SIGHUP: nothing to reload yet (the VIP list is in %s)", self.store.path)
+        if not self.env_file:
+            logger.warning("SIGHUP: no --env-file given, nothing to reload")
+            return
+        try:
+            new = reload.reread(self.env_file, self.config)
+        except ConfigError as exc:
+            logger.error("SIGHUP: %s; keeping the running settings", exc)
+            return
+        if new.logger_level != self.log_level:
+            logger.info("SIGHUP: LOGGER_LEVEL %s -> %s", self.log_level, new.logger_level)
+            self.log_level = new.logger_level
+            logs.set_level(new.logger_level)
+            self._broadcast({"type": "log_level", "level": new.logger_level})
+        self.set_priority(new.priority, f"SIGHUP ({self.env_file})")
+
+    def set_priority(self, priority: int, why: str) -> None:
+        priority = max(0, min(255, priority))
+        if priority == self.priority:
+            logger.info("%s: priority stays %d", why, priority)
+            return
+        logger.info("%s: host priority %d -> %d (lowest wins)", why, self.priority, priority)
+        self.priority = priority
+        self._broadcast({"type": "priority", "priority": priority})
+
+    def _broadcast(self, message: dict) -> None:
+        for record in self.vips.values():
+            self._send(record, message)
+
+    def _send(self, record: VipRecord, message: dict) -> bool:
+        if record.conn is None or record.conn.closed:
+            return False
+        try:
+            record.conn.send(message)
+        except OSError:
+            return False
+        return True
 
     # -- start ------------------------------------------------------------------------------
     def boot(self) -> None:
@@ -120,6 +166,11 @@ class Arbiter:
         record.boot_error = None
         self.by_pid[record.pid] = record
         logger.info("started worker %d for %s", record.pid, record.ip)
+        # What signals changed since start-up: the worker was built from the start-up config.
+        if self.priority != self.config.priority:
+            self._send(record, {"type": "priority", "priority": self.priority})
+        if self.log_level != self.config.logger_level:
+            self._send(record, {"type": "log_level", "level": self.log_level})
 
     # -- loop -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -183,9 +234,16 @@ class Arbiter:
             record.status = message["state"]
             record.since = message["since"]
             record.holder = message.get("holder")
+            record.priority = message.get("priority")
             record.error = None
         elif kind == "boot_failed":
             record.boot_error = message.get("error") or "boot failed"
+        elif kind == "candidates_done":
+            request_id = message.get("request")
+            if request_id in record.candidate_waiters:
+                record.candidate_waiters.remove(request_id)
+                self.reply(request_id, result={**self._api(record), "candidates": message.get("candidates", []),
+                                               **({"candidates_error": message["error"]} if message.get("error") else {})})
         elif kind == "failover_done":
             request_id = message.get("request")
             if request_id in record.failover_waiters:
@@ -208,6 +266,9 @@ class Arbiter:
         for request_id in record.failover_waiters:
             self.reply(request_id, False, status=503, error=f"the worker of {record.ip} exited during the failover")
         record.failover_waiters = []
+        for request_id in record.candidate_waiters:
+            self.reply(request_id, result={**self._api(record), "candidates": []})
+        record.candidate_waiters = []
         # Whatever the worker left on the interface goes: a killed worker cannot unbind.
         if self.ops.remove_address(record.ip) and code != 0:
             logger.warning("removed %s left bound by dead worker %d", record.ip, pid)
@@ -288,12 +349,17 @@ class Arbiter:
         self.reply(request_id, result=[self._api(r) for r in self.vips.values()])
 
     def op_get(self, request_id: int, message: dict) -> None:
+        """One VIP, with the candidates its worker reads from etcd (their priority and state)."""
         record = self._find(request_id, message)
-        if record is not None:
-            self.reply(request_id, result=self._api(record))
+        if record is None:
+            return
+        if record.worker_state == records.RUNNING and self._send(record, {"type": "candidates", "request": request_id}):
+            record.candidate_waiters.append(request_id)
+            return
+        self.reply(request_id, result={**self._api(record), "candidates": []})
 
     def _api(self, record: VipRecord) -> dict:
-        return record.to_api(self.config.fault_policy)
+        return record.to_api(self.config, self.priority)
 
     def op_add(self, request_id: int, message: dict) -> None:
         ip = message["ip"]
@@ -305,6 +371,7 @@ class Arbiter:
             id=f"vip-{uuid.uuid4()}", ip=ip, checks=tuple(message.get("checks") or ()),
             healthcheck_interval=float(message.get("healthcheck_interval") or 0.0),
             fault_policy=message.get("fault_policy") or "",
+            priority=message.get("priority"), preempt=message.get("preempt"),
         )
         record = VipRecord(spec=spec, since=time.time())
         try:
@@ -323,7 +390,7 @@ class Arbiter:
         record = self._find(request_id, message)
         if record is None:
             return
-        changes = {k: message[k] for k in ("checks", "healthcheck_interval", "fault_policy") if k in message}
+        changes = {k: message[k] for k in ("checks", "healthcheck_interval", "fault_policy", "priority", "preempt") if k in message}
         spec = VipSpec.from_json({**record.spec.to_json(), **changes})
         try:
             self.store.save([spec if r is record else r.spec for r in self.vips.values()])

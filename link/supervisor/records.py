@@ -5,6 +5,7 @@ import datetime
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
+from link.config import Config
 from link.vip import VipSpec
 
 # The supervisor's view of a worker process (Supervisor's RUNNING/BACKOFF/FATAL).
@@ -35,6 +36,8 @@ class VipRecord:
     boot_error: str | None = None
     delete_waiters: list[int] = field(default_factory=list)
     failover_waiters: list[int] = field(default_factory=list)
+    candidate_waiters: list[int] = field(default_factory=list)
+    priority: int | None = None  # the worker's effective priority, as it last reported
 
     @property
     def id(self) -> str:
@@ -44,7 +47,12 @@ class VipRecord:
     def ip(self) -> str:
         return self.spec.ip
 
-    def to_api(self, default_fault_policy: str) -> dict:
+    def to_api(self, config: Config, host_priority: int) -> dict:
+        spec = self.spec
+        if self.priority is not None:
+            priority = self.priority
+        else:
+            priority = host_priority if spec.priority is None else spec.priority
         return {
             "id": self.id,
             "ip": self.ip,
@@ -53,6 +61,8 @@ class VipRecord:
             "holder": self.holder,
             "checks": list(self.spec.checks),
             "healthcheck_interval": self.spec.healthcheck_interval,
-            "fault_policy": self.spec.fault_policy or default_fault_policy,
+            "fault_policy": spec.fault_policy or config.fault_policy,
+            "priority": priority,
+            "preempt": config.preempt if spec.preempt is None else spec.preempt,
             "worker": {"pid": self.pid, "state": self.worker_state, "restarts": self.restarts, "error": self.error},
         }

@@ -7,9 +7,13 @@ Every etcd call has a deadline (in the adapter); `_failed` alone decides what a 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from link.vip import candidate_key, candidates_prefix, lock_key
+from link.worker.candidates import DEFAULT_PRIORITY, Candidate, better_than, candidate_info_key, decode, encode
+from link.worker.candidates import candidates_prefix as info_prefix
 from link.worker.etcd_port import EtcdError, EtcdPort, EtcdUnavailable, LeaseNotFound
 from link.worker.fsm import Event
 
@@ -21,28 +25,42 @@ class CycleResult:
     event: Event | None
     sentence: str
     holder: str | None = None
+    hand_over: bool = False  # a better candidate waited PREEMPT_DELAY: unbind, then free the lock
 
 
 class Election:
-    def __init__(self, etcd: EtcdPort, vip: str, hostname: str, ttl: int, retry: int) -> None:
+    def __init__(self, etcd: EtcdPort, vip: str, hostname: str, ttl: int, retry: int, *,
+                 priority: int = DEFAULT_PRIORITY, preempt: bool = True, preempt_delay: float = 3.0,
+                 grace: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
         self.etcd = etcd
         self.vip = vip
         self.hostname = hostname
         self.ttl = ttl
         self.retry = retry
+        self.priority = priority
+        self.preempt = preempt
+        self.preempt_delay = preempt_delay
+        self.grace = grace  # how long a free lock is left to a better candidate
+        self.clock = clock
         self.lock = lock_key(vip)
         self.candidate = candidate_key(vip, hostname)
+        self.info_key = candidate_info_key(vip, hostname)
         self.lease_id: int | None = None
         self.failures = 0
+        self._published: tuple[int, str] | None = None
+        self._free_since: float | None = None
+        self._better_since: float | None = None
 
-    def run_cycle(self, eligible: bool = True) -> CycleResult:
+    def run_cycle(self, eligible: bool = True, state: str = "STANDBY") -> CycleResult:
         """Refresh the lease, then decide: elected, demoted, fault, or nothing yet.
 
-        `eligible` is False while the VIP is FAILING: the host keeps its lease (its peers see
-        it compete again the moment it recovers) but does not take the lock.
+        `eligible` is False while the VIP is FAILING (or just handed over): the host keeps its
+        lease (its peers see it compete again the moment it recovers) but does not take the
+        lock. `state` is published with the priority so peers can judge candidates.
         """
         try:
             lease_note = self._keep_lease()
+            self.publish(state)
             result = self._look_at_lock(eligible)
         except EtcdError as exc:
             return self._failed(exc)
@@ -62,6 +80,7 @@ class Election:
         else:
             note = ""
         self.lease_id, granted = self.etcd.grant_lease(self.ttl)
+        self._published = None
         # The candidate key lives on our lease: peers (and LinK v2 agents) see who competes.
         self.etcd.put(self.candidate, self.hostname, self.lease_id)
         granted_note = f"granted lease {self.lease_id:x} ({granted}s)"
@@ -73,18 +92,28 @@ class Election:
         if info is None:
             if not eligible:
                 return CycleResult(None, "the lock is free but this host is not eligible", None)
+            now = self.clock()
+            if self._free_since is None:
+                self._free_since = now
+            better = better_than(self.candidates(), self.hostname, self.priority)
+            if better and now - self._free_since < self.grace:
+                best = better[0]
+                return CycleResult(None, f"the lock is free; leaving it to {best.host} (priority {best.priority} < {self.priority})", None)
+            self._free_since = None
             if self.etcd.create_if_absent(self.lock, self.hostname, self.lease_id):
                 return CycleResult(Event.ELECTED, "took the free lock", self.hostname)
             info = self.etcd.get(self.lock)
             if info is None:
                 # Created and gone again between our two calls: look again next cycle.
                 return CycleResult(None, "the lock changed hands twice during the cycle", None)
+        self._free_since = None
         if info.lease == self.lease_id:
             if not eligible:
                 # Still ours although we stepped down (a failed release, or FAILING): free it.
                 deleted = self.etcd.delete_if_lease(self.lock, self.lease_id)
                 return CycleResult(None, "released the lock this host may not hold" if deleted else "the lock changed hands", None)
-            return CycleResult(Event.ELECTED, "holds the lock", self.hostname)
+            return self._consider_preemption()
+        self._better_since = None
         if info.value == self.hostname and eligible:
             # Our hostname on another lease: a previous worker of this very host (killed, or
             # the agent restarted) still holds it until its lease expires. Take it over in
@@ -94,6 +123,37 @@ class Election:
                 return CycleResult(Event.ELECTED, f"took over the lock left by a previous worker of this host (lease {info.lease:x})", self.hostname)
             return CycleResult(None, "the lock changed while taking it over", None)
         return CycleResult(Event.DEMOTED, f"{info.value} holds the lock", info.value)
+
+    def _consider_preemption(self) -> CycleResult:
+        """The holder steps aside for a healthy better-priority candidate that has been there
+        for PREEMPT_DELAY (so a flapping host does not bounce the VIP); equal priorities keep
+        the current holder."""
+        if not self.preempt:
+            return CycleResult(Event.ELECTED, "holds the lock", self.hostname)
+        better = better_than(self.candidates(), self.hostname, self.priority)
+        if not better:
+            self._better_since = None
+            return CycleResult(Event.ELECTED, "holds the lock", self.hostname)
+        now = self.clock()
+        if self._better_since is None:
+            self._better_since = now
+        best = better[0]
+        waited = now - self._better_since
+        if waited < self.preempt_delay:
+            return CycleResult(Event.ELECTED, f"holds the lock; {best.host} has a better priority ({best.priority} < {self.priority}) for {waited:.1f}s", self.hostname)
+        self._better_since = None
+        return CycleResult(Event.DEMOTED, f"{best.host} has a better priority ({best.priority} < {self.priority}) for {waited:.1f}s: handing over", None, hand_over=True)
+
+    def candidates(self) -> list[Candidate]:
+        prefix = info_prefix(self.vip)
+        return [decode(key[len(prefix):], info.value) for key, info in self.etcd.get_prefix(prefix).items()]
+
+    def publish(self, state: str) -> None:
+        """Tell peers our priority and state (on our lease); only when they changed."""
+        if self.lease_id is None or self._published == (self.priority, state):
+            return
+        self.etcd.put(self.info_key, encode(self.priority, state), self.lease_id)
+        self._published = (self.priority, state)
 
     def _revoke_quietly(self, lease: int) -> None:
         try:

@@ -111,14 +111,18 @@ class GrpcEtcd:
         self._watcher = etcdrpc.WatchStub(self._channel)
 
     def _rotate(self) -> None:
-        """Move to the next member after a failure (a single member just reconnects)."""
-        if len(self._endpoints) < 2:
-            return
+        """After a failure, a fresh channel: to the next member, or to the same single one.
+
+        Fresh even for a single member: Debian 12's grpc 1.51 does not recover a channel whose
+        connection attempts failed while etcd was down (later attempts time out "before
+        receiving SETTINGS frame" although etcd is back); a new channel connects at once.
+        """
         with self._lock:
             old = self._channel
             self._index = (self._index + 1) % len(self._endpoints)
             self._connect()
-        logger.info("etcd: switching to %s", self._endpoints[self._index])
+        if len(self._endpoints) > 1:
+            logger.info("etcd: switching to %s", self._endpoints[self._index])
         if old is not None:
             old.close()
 

@@ -57,6 +57,7 @@ class Worker:
         self.holder: str | None = None
         self.last_event: Event | None = None
         self.hold_off_until = 0.0  # after a hand-over: leave the free lock to the others until then
+        self._lock_changed = False  # set by the watch thread: run a cycle now
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -85,9 +86,18 @@ class Worker:
     def start_election(self) -> None:
         # Not a boot failure if etcd is down: the cycle counts failures and faults (LinK's rule).
         self.etcd = GrpcEtcd.from_config(self.config)
-        self.election = Election(self.etcd, self.vip, self.config.hostname, self.config.lease_ttl, self.config.keepalive_retry)
-        self.etcd.watch(self.election.lock, self._wake)
+        self.election = Election(
+            self.etcd, self.vip, self.config.hostname, self.config.lease_ttl, self.config.keepalive_retry,
+            priority=self.config.priority if self.spec.priority is None else self.spec.priority,
+            preempt=self.config.preempt if self.spec.preempt is None else self.spec.preempt,
+            preempt_delay=self.config.preempt_delay, grace=self.config.tick,
+        )
+        self.etcd.watch(self.election.lock, self._on_lock_change)
         self.health.start()
+
+    def _on_lock_change(self) -> None:
+        self._lock_changed = True
+        self._wake()
 
     def _wake(self) -> None:
         try:
@@ -114,7 +124,9 @@ class Worker:
                     os.read(self._wake_r, 4096)
                 except BlockingIOError:
                     pass
-                next_cycle = time.monotonic()  # the lock changed: look now, not at the next tick
+                if self._lock_changed:
+                    self._lock_changed = False
+                    next_cycle = time.monotonic()  # the lock changed: look now, not at the next tick
             if self.stopping:
                 break
             self._judge_health()
@@ -145,7 +157,11 @@ class Worker:
     def cycle(self) -> None:
         assert self.election is not None
         eligible = self.fsm.state is not State.FAILING and time.monotonic() >= self.hold_off_until
-        result = self._apply_fault_policy(self.election.run_cycle(eligible=eligible))
+        result = self._apply_fault_policy(self.election.run_cycle(eligible=eligible, state=self.fsm.state.value))
+        if result.hand_over:
+            self._log_cycle(result)
+            self._step_down(result.sentence)
+            return
         changed = False
         if result.event is not None:
             if result.holder != self.holder:
@@ -177,6 +193,12 @@ class Worker:
                     self.request_stop("asked by the supervisor")
                 elif message.get("type") == "settings":
                     self._replace_checks(message)
+                elif message.get("type") == "log_level":
+                    logs.set_level(message["level"])
+                elif message.get("type") == "priority":
+                    self._set_priority(int(message["priority"]))
+                elif message.get("type") == "candidates":
+                    self.conn.send({"type": "candidates_done", "request": message["request"], **self._candidates()})
                 elif message.get("type") == "failover":
                     status, error = self._hand_over()
                     self.conn.send({"type": "failover_done", "request": message["request"], "status": status, "error": error})
@@ -199,15 +221,45 @@ class Worker:
             return 503, f"cannot ask etcd which hosts compete for {self.vip}: {exc}"
         if not others:
             return 409, f"no other host competes for {self.vip}: nobody would take it over"
-        # Two lease periods: long enough for a standby to take it, short enough that the VIP
-        # comes back here if none does (at least one host must bind it).
+        self._step_down(f"failover requested: handing over to {' or '.join(others)}")
+        return 204, ""
+
+    def _step_down(self, reason: str) -> None:
+        """Hand the VIP over: unbind, then free the lock, then stay aside for two lease
+        periods — long enough for a standby to take it, short enough that the VIP comes back
+        here if none does (at least one host must bind it)."""
+        assert self.election is not None
         self.hold_off_until = time.monotonic() + 2 * self.config.lease_ttl
-        reason = f"failover requested: handing over to {' or '.join(others)}"
         self.holder = None
         self.fsm.handle(Event.DEMOTED, reason)
         logger.info("%s: %s", self.vip, self.election.give_up_lock())
         self._report(Event.DEMOTED, reason)
-        return 204, ""
+
+    def _set_priority(self, host_priority: int) -> None:
+        """The host's priority changed (SIGUSR1/SIGUSR2/SIGHUP); a VIP's own priority wins."""
+        assert self.election is not None
+        if self.spec.priority is not None or self.election.priority == host_priority:
+            return
+        logger.info("%s: priority %d -> %d", self.vip, self.election.priority, host_priority)
+        self.election.priority = host_priority
+        self._report(None, f"priority is now {host_priority}")
+        self._lock_changed = True  # judge the election again with the new priority now
+        self._wake()
+
+    def _candidates(self) -> dict:
+        assert self.election is not None
+        try:
+            return {"candidates": [c.to_api() for c in self.election.candidates()], "error": ""}
+        except EtcdError as exc:
+            return {"candidates": [], "error": f"cannot read the candidates from etcd: {exc}"}
+
+    def _publish(self) -> None:
+        if self.election is None:
+            return
+        try:
+            self.election.publish(self.fsm.state.value)
+        except EtcdError as exc:
+            logger.debug("%s: could not publish state: %s (retried next cycle)", self.vip, exc)
 
     def _replace_checks(self, message: dict) -> None:
         """New checks apply at once; the VIP stays bound while they pass."""
@@ -250,11 +302,13 @@ class Worker:
     # -- reporting --------------------------------------------------------------------------
     def _report(self, event: Event | None = None, reason: str = "") -> None:
         state = self.fsm.state.value
+        self._publish()
         setproctitle(f"link: vip {self.vip} {state}")
         try:
             self.conn.send(
                 {"type": "state", "state": state, "event": event.value if event else None,
-                 "since": self.fsm.since, "holder": self.holder, "reason": reason}
+                 "since": self.fsm.since, "holder": self.holder, "reason": reason,
+                 "priority": self.election.priority if self.election else None}
             )
         except (BrokenPipeError, OSError):
             self.request_stop("the supervisor is gone")

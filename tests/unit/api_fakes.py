@@ -74,6 +74,10 @@ class FakeSupervisor:
             ip["healthcheck_interval"] = float(request["healthcheck_interval"])
         if "fault_policy" in request:
             ip["fault_policy"] = request["fault_policy"] or self.default_fault_policy
+        if "priority" in request:
+            ip["priority"] = 10 if request["priority"] is None else request["priority"]
+        if "preempt" in request:
+            ip["preempt"] = True if request["preempt"] is None else request["preempt"]
 
 
 def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: str = "activate") -> dict[str, Any]:
@@ -86,6 +90,8 @@ def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: st
         "checks": [],
         "healthcheck_interval": 0.0,
         "fault_policy": fault_policy,
+        "priority": 10,
+        "preempt": True,
         "worker": {"pid": 1234, "state": "RUNNING", "restarts": 0, "error": None},
     }
 

@@ -25,6 +25,25 @@ class FakeOps:
         self.removed: list[str] = []
         self.bound: set[str] = set()
         self.specs: dict = {}
+        self.inbox: dict[int, list] = {}
+
+    def answer_workers(self):
+        """Play the workers' side: answer candidate reads, keep other orders for the test."""
+        for pid, child in list(self.children.items()):
+            if pid not in self.specs:
+                continue
+            while child.poll():
+                message = child.recv()
+                if message.get("type") == "candidates":
+                    child.send({"type": "candidates_done", "request": message["request"],
+                                "candidates": [{"host": "h1", "priority": 10, "state": "ACTIVATED"}], "error": ""})
+                else:
+                    self.inbox.setdefault(pid, []).append(message)
+
+    def order(self, pid):
+        """The next order the supervisor sent to worker `pid`."""
+        self.answer_workers()
+        return self.inbox[pid].pop(0)
 
     def spawn_worker(self, spec):
         pid = next(self.pids)
@@ -83,6 +102,7 @@ def request(arb, ops, op, **args):
     ops.api_child.send({"id": request.ids, "op": op, **args})
     for _ in range(20):
         arb.turn(max_wait=0.05)
+        ops.answer_workers()
         if ops.api_child.poll():
             answer = ops.api_child.recv()
             assert answer["id"] == request.ids
@@ -172,7 +192,7 @@ def test_delete_answers_only_after_the_worker_exited(setup):
     pid = ops.spawned[-1][0]
     ops.api_child.send({"id": 999, "op": "delete", "vip_id": vip_id})
     arb.turn(max_wait=0.05)
-    assert ops.children[pid].recv() == {"type": "stop"}
+    assert ops.order(pid) == {"type": "stop"}
     assert not ops.api_child.poll()  # not answered while the worker still holds the VIP
     assert request(arb, ops, "list")["result"][0]["worker"]["state"] == records.STOPPING
     ops.die(pid, 0)
@@ -204,7 +224,7 @@ def test_sigterm_stops_every_worker_then_exits(setup):
     arb.signals.append(signal.SIGTERM)
     assert arb.turn(max_wait=0.01)
     pids = [pid for pid, _ in ops.spawned]
-    assert all(ops.children[pid].recv() == {"type": "stop"} for pid in pids)
+    assert all(ops.order(pid) == {"type": "stop"} for pid in pids)
     assert (arb.api_pid, signal.SIGTERM) in ops.killed
     assert request(arb, ops, "list")["status"] == 503
     for pid in pids:
@@ -240,7 +260,7 @@ def test_update_replaces_checks_live_and_persists(setup):
     new = [{"type": "EXEC", "command": ["/bin/true"]}]
     answer = request(arb, ops, "update", vip_id=vip_id, checks=new)
     assert answer["ok"] and answer["result"]["checks"] == new
-    assert ops.children[pid].recv() == {"type": "settings", "spec": arb.vips[vip_id].spec.to_json()}
+    assert ops.order(pid) == {"type": "settings", "spec": arb.vips[vip_id].spec.to_json()}
     assert len(ops.spawned) == 1  # same worker: nothing restarted
     assert arb.store.load()[0].checks == tuple(new)
 
@@ -258,14 +278,14 @@ def test_failover_is_relayed_to_the_worker_and_its_answer_back(setup):
     pid = ops.spawned[-1][0]
     ops.api_child.send({"id": 77, "op": "failover", "vip_id": vip_id})
     arb.turn(max_wait=0.05)
-    order = ops.children[pid].recv()
+    order = ops.order(pid)
     assert order == {"type": "failover", "request": 77}
     ops.children[pid].send({"type": "failover_done", "request": 77, "status": 409, "error": "no other host competes"})
     arb.turn(max_wait=0.05)
     assert ops.api_child.recv() == {"id": 77, "ok": False, "status": 409, "error": "no other host competes"}
     ops.api_child.send({"id": 78, "op": "failover", "vip_id": vip_id})
     arb.turn(max_wait=0.05)
-    ops.children[pid].recv()
+    ops.order(pid)
     ops.children[pid].send({"type": "failover_done", "request": 78, "status": 204, "error": ""})
     arb.turn(max_wait=0.05)
     assert ops.api_child.recv() == {"id": 78, "ok": True, "result": None}
@@ -281,3 +301,50 @@ def test_failover_of_a_worker_that_dies_meanwhile_is_answered(setup):
     arb.turn(max_wait=0.05)
     answer = ops.api_child.recv()
     assert answer["id"] == 79 and answer["status"] == 503 and "exited during the failover" in answer["error"]
+
+
+def test_get_shows_the_candidates_read_by_the_worker(setup):
+    arb, ops, _ = setup
+    vip_id = request(arb, ops, "add", ip="198.51.100.50/32")["result"]["id"]
+    got = request(arb, ops, "get", vip_id=vip_id)["result"]
+    assert got["candidates"] == [{"host": "h1", "priority": 10, "state": "ACTIVATED"}]
+    assert got["priority"] == 10 and got["preempt"] is True
+
+
+def test_signals_shift_the_host_priority_and_tell_every_worker(setup):
+    arb, ops, _ = setup
+    request(arb, ops, "add", ip="198.51.100.50/32")
+    own = request(arb, ops, "add", ip="198.51.100.51/32", priority=3)["result"]
+    pids = [pid for pid, _ in ops.spawned]
+    arb.signals += [signal.SIGUSR2, signal.SIGUSR2, signal.SIGUSR1]
+    arb.turn(max_wait=0.01)
+    assert arb.priority == 11
+    for pid in pids:
+        assert [ops.order(pid)["priority"] for _ in range(3)] == [11, 12, 11]
+    listed = {v["ip"]: v["priority"] for v in request(arb, ops, "list")["result"]}
+    assert listed == {"198.51.100.50/32": 11, "198.51.100.51/32": 3} and own["priority"] == 3
+
+
+def test_priority_is_clamped_to_0_255(setup):
+    arb, _, _ = setup
+    arb.set_priority(-4, "test")
+    assert arb.priority == 0
+    arb.set_priority(300, "test")
+    assert arb.priority == 255
+
+
+def test_sighup_rereads_priority_and_log_level_from_the_env_file(setup, tmp_path):
+    arb, ops, _ = setup
+    request(arb, ops, "add", ip="198.51.100.50/32")
+    pid = ops.spawned[-1][0]
+    env_file = tmp_path / "link.env"
+    env_file.write_text("# edited by hand\nINTERFACE=lo\nexport PRIORITY=4\nLOGGER_LEVEL='debug'\n")
+    arb.env_file = str(env_file)
+    arb.signals.append(signal.SIGHUP)
+    arb.turn(max_wait=0.01)
+    assert arb.priority == 4 and arb.log_level == "DEBUG"
+    assert {ops.order(pid)["type"], ops.order(pid)["type"]} == {"priority", "log_level"}
+    env_file.write_text("PRIORITY=999\n")
+    arb.signals.append(signal.SIGHUP)
+    arb.turn(max_wait=0.01)
+    assert arb.priority == 4  # a bad file changes nothing

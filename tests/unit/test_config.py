@@ -82,3 +82,13 @@ def test_bad_values_name_the_variable(variables, names):
         load({**BASE, **variables})
     message = str(info.value)
     assert names in message and "\n" not in message
+
+
+def test_priority_and_preemption_settings():
+    config = load(env(PRIORITY="5", PREEMPT="false", PREEMPT_DELAY="10s"))
+    assert (config.priority, config.preempt, config.preempt_delay) == (5, False, 10.0)
+    defaults = load(BASE)
+    assert (defaults.priority, defaults.preempt, defaults.preempt_delay) == (10, True, 3.0)
+    for bad in ({"PRIORITY": "256"}, {"PRIORITY": "-1"}, {"PREEMPT": "maybe"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            load({**BASE, **bad})
