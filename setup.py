@@ -23,6 +23,7 @@ setup(
         "waitress>=2.1",
         "setproctitle>=1.3",
         "psutil>=5.9",
+        "prometheus-client>=0.16",
     ],
     extras_require={"test": ["pytest>=7", "schemathesis>=4"]},
     entry_points={

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 
@@ -24,6 +25,8 @@ configuration is read from environment variables (as LinK):
   ARP_GRATUITOUS_INTERVAL     time between two announcements (default 1s)
   STATE_DIR                   where the VIP list is kept (default /var/lib/link)
   LOGGER_LEVEL                debug, info, warn or error (default info)
+  LOGGER_TYPE                 text (default) or json: one JSON object per line
+  METRICS_AUTH                false: GET /metrics without basic auth (default: as the API)
   HEALTH_CHECK_INTERVAL       time between two rounds of a VIP's health checks (default 1s)
   HEALTH_CHECK_TIMEOUT        longest a single check may take (default 1s)
   FAIL_COUNT_BEFORE_FAILOVER  failed rounds in a row before the VIP fails over (default 3)
@@ -39,6 +42,14 @@ signals:
 example:
   INTERFACE=eth1 HOSTNAME=h1 ETCD_HOSTS=http://198.51.100.1:2379 link-agent
   curl -X POST -d '{"ip": "198.51.100.50/32"}' localhost:1313/ips
+
+one-shot modes (as exoip's -A and -D; no etcd, no API, no state dir: only INTERFACE,
+ARP_GRATUITOUS_COUNT and ARP_GRATUITOUS_INTERVAL are read):
+  link-agent associate IP     bind IP on INTERFACE, announce it (gratuitous ARP / NA), exit
+  link-agent dissociate IP    unbind IP from INTERFACE, exit
+  exit status: 0 done (already bound/unbound is said), 1 failed (e.g. netlink refused),
+  2 usage or configuration error (bad IP, INTERFACE missing)
+  e.g. INTERFACE=eth1 link-agent associate 198.51.100.50/32
 """
 
 
@@ -64,13 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-file", metavar="PATH",
                         help="the file the environment came from (e.g. /etc/default/link): SIGHUP rereads "
                              "LOGGER_LEVEL and PRIORITY from it")
+    # Without a mode the agent runs; a mode does one change and exits (link.oneshot).
+    modes = parser.add_subparsers(dest="mode", metavar="[associate IP | dissociate IP]")
+    for mode, what in (("associate", "bind IP on INTERFACE, announce it, exit"),
+                       ("dissociate", "unbind IP from INTERFACE, exit")):
+        sub = modes.add_parser(mode, help=what, description=f"{what} (no etcd, no API: only INTERFACE, "
+                               "ARP_GRATUITOUS_COUNT and ARP_GRATUITOUS_INTERVAL are read). Exit status: 0 done, "
+                               "1 failed, 2 usage or configuration error.")
+        sub.add_argument("ip", metavar="IP", help="the address, e.g. 198.51.100.50/32 (a bare address means /32 or /128)")
     args = parser.parse_args(argv)
+    if args.mode is not None:
+        from link import oneshot
+
+        return oneshot.run(args.mode, args.ip)
     try:
         config = load()
     except ConfigError as exc:
         print(f"link-agent: {exc}", file=sys.stderr)
         return 2
-    logs.setup(config.logger_level, "supervisor")
+    # No writer thread here: the supervisor forks, so it writes without blocking instead.
+    logs.setup(config.logger_level, "supervisor", fmt=config.logger_type, threaded=False)
 
     from link.supervisor.arbiter import Arbiter
     from link.supervisor.ops import RealOps
@@ -84,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"link-agent: {exc}", file=sys.stderr)
         return 2
     _preload()
+    # Move everything imported so far out of the garbage collector's reach: a collection in a
+    # child would otherwise write to every object's header and copy the pages we share.
+    gc.freeze()
     arbiter: Arbiter
     ops = RealOps(config, lambda: arbiter.open_fds(), __version__)
     arbiter = Arbiter(config, store, ops, env_file=args.env_file)

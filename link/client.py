@@ -28,7 +28,7 @@ from link.client_http import (
     clean,
     parse_host,
 )
-from link.client_output import format_ip, format_table
+from link.client_output import format_events, format_ip, format_table
 
 __all__ = [
     "EXIT_OK", "EXIT_SERVER", "EXIT_UNREACHABLE", "EXIT_USAGE", "Target", "build_parser", "main",
@@ -47,6 +47,7 @@ examples:
   {PROG} get {EXAMPLE_ID}
   {PROG} set-health-checks {EXAMPLE_ID} --health-check HTTP:http://198.51.100.20/health
   {PROG} failover {EXAMPLE_ID}
+  {PROG} events {EXAMPLE_ID}
   {PROG} delete {EXAMPLE_ID}
   {PROG} --host https://192.0.2.10:1313 --user admin list
   LINK_PASSWORD=secret {PROG} --host 192.0.2.10 list --json | jq -r '.ips[].id'
@@ -196,6 +197,17 @@ def cmd_failover(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
         print(f"{clean(args.id)}: released by this agent; another host takes it over", file=out)
 
 
+def cmd_events(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
+    payload = agent.request("GET", _ip_path(args.id, "/events"))
+    if args.json:
+        _print_json(payload, out)
+        return
+    events = payload.get("events") if isinstance(payload, dict) else None
+    if not isinstance(events, list):
+        raise ClientError(EXIT_SERVER, "the agent's list of events is not in the expected form (a LinK v2 agent has none)")
+    print(format_events(events), file=out)
+
+
 def cmd_delete(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
     agent.request("DELETE", _ip_path(args.id))
     if not args.json:
@@ -317,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
         "failover", cmd_failover,
         "hand the IP over to another host (only on the agent that holds it; another host must compete for it)",
         _examples(f"failover {EXAMPLE_ID}"),
+    ).add_argument("id", help="the IP's id (vip-...)")
+
+    command(
+        "events", cmd_events,
+        "show the recent events of an IP on this agent, oldest first: state changes and why, worker restarts",
+        _examples(f"events {EXAMPLE_ID}", f"events {EXAMPLE_ID} --json | jq -r '.events[].reason'"),
     ).add_argument("id", help="the IP's id (vip-...)")
 
     command(

@@ -76,6 +76,25 @@ def format_table(ips: Sequence[Any]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
+EVENTS_HEADER = ("TIME", "FROM", "TO", "EVENT", "REASON")
+
+
+def format_events(events: Sequence[Any]) -> str:
+    """Events as a table, oldest first (as the agent sends them)."""
+    if not events:
+        return "No event recorded for this IP yet."
+    rows = [EVENTS_HEADER]
+    for event in events:
+        event = event if isinstance(event, dict) else {}
+        name = clean(event.get("event"))
+        if event.get("source") == "supervisor":
+            name += " (supervisor)"
+        rows.append((clean(event.get("time")), clean(event.get("from")), clean(event.get("to")), name, clean(event.get("reason"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(EVENTS_HEADER) - 1)]
+    # The reason is last and not padded: a long sentence wraps in the terminal, not the table.
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows)
+
+
 def _interval(value: object) -> str:
     if value == 0:
         return "agent's default (HEALTH_CHECK_INTERVAL)"

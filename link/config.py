@@ -81,9 +81,10 @@ class Config:
 
     @property
     def tick(self) -> float:
-        """Time between two election cycles: four per lease, so a lost refresh is retried
-        at least twice before the lease can expire."""
-        return self.lease_ttl / 4.0
+        """Time between two election cycles: three per lease, so a lost refresh is retried
+        twice before the lease can expire (and KEEPALIVE_RETRY=3 failures take about one
+        lease). Each idle cycle costs one etcd call: more cycles would cost CPU per VIP."""
+        return self.lease_ttl / 3.0
 
     @property
     def etcd_deadline(self) -> float:
@@ -176,6 +177,30 @@ def interface_exists(name: str) -> bool:
     except OSError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class OneShotConfig:
+    """What `link-agent associate|dissociate IP` reads: no etcd, no API, no state dir."""
+
+    interface: str
+    arp_gratuitous_count: int = 3
+    arp_gratuitous_interval: float = 1.0
+
+
+def load_oneshot(env: Mapping[str, str] | None = None, check_interface: bool = True) -> OneShotConfig:
+    """INTERFACE and the ARP settings only: a broken etcd setting must not stop a manual recovery."""
+    env = os.environ if env is None else env
+    interface = env.get("INTERFACE", "").strip()
+    if not interface:
+        raise ConfigError("INTERFACE is required: the interface where the IP is bound (e.g. INTERFACE=eth1)")
+    if check_interface and not interface_exists(interface):
+        raise ConfigError(f"INTERFACE={interface!r}: no such network interface on this host")
+    return OneShotConfig(
+        interface=interface,
+        arp_gratuitous_count=_int(env, "ARP_GRATUITOUS_COUNT", 3, 0, 100),
+        arp_gratuitous_interval=_duration(env, "ARP_GRATUITOUS_INTERVAL", 1.0, 0.0, 60.0),
+    )
 
 
 def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> Config:

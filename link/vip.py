@@ -55,9 +55,19 @@ def candidates_prefix(vip: str) -> str:
     return f"{ETCD_DIRECTORY}/ips/{storable(vip)}/"
 
 
-@dataclass(frozen=True)
+BINDERS = ("arp", "command", "webhook")
+SECRET_MASK = "***"
+
+
+@dataclass(frozen=True, repr=False)
 class VipSpec:
-    """What a host was told about one VIP: kept in STATE_DIR, given to its worker."""
+    """What a host was told about one VIP: kept in STATE_DIR, given to its worker.
+
+    `binder` says how the VIP is put in place on the host that wins it (link.worker.binders):
+    `arp` (netlink + gratuitous ARP/NA), `command` (the user's programs, settings in `command`)
+    or `webhook` (a signed HTTP POST, settings in `webhook`, whose `secret` never leaves the
+    agent: `public_binder()` masks it and the repr leaves the settings out).
+    """
 
     id: str
     ip: str
@@ -66,18 +76,47 @@ class VipSpec:
     fault_policy: str = ""  # "": the agent's FAULT_POLICY
     priority: int | None = None  # None: the host's PRIORITY (which signals can shift)
     preempt: bool | None = None  # None: the agent's PREEMPT
+    binder: str = "arp"
+    command: dict | None = None  # binder "command": activate, deactivate, ensure, timeout, ensure_interval
+    webhook: dict | None = None  # binder "webhook": url, secret, timeout
+
+    def __repr__(self) -> str:
+        # Never the webhook's secret, whatever logs a spec.
+        return f"VipSpec(id={self.id!r}, ip={self.ip!r}, binder={self.binder!r})"
 
     def to_json(self) -> dict:
-        return {"id": self.id, "ip": self.ip, "checks": list(self.checks),
+        data = {"id": self.id, "ip": self.ip, "checks": list(self.checks),
                 "healthcheck_interval": self.healthcheck_interval, "fault_policy": self.fault_policy,
-                "priority": self.priority, "preempt": self.preempt}
+                "priority": self.priority, "preempt": self.preempt, "binder": self.binder}
+        if self.command is not None:
+            data["command"] = dict(self.command)
+        if self.webhook is not None:
+            data["webhook"] = dict(self.webhook)
+        return data
+
+    def public_binder(self) -> dict:
+        """The binder as the API shows it: its kind and settings, the webhook's secret masked."""
+        shown: dict = {"binder": self.binder}
+        if self.binder == "command" and self.command is not None:
+            shown["command"] = dict(self.command)
+        if self.binder == "webhook" and self.webhook is not None:
+            shown["webhook"] = {**self.webhook, "secret": SECRET_MASK}
+        return shown
 
     @classmethod
     def from_json(cls, data: dict) -> "VipSpec":
+        # Fields added later have defaults: a vips.json written by an older link still loads.
+        binder = str(data.get("binder") or "arp")
+        if binder not in BINDERS:
+            raise ValueError(f"unknown binder {binder!r}")
+        command, webhook = data.get("command"), data.get("webhook")
         return cls(
             id=str(data["id"]), ip=str(data["ip"]), checks=tuple(data.get("checks") or ()),
             healthcheck_interval=float(data.get("healthcheck_interval") or 0.0),
             fault_policy=str(data.get("fault_policy") or ""),
             priority=None if data.get("priority") is None else int(data["priority"]),
             preempt=None if data.get("preempt") is None else bool(data["preempt"]),
+            binder=binder,
+            command=dict(command) if isinstance(command, dict) else None,
+            webhook=dict(webhook) if isinstance(webhook, dict) else None,
         )

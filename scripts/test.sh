@@ -21,4 +21,12 @@ case $rc in
   5) echo "test.sh: pytest collected no tests: that is a failure" >&2 ;;
   *) echo "test.sh: pytest exited with $rc" >&2 ;;
 esac
-exit "$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+
+# The same unit and lab tests on Debian 12's own Python and libraries, the ones the .deb
+# depends on (older grpc, pyroute2, bottle, waitress...). Skipped only when extra pytest
+# arguments select a subset of the tests.
+if [ "$#" -eq 0 ]; then
+  echo "test.sh: again on Debian's own libraries (scripts/test-debian-libs.sh --lab)"
+  exec bash scripts/test-debian-libs.sh --lab
+fi

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 import bottle
 
+from link.api import metrics
 from link.api.validation import (
     JSON_TYPE,
     ApiError,
@@ -138,11 +139,12 @@ class _JsonBottle(bottle.Bottle):
         return (json.dumps({"error": message}) + "\n").encode("utf-8")
 
 
-def make_app(call: Call, *, user: str = "", password: str = "", version: str) -> bottle.Bottle:
+def make_app(call: Call, *, user: str = "", password: str = "", version: str, metrics_auth: bool = True) -> bottle.Bottle:
     """The API app; `call` sends one request to the supervisor and returns its answer.
 
     `call` raises TimeoutError or ConnectionError when the supervisor does not answer (503).
-    Basic auth is on when `password` is set, as with LinK's USER and PASSWORD.
+    Basic auth is on when `password` is set, as with LinK's USER and PASSWORD; with
+    `metrics_auth` False (METRICS_AUTH=false), GET /metrics is open to a scraper without it.
     """
     app = _JsonBottle()
     expected_user, expected_password = user.encode("utf-8"), password.encode("utf-8")
@@ -155,6 +157,8 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str) ->
         @app.hook("before_request")
         def authenticate() -> None:
             # A hook rather than a route wrapper, so unknown paths are hidden behind auth too.
+            if not metrics_auth and bottle.request.path == "/metrics":
+                return
             header = bottle.request.environ.get("HTTP_AUTHORIZATION", "")
             if header and credentials_match(header, expected_user, expected_password):
                 return
@@ -215,6 +219,17 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str) ->
         return bottle.HTTPResponse(status=204)
 
     @_endpoint
+    def get_events(vip_id: str) -> bottle.HTTPResponse:
+        events = _unwrap(call({"op": "events", "vip_id": check_vip_id(vip_id)}), not_found=NOT_FOUND_BODY)
+        return json_response(200, {"events": events})
+
+    @_endpoint
+    def get_metrics() -> bottle.HTTPResponse:
+        answer = _unwrap(call({"op": "metrics"}))
+        body = metrics.render(answer if isinstance(answer, dict) else {}, version)
+        return bottle.HTTPResponse(body=body, status=200, headers={"Content-Type": metrics.CONTENT_TYPE_LATEST})
+
+    @_endpoint
     def get_version() -> bottle.HTTPResponse:
         return json_response(200, {"version": version})
 
@@ -230,6 +245,8 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str) ->
     app.route("/ips/<vip_id>", "PUT", update_ip)
     app.route("/ips/<vip_id>", "DELETE", delete_ip)
     app.route("/ips/<vip_id>/failover", "POST", failover_ip)
+    app.route("/ips/<vip_id>/events", "GET", get_events)
+    app.route("/metrics", "GET", get_metrics)
     app.route("/version", "GET", get_version)
     app.route("/openapi.json", "GET", get_openapi)
     return app

@@ -186,7 +186,7 @@ def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
     returns. `conn` is this process's end of the supervisor Pipe.
     """
     _reset_signals()
-    logs.setup(config.logger_level, "api")
+    logs.setup(config.logger_level, "api", fmt=config.logger_type)
     where = f"{config.bind_address}:{config.port}"
     setproctitle.setproctitle(f"link: api {where}")
 
@@ -195,7 +195,8 @@ def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
         _exit(EXIT_OK)
 
     client = SupervisorClient(conn, on_closed=supervisor_gone)
-    app = make_app(client.call, user=config.user, password=config.password, version=version)
+    app = make_app(client.call, user=config.user, password=config.password, version=version,
+                   metrics_auth=config.metrics_auth)
     try:
         # create_server rather than waitress.serve: serve() prints a banner on stdout and calls
         # logging.basicConfig(); the agent has its own logging and says one line itself.

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from link.checks import CheckError, validate_checks
 from link.config import FAULT_POLICIES
-from link.vip import VipError, parse_vip
+from link.vip import BINDERS, VipError, parse_vip
 
 # A VIP request is a few hundred bytes; the limit only stops a client from making us buffer junk.
 MAX_BODY_BYTES = 64 * 1024
@@ -35,7 +37,22 @@ _VIP_ID = re.compile(r"vip-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3
 # replaced (PATCH); both names are taken on both routes, one at a time.
 _CHECK_FIELDS = ("checks", "healthchecks")
 _SETTINGS = (*_CHECK_FIELDS, "healthcheck_interval", "fault_policy", "priority", "preempt")
-_ADD_FIELDS = ("ip", "id", "keepalive_interval", *_SETTINGS)
+# How the VIP is put in place: chosen when it is added (to change it, delete the VIP and add it again).
+_BINDER_FIELDS = ("binder", "command", "webhook")
+_ADD_FIELDS = ("ip", "id", "keepalive_interval", *_SETTINGS, *_BINDER_FIELDS)
+
+# The command binder's programs and the webhook's request, bounded so one VIP cannot stall
+# its own binder for long; defaults are the README's.
+COMMAND_ACTIONS = ("activate", "deactivate", "ensure")
+COMMAND_FIELDS = (*COMMAND_ACTIONS, "timeout", "ensure_interval")
+COMMAND_TIMEOUT = (10.0, 0.1, 600.0)  # default, min, max (seconds)
+ENSURE_INTERVAL = (30.0, 1.0, 86400.0)
+MAX_ARGS = 64
+MAX_ARG_LENGTH = 4096
+WEBHOOK_FIELDS = ("url", "secret", "timeout")
+WEBHOOK_TIMEOUT = (5.0, 0.1, 60.0)
+MIN_SECRET, MAX_SECRET = 16, 1024
+MAX_URL = 2048
 
 
 class ApiError(Exception):
@@ -203,13 +220,122 @@ def _settings(data: Mapping[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def _seconds(value: object, field: str, limits: tuple[float, float, float]) -> float:
+    default, low, high = limits
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, f"{field} must be a number of seconds, not a JSON {json_type_name(value)}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ApiError(400, f"{field} must be between {low:g} and {high:g} seconds (default {default:g})")
+    return float(value)
+
+
+def _argv(value: object, field: str) -> list[str]:
+    """A program and its arguments: run without a shell, so the first is an absolute path."""
+    example = '["/usr/local/bin/fip", "attach"]'
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, f"{field} must be a non-empty list of strings (a program and its arguments, no shell), e.g. {example}")
+    if len(value) > MAX_ARGS:
+        raise ApiError(400, f"{field} has {len(value)} items; at most {MAX_ARGS}")
+    for i, part in enumerate(value):
+        if not isinstance(part, str) or not part:
+            raise ApiError(400, f"{field}[{i}] must be a non-empty string")
+        if len(part) > MAX_ARG_LENGTH or "\0" in part:
+            raise ApiError(400, f"{field}[{i}] must be at most {MAX_ARG_LENGTH} characters, without NUL")
+    program = value[0]
+    if not os.path.isabs(program):
+        raise ApiError(400, f"{field}[0] must be an absolute path (there is no shell to search PATH)")
+    if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+        raise ApiError(400, f"{field}[0] {program[:200]!r} is not an executable file on this host")
+    return list(value)
+
+
+def _object(value: object, field: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(400, f"{field} must be an object with {', '.join(allowed)}, not a JSON {json_type_name(value)}")
+    for key in value:
+        if key not in allowed:
+            raise ApiError(400, f"unknown field {field}.{key[:60]!r} ({field} takes {', '.join(allowed)})")
+    return value
+
+
+def _command(value: object) -> dict[str, Any]:
+    settings = _object(value, "command", COMMAND_FIELDS)
+    for required in ("activate", "deactivate"):
+        if settings.get(required) is None:
+            raise ApiError(400, f"command.{required} is required: the program to run on {required}")
+    return {
+        "activate": _argv(settings["activate"], "command.activate"),
+        "deactivate": _argv(settings["deactivate"], "command.deactivate"),
+        "ensure": None if settings.get("ensure") is None else _argv(settings["ensure"], "command.ensure"),
+        "timeout": _seconds(settings.get("timeout"), "command.timeout", COMMAND_TIMEOUT),
+        "ensure_interval": _seconds(settings.get("ensure_interval"), "command.ensure_interval", ENSURE_INTERVAL),
+    }
+
+
+def _webhook(value: object) -> dict[str, Any]:
+    settings = _object(value, "webhook", WEBHOOK_FIELDS)
+    url = settings.get("url")
+    if not isinstance(url, str) or not url:
+        raise ApiError(400, "webhook.url is required: the http:// or https:// URL to POST to")
+    if len(url) > MAX_URL or not url.isprintable() or any(c.isspace() for c in url):
+        raise ApiError(400, f"webhook.url must be at most {MAX_URL} printable characters, without spaces")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ApiError(400, "webhook.url is not a valid URL (check its host and port)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ApiError(400, "webhook.url must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        # The URL is shown by the API: credentials do not belong in it (the secret signs the request).
+        raise ApiError(400, "webhook.url must not contain a user or password (the API shows the URL; the secret signs requests)")
+    if parts.fragment:
+        raise ApiError(400, "webhook.url must not have a #fragment")
+    secret = settings.get("secret")
+    # Never echo the secret in a message: it would end up in logs and terminals.
+    if not isinstance(secret, str):
+        raise ApiError(400, "webhook.secret is required: a string the receiver shares, to check the signature")
+    if not MIN_SECRET <= len(secret) <= MAX_SECRET or not secret.isprintable():
+        raise ApiError(400, f"webhook.secret must be {MIN_SECRET} to {MAX_SECRET} printable characters "
+                            "(e.g. the output of `openssl rand -hex 32`)")
+    return {"url": url, "secret": secret, "timeout": _seconds(settings.get("timeout"), "webhook.timeout", WEBHOOK_TIMEOUT)}
+
+
+def _binder(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`binder` and its settings, checked; {} when none of them is given (the arp binder)."""
+    if not any(field in data for field in _BINDER_FIELDS):
+        return {}
+    binder = data.get("binder")
+    if binder is None:
+        binder = "arp"
+    if not isinstance(binder, str) or binder not in BINDERS:
+        shown = binder[:40] if isinstance(binder, str) else f"a JSON {json_type_name(binder)}"
+        raise ApiError(400, f"binder must be one of {', '.join(BINDERS)}, not {shown!r}" if isinstance(binder, str)
+                       else f"binder must be one of {', '.join(BINDERS)}, not {shown}")
+    for kind in ("command", "webhook"):
+        if data.get(kind) is not None and binder != kind:
+            raise ApiError(400, f"{kind} is only used with \"binder\": \"{kind}\" (binder is {binder})")
+    result: dict[str, Any] = {"binder": binder}
+    if binder == "command":
+        if data.get("command") is None:
+            raise ApiError(400, 'command is required with "binder": "command": {"activate": [...], "deactivate": [...]}')
+        result["command"] = _command(data["command"])
+    elif binder == "webhook":
+        if data.get("webhook") is None:
+            raise ApiError(400, 'webhook is required with "binder": "webhook": {"url": "https://...", "secret": "..."}')
+        result["webhook"] = _webhook(data["webhook"])
+    return result
+
+
 def parse_add_body(body: bytes) -> dict[str, Any]:
     """The supervisor's `add` arguments (`ip` canonical, plus the settings given) from a
     `POST /ips` body; ApiError(400) naming what is wrong."""
     data = parse_json_object(body, ADD_EXAMPLE)
     for field in data:
         if field not in _ADD_FIELDS:
-            raise _unknown_field(field, ("ip", *_SETTINGS), "a new IP")
+            raise _unknown_field(field, ("ip", *_SETTINGS, *_BINDER_FIELDS), "a new IP")
     if "id" in data:
         # LinK's Go client sends its model whole, with "id": "" for a new IP.
         if not isinstance(data["id"], str):
@@ -227,7 +353,7 @@ def parse_add_body(body: bytes) -> dict[str, Any]:
         canonical = parse_vip(ip)
     except VipError as exc:
         raise ApiError(400, str(exc)) from None
-    return {"ip": canonical, **_settings(data)}
+    return {"ip": canonical, **_settings(data), **_binder(data)}
 
 
 def _keepalive_interval(value: object) -> None:

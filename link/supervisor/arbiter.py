@@ -20,7 +20,7 @@ from setproctitle import setproctitle
 
 from link import logs
 from link.config import Config, ConfigError
-from link.supervisor import records, reload
+from link.supervisor import observe, records, reload
 from link.supervisor.ops import ProcessOps
 from link.supervisor.records import VipRecord
 from link.supervisor.store import StoreError, VipStore
@@ -166,6 +166,8 @@ class Arbiter:
         record.boot_error = None
         self.by_pid[record.pid] = record
         logger.info("started worker %d for %s", record.pid, record.ip)
+        if record.restarts:
+            observe.add_event(record, record.status, "worker_respawned", f"worker {record.pid} started (restart {record.restarts})")
         # What signals changed since start-up: the worker was built from the start-up config.
         if self.priority != self.config.priority:
             self._send(record, {"type": "priority", "priority": self.priority})
@@ -199,6 +201,7 @@ class Arbiter:
         for pid, code in self.ops.reap():
             self.child_exited(pid, code)
         self.respawn_due()
+        logs.pump()  # lines kept back while stderr was full (the supervisor never waits for it)
         return self.check_stop()
 
     def _timeout(self, max_wait: float) -> float:
@@ -229,6 +232,7 @@ class Arbiter:
     def handle_worker_message(self, record: VipRecord, message: dict) -> None:
         kind = message.get("type")
         if kind == "state":
+            observe.note_state(record, message)
             if message["state"] != record.status:
                 logger.info("%s is %s (%s)", record.ip, message["state"], message.get("reason") or "worker started")
             record.status = message["state"]
@@ -236,6 +240,13 @@ class Arbiter:
             record.holder = message.get("holder")
             record.priority = message.get("priority")
             record.error = None
+            if isinstance(message.get("binder_status"), dict):
+                record.binder_status = message["binder_status"]
+        elif kind == "binder":
+            if isinstance(message.get("binder_status"), dict):
+                record.binder_status = message["binder_status"]
+        elif kind == "metrics":
+            observe.note_metrics(record, message)
         elif kind == "boot_failed":
             record.boot_error = message.get("error") or "boot failed"
         elif kind == "candidates_done":
@@ -263,6 +274,7 @@ class Arbiter:
         if record.conn is not None:
             record.conn.close()
         record.pid, record.conn = None, None
+        observe.worker_gone(record)
         for request_id in record.failover_waiters:
             self.reply(request_id, False, status=503, error=f"the worker of {record.ip} exited during the failover")
         record.failover_waiters = []
@@ -285,15 +297,20 @@ class Arbiter:
             record.boot_failures = 0
             record.error = f"worker exited with {code} after {ran:.0f}s"
         record.restarts += 1
+        was = record.status
         record.status, record.holder, record.since = "BOOTING", None, time.time()
         if record.boot_failures >= MAX_BOOT_FAILURES:
             record.worker_state = records.FATAL
             logger.error("%s: worker failed to boot %d times, giving up: %s", record.ip, record.boot_failures, record.error)
+            observe.add_event(record, record.status, "worker_fatal", f"worker {pid} failed to boot {record.boot_failures} times, "
+                              f"not respawned: {record.error}", frm=was)
             return
         delay = backoff_delay(record.boot_failures)
         record.worker_state = records.BACKOFF
         record.respawn_at = self.clock() + delay
         logger.warning("%s: worker %d exited (%s); respawning in %.2fs", record.ip, pid, record.error, delay)
+        observe.add_event(record, record.status, "worker_exited", f"worker {pid} exited ({record.error}); respawning in {delay:.2f}s",
+                          frm=was)
 
     def respawn_due(self) -> None:
         if self.stopping:
@@ -361,6 +378,14 @@ class Arbiter:
     def _api(self, record: VipRecord) -> dict:
         return record.to_api(self.config, self.priority)
 
+    def op_events(self, request_id: int, message: dict) -> None:
+        record = self._find(request_id, message)
+        if record is not None:
+            self.reply(request_id, result=observe.events_answer(record))
+
+    def op_metrics(self, request_id: int, message: dict) -> None:
+        self.reply(request_id, result=observe.metrics_answer(self.vips.values()))
+
     def op_add(self, request_id: int, message: dict) -> None:
         ip = message["ip"]
         existing = next((r for r in self.vips.values() if r.ip == ip), None)
@@ -372,6 +397,7 @@ class Arbiter:
             healthcheck_interval=float(message.get("healthcheck_interval") or 0.0),
             fault_policy=message.get("fault_policy") or "",
             priority=message.get("priority"), preempt=message.get("preempt"),
+            binder=message.get("binder") or "arp", command=message.get("command"), webhook=message.get("webhook"),
         )
         record = VipRecord(spec=spec, since=time.time())
         try:

@@ -13,6 +13,7 @@ from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from typing import Callable, Iterable, Protocol
 
+from link import logs
 from link.config import Config
 from link.netlink import remove_address
 from link.vip import VipSpec
@@ -62,6 +63,7 @@ class RealOps:
                 # here, or the supervisor only sees "exited with 1".
                 logger.exception("child process %d failed to start", os.getpid())
             finally:
+                logs.flush()  # the line above goes through a writer thread once logging is set up
                 os._exit(1)  # body never returns; this is the safety net
         child_end.close()
         return pid, parent_end

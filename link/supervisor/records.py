@@ -1,6 +1,7 @@
 """What the supervisor knows of each VIP: its worker process and the state it last reported."""
 from __future__ import annotations
 
+import collections
 import datetime
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -13,6 +14,8 @@ RUNNING = "RUNNING"
 BACKOFF = "BACKOFF"
 FATAL = "FATAL"
 STOPPING = "STOPPING"
+
+MAX_EVENTS = 100  # events kept per VIP (GET /ips/<id>/events)
 
 
 def iso(timestamp: float) -> str:
@@ -38,6 +41,11 @@ class VipRecord:
     failover_waiters: list[int] = field(default_factory=list)
     candidate_waiters: list[int] = field(default_factory=list)
     priority: int | None = None  # the worker's effective priority, as it last reported
+    binder_status: dict | None = None  # the binder's last outcome, as the worker last reported
+    # What people look at (link.supervisor.observe): recent events, the worker's numbers.
+    events: collections.deque[dict] = field(default_factory=lambda: collections.deque(maxlen=MAX_EVENTS))
+    metrics: dict = field(default_factory=dict)  # the latest the running worker sent
+    metrics_base: dict = field(default_factory=dict)  # the sum of its dead predecessors' last
 
     @property
     def id(self) -> str:
@@ -65,4 +73,8 @@ class VipRecord:
             "priority": priority,
             "preempt": config.preempt if spec.preempt is None else spec.preempt,
             "worker": {"pid": self.pid, "state": self.worker_state, "restarts": self.restarts, "error": self.error},
+            # The binder and its settings, never the webhook's secret (VipSpec.public_binder).
+            **spec.public_binder(),
+            "binder_status": dict(self.binder_status) if self.binder_status else
+            {"ok": True, "action": None, "error": None, "attempts": 0, "since": None},
         }

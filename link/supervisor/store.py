@@ -1,7 +1,8 @@
 """The VIPs this host was given, kept in STATE_DIR/vips.json across restarts.
 
 Writes are atomic (temp file, fsync, rename, fsync of the directory): a crash mid-write
-leaves either the old list or the new one, never half of one.
+leaves either the old list or the new one, never half of one. The file is readable by its
+owner only (0600): a webhook binder's secret is in it.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ class VipStore:
         payload = {"version": FORMAT_VERSION, "vips": [v.to_json() for v in vips]}
         tmp = f"{self.path}.tmp.{os.getpid()}"
         try:
-            with open(tmp, "w", encoding="utf-8") as handle:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8") as handle:
                 json.dump(payload, handle, indent=2)
                 handle.write("\n")
                 handle.flush()

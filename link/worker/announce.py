@@ -54,7 +54,8 @@ class Announcer:
         self._sock.bind((ifname, 0))
         self._left = 0
         self._next_due = 0.0
-        self.sent = 0
+        self.sent = 0  # announcements (rounds of frames) sent
+        self.packets = 0  # frames sent, for the metrics
 
     def start(self) -> None:
         """(Re)start a round of announcements; the first goes out now."""
@@ -74,6 +75,7 @@ class Announcer:
             for frame in self.frames:
                 try:
                     self._sock.send(frame)
+                    self.packets += 1
                 except OSError as exc:
                     # The link may be down for a moment: the next announcement will try again.
                     logger.warning("could not announce %s: %s", self.vip, exc)

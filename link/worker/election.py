@@ -14,10 +14,12 @@ from typing import Callable
 from link.vip import candidate_key, candidates_prefix, lock_key
 from link.worker.candidates import DEFAULT_PRIORITY, Candidate, better_than, candidate_info_key, decode, encode
 from link.worker.candidates import candidates_prefix as info_prefix
-from link.worker.etcd_port import EtcdError, EtcdPort, EtcdUnavailable, LeaseNotFound
+from link.worker.etcd_port import EtcdError, EtcdPort, EtcdUnavailable, KeyInfo, LeaseNotFound
 from link.worker.fsm import Event
 
 logger = logging.getLogger(__name__)
+
+_UNKNOWN = object()  # the lock's last seen value is not known: read it
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,23 @@ class Election:
         self._published: tuple[int, str] | None = None
         self._free_since: float | None = None
         self._better_since: float | None = None
+        self._lock_seen: object = _UNKNOWN  # KeyInfo | None from the last read
+        self._candidates: list[Candidate] | None = None
 
-    def run_cycle(self, eligible: bool = True, state: str = "STANDBY") -> CycleResult:
+    def run_cycle(self, eligible: bool = True, state: str = "STANDBY", lock_unchanged: bool = False) -> CycleResult:
         """Refresh the lease, then decide: elected, demoted, fault, or nothing yet.
 
         `eligible` is False while the VIP is FAILING (or just handed over): the host keeps its
         lease (its peers see it compete again the moment it recovers) but does not take the
         lock. `state` is published with the priority so peers can judge candidates.
+        `lock_unchanged` says the watch on the lock is healthy and saw nothing since the last
+        read: the lock held then is still held, and only the lease needs refreshing (this
+        keeps an idle VIP at one etcd call per tick).
         """
         try:
             lease_note = self._keep_lease()
             self.publish(state)
-            result = self._look_at_lock(eligible)
+            result = self._look_at_lock(eligible, lock_unchanged)
         except EtcdError as exc:
             return self._failed(exc)
         self.failures = 0
@@ -81,14 +88,19 @@ class Election:
             note = ""
         self.lease_id, granted = self.etcd.grant_lease(self.ttl)
         self._published = None
+        self._lock_seen = _UNKNOWN
         # The candidate key lives on our lease: peers (and LinK v2 agents) see who competes.
         self.etcd.put(self.candidate, self.hostname, self.lease_id)
         granted_note = f"granted lease {self.lease_id:x} ({granted}s)"
         return f"{note}, {granted_note}" if note else granted_note
 
-    def _look_at_lock(self, eligible: bool) -> CycleResult:
+    def _look_at_lock(self, eligible: bool, lock_unchanged: bool) -> CycleResult:
         assert self.lease_id is not None
-        info = self.etcd.get(self.lock)
+        if lock_unchanged and isinstance(self._lock_seen, KeyInfo):
+            info: KeyInfo | None = self._lock_seen
+        else:
+            # After any write of ours below, _lock_seen is unknown again: the next cycle reads.
+            info = self._lock_seen = self.etcd.get(self.lock)
         if info is None:
             if not eligible:
                 return CycleResult(None, "the lock is free but this host is not eligible", None)
@@ -100,6 +112,7 @@ class Election:
                 best = better[0]
                 return CycleResult(None, f"the lock is free; leaving it to {best.host} (priority {best.priority} < {self.priority})", None)
             self._free_since = None
+            self._lock_seen = _UNKNOWN
             if self.etcd.create_if_absent(self.lock, self.hostname, self.lease_id):
                 return CycleResult(Event.ELECTED, "took the free lock", self.hostname)
             info = self.etcd.get(self.lock)
@@ -110,6 +123,7 @@ class Election:
         if info.lease == self.lease_id:
             if not eligible:
                 # Still ours although we stepped down (a failed release, or FAILING): free it.
+                self._lock_seen = _UNKNOWN
                 deleted = self.etcd.delete_if_lease(self.lock, self.lease_id)
                 return CycleResult(None, "released the lock this host may not hold" if deleted else "the lock changed hands", None)
             return self._consider_preemption()
@@ -118,6 +132,7 @@ class Election:
             # Our hostname on another lease: a previous worker of this very host (killed, or
             # the agent restarted) still holds it until its lease expires. Take it over in
             # place; no other host competes for this key under our name.
+            self._lock_seen = _UNKNOWN
             if self.etcd.replace_if_unchanged(self.lock, self.hostname, self.lease_id, info.mod_revision):
                 self._revoke_quietly(info.lease)
                 return CycleResult(Event.ELECTED, f"took over the lock left by a previous worker of this host (lease {info.lease:x})", self.hostname)
@@ -144,9 +159,22 @@ class Election:
         self._better_since = None
         return CycleResult(Event.DEMOTED, f"{best.host} has a better priority ({best.priority} < {self.priority}) for {waited:.1f}s: handing over", None, hand_over=True)
 
-    def candidates(self) -> list[Candidate]:
-        prefix = info_prefix(self.vip)
-        return [decode(key[len(prefix):], info.value) for key, info in self.etcd.get_prefix(prefix).items()]
+    def candidates(self, fresh: bool = False) -> list[Candidate]:
+        """The published candidates; cached until `candidates_changed` (the prefix's watch)."""
+        if fresh or self._candidates is None:
+            prefix = info_prefix(self.vip)
+            self._candidates = [decode(key[len(prefix):], info.value) for key, info in self.etcd.get_prefix(prefix).items()]
+        return self._candidates
+
+    def candidates_changed(self) -> None:
+        """Called from the watch thread: the next look reads them again."""
+        self._candidates = None
+
+    def watch(self, on_lock_change: Callable[[], None]) -> None:
+        """Watch what the election reads: the lock (the caller runs a cycle at once) and the
+        candidates (their cache is dropped)."""
+        self.etcd.watch(self.lock, on_lock_change)
+        self.etcd.watch(info_prefix(self.vip), self.candidates_changed, prefix=True)
 
     def publish(self, state: str) -> None:
         """Tell peers our priority and state (on our lease); only when they changed."""
@@ -182,6 +210,7 @@ class Election:
         """Delete the lock if we hold it, keeping the lease (FAILING: stay a visible candidate)."""
         if self.lease_id is None:
             return "no lease, nothing to release"
+        self._lock_seen = _UNKNOWN
         try:
             deleted = self.etcd.delete_if_lease(self.lock, self.lease_id)
         except EtcdError as exc:

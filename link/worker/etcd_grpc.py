@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Iterator, Sequence
+import time
+from typing import Any, Callable, Iterator, Sequence
 
 import grpc
 from etcd3 import etcdrpc
 
 from link.config import Config, EtcdEndpoint
+from link.worker.etcd_keepalive import KeepAliveStream
 from link.worker.etcd_port import EtcdError, EtcdUnavailable, KeyInfo, LeaseNotFound
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,38 @@ class _Compare:
         return etcdrpc.Compare(key=key, result=etcdrpc.Compare.EQUAL, target=etcdrpc.Compare.LEASE, lease=lease)
 
 
+def error_kind(error: EtcdError) -> str:
+    if isinstance(error, LeaseNotFound):
+        return "lease_not_found"
+    return "unavailable" if isinstance(error, EtcdUnavailable) else "refused"
+
+
+class CallStats:
+    """How many etcd calls of each method, their total seconds and their errors, for the
+    metrics. Plain counters bumped by the worker's main thread (the watch is not counted);
+    the worker copies them into its reports to the supervisor."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.errors: dict[str, dict[str, int]] = {}
+        self.lease_grants = 0
+        self.lease_renewals = 0
+
+    def record(self, method: str, seconds: float, error: EtcdError | None = None) -> None:
+        self.requests[method] = self.requests.get(method, 0) + 1
+        self.seconds[method] = self.seconds.get(method, 0.0) + seconds
+        if error is not None:
+            by_kind = self.errors.setdefault(method, {})
+            kind = error_kind(error)
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"requests": dict(self.requests), "seconds": dict(self.seconds),
+                "errors": {m: dict(k) for m, k in self.errors.items()},
+                "lease_grants": self.lease_grants, "lease_renewals": self.lease_renewals}
+
+
 class GrpcEtcd:
     """EtcdPort over gRPC, rotating through ETCD_HOSTS when a member does not answer."""
 
@@ -90,6 +124,12 @@ class GrpcEtcd:
         self._closing = threading.Event()
         self._watch_thread: threading.Thread | None = None
         self._watch_stream: grpc.Future | None = None
+        self._watches: list[tuple[str, bool, Callable[[], None]]] = []
+        self._watch_ready = threading.Event()
+        self._watch_lock = threading.Lock()
+        self._watch_restart = False
+        self._keepalive: KeepAliveStream | None = None
+        self.stats = CallStats()
         self._connect()
 
     @classmethod
@@ -121,40 +161,61 @@ class GrpcEtcd:
             old = self._channel
             self._index = (self._index + 1) % len(self._endpoints)
             self._connect()
+            if self._keepalive is not None:
+                self._keepalive.close()  # it lives on the old channel
+                self._keepalive = None
         if len(self._endpoints) > 1:
             logger.info("etcd: switching to %s", self._endpoints[self._index])
         if old is not None:
             old.close()
 
     def _call(self, method: Callable, request: object) -> object:
+        name = type(request).__name__.removesuffix("Request")  # RangeRequest -> Range
+        start = time.monotonic()
         try:
-            return method(request, timeout=self._deadline)
+            response = method(request, timeout=self._deadline)
         except grpc.RpcError as exc:
             error = translate(exc)
+            self.stats.record(name, time.monotonic() - start, error)
             if isinstance(error, EtcdUnavailable):
                 self._rotate()
             raise error from None
+        self.stats.record(name, time.monotonic() - start)
+        return response
 
     # -- EtcdPort ---------------------------------------------------------------------------
     def grant_lease(self, ttl: int) -> tuple[int, int]:
         response = self._call(self._lease.LeaseGrant, etcdrpc.LeaseGrantRequest(TTL=ttl))
         if response.error:
             raise EtcdError(response.error)
+        self.stats.lease_grants += 1
         return response.ID, response.TTL
 
     def keepalive(self, lease_id: int) -> int:
-        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
+        start = time.monotonic()
         try:
-            for response in self._lease.LeaseKeepAlive(iter([request]), timeout=self._deadline):
-                if response.TTL <= 0:
-                    raise LeaseNotFound(f"lease {lease_id:x} expired")
-                return response.TTL
+            if self._keepalive is None or self._keepalive.broken:
+                if self._keepalive is not None:
+                    self._keepalive.close()
+                with self._lock:
+                    self._keepalive = KeepAliveStream(self._lease)
+            response = self._keepalive.refresh(lease_id, self._deadline)
+            if response.TTL <= 0:
+                raise LeaseNotFound(f"lease {lease_id:x} expired")
+            self.stats.record("LeaseKeepAlive", time.monotonic() - start)
+            self.stats.lease_renewals += 1
+            return response.TTL
         except grpc.RpcError as exc:
             error = translate(exc)
-            if isinstance(error, EtcdUnavailable):
-                self._rotate()
-            raise error from None
-        raise EtcdUnavailable("keepalive stream closed without an answer")
+        except (TimeoutError, EOFError) as exc:
+            error = EtcdUnavailable(f"keepalive: {exc}")
+        except EtcdError as exc:
+            self.stats.record("LeaseKeepAlive", time.monotonic() - start, exc)
+            raise
+        self.stats.record("LeaseKeepAlive", time.monotonic() - start, error)
+        if isinstance(error, EtcdUnavailable):
+            self._rotate()
+        raise error
 
     def revoke_lease(self, lease_id: int) -> None:
         try:
@@ -194,41 +255,83 @@ class GrpcEtcd:
         delete = etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key.encode()))
         return self._txn(_Compare.lease_is(key.encode(), lease), delete)
 
-    def watch(self, key: str, on_change: Callable[[], None]) -> None:
-        self._watch_thread = threading.Thread(target=self._watch_loop, args=(key, on_change), name="etcd-watch", daemon=True)
-        self._watch_thread.start()
+    def watch(self, key: str, on_change: Callable[[], None], prefix: bool = False) -> None:
+        """Watch `key` (or every key under it) on the adapter's one watch stream.
 
-    def _watch_loop(self, key: str, on_change: Callable[[], None]) -> None:
+        All registrations share one gRPC stream and one thread; registering after the stream
+        started restarts it with every registration.
+        """
+        with self._watch_lock:
+            self._watches.append((key, prefix, on_change))
+            if self._watch_thread is None:
+                self._watch_thread = threading.Thread(target=self._watch_loop, name="etcd-watch", daemon=True)
+                self._watch_thread.start()
+            elif self._watch_stream is not None:
+                # The stream was made with the older list: restart it with this one too.
+                self._watch_restart = True
+                self._watch_stream.cancel()
+
+    @property
+    def watch_healthy(self) -> bool:
+        """True while every watch is established: then no change to a watched key goes unseen."""
+        return self._watch_ready.is_set()
+
+    def _notify_all(self) -> None:
+        for _, _, on_change in list(self._watches):
+            on_change()
+
+    def _watch_loop(self) -> None:
         # Bounded: each pass either streams until etcd breaks it or waits 0.5 s; it ends when
         # the worker closes the adapter (the worker's lifetime bounds it).
         while not self._closing.is_set():
             stop = threading.Event()
 
             def requests() -> Iterator[etcdrpc.WatchRequest]:
-                yield etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(key=key.encode()))
+                for key, prefix, _ in watches:
+                    start = key.encode()
+                    end = start[:-1] + bytes([start[-1] + 1]) if prefix else b""
+                    yield etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(key=start, range_end=end))
                 stop.wait()
 
+            callbacks: dict[int, Callable[[], None]] = {}
             try:
-                with self._lock:
-                    stream = self._watcher.Watch(requests())
-                self._watch_stream = stream
+                # Taking the list and publishing the stream under one lock: a registration
+                # either is in this list or finds this stream to cancel.
+                with self._watch_lock:
+                    watches = list(self._watches)
+                    with self._lock:
+                        stream = self._watcher.Watch(requests())
+                    self._watch_stream = stream
                 for response in stream:
-                    # `created` too: changes made while the watch was down are caught up by a cycle.
-                    if response.events or response.created or response.canceled:
-                        on_change()
+                    if response.created:
+                        # etcd answers the creates in order; a change made while the watch was
+                        # down is caught up by the cycle this triggers.
+                        callbacks[response.watch_id] = watches[len(callbacks)][2]
+                        callbacks[response.watch_id]()
+                        if len(callbacks) == len(watches):
+                            self._watch_ready.set()
+                        continue
                     if response.canceled:
                         break
+                    if response.events and response.watch_id in callbacks:
+                        callbacks[response.watch_id]()
             except grpc.RpcError as exc:
-                if not self._closing.is_set():
+                if not self._closing.is_set() and exc.code() != grpc.StatusCode.CANCELLED:
                     logger.debug("etcd watch broken: %s", translate(exc))
             finally:
+                self._watch_ready.clear()
                 stop.set()
+            if self._watch_restart:
+                self._watch_restart = False
+                continue  # cancelled by us to add a watch: no failure, no pause
             if not self._closing.is_set():
-                on_change()
+                self._notify_all()
                 self._closing.wait(0.5)
 
     def close(self) -> None:
         self._closing.set()
+        if self._keepalive is not None:
+            self._keepalive.close()
         stream = self._watch_stream
         if stream is not None:
             stream.cancel()

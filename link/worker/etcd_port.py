@@ -52,7 +52,12 @@ class EtcdPort(Protocol):
     def delete_if_lease(self, key: str, lease: int) -> bool:
         """Transaction: delete the key only if it is attached to `lease` (i.e. we hold it)."""
 
-    def watch(self, key: str, on_change: Callable[[], None]) -> None:
-        """Call `on_change` (from another thread) whenever the key changes or the watch breaks."""
+    def watch(self, key: str, on_change: Callable[[], None], prefix: bool = False) -> None:
+        """Call `on_change` (from another thread) whenever the key (or a key under the prefix)
+        changes, when the watch is (re)established, and when it breaks."""
+
+    @property
+    def watch_healthy(self) -> bool:
+        """True while every watch is established, so no change goes unseen."""
 
     def close(self) -> None: ...

@@ -17,20 +17,22 @@ from setproctitle import setproctitle
 
 from link import logs
 from link.config import Config
-from link.netlink import AddressBinder
 from link.vip import VipSpec
 from link.worker.announce import Announcer
+from link.worker.binders import Binder, make_binder
 from link.worker.election import CycleResult, Election
 from link.worker.etcd_grpc import GrpcEtcd
 from link.worker.etcd_port import EtcdError
 from link.worker.fsm import Event, State, StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
+from link.worker.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_BOOT_FAILED = 3
 PR_SET_PDEATHSIG = 1
+BINDER_STOP_WAIT = 5.0  # at stop, the longest a command/webhook binder's deactivate is waited for
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -58,6 +60,8 @@ class Worker:
         self.last_event: Event | None = None
         self.hold_off_until = 0.0  # after a hand-over: leave the free lock to the others until then
         self._lock_changed = False  # set by the watch thread: run a cycle now
+        self._lock_dirty = True  # the lock may have changed since the last read
+        self._trusted_reads = 0  # cycles in a row that trusted the watch instead of reading
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -67,18 +71,24 @@ class Worker:
         )
         self.health = HealthMonitor(list(spec.checks), self._check_interval(spec), config.health_check_timeout, self._wake)
         self.judge = HealthJudge(config.fail_count_before_failover)
-        self.binder: AddressBinder | None = None
-        self.announcer: Announcer | None = None
+        self.metrics = WorkerMetrics()
+        self._reported_state: str | None = None  # the `from` of the next transition report
+        self.binder: Binder | None = None  # how the VIP is put in place (link.worker.binders)
+        self.announcer: Announcer | None = None  # the arp binder's, for the metrics
+        self._binder_reported: dict | None = None
         self.etcd: GrpcEtcd | None = None
         self.election: Election | None = None
 
     # -- life -------------------------------------------------------------------------------
     def boot(self) -> None:
         """Open what the VIP needs on this host; an exception here is a boot failure."""
-        self.binder = AddressBinder(self.config.interface, self.vip)
-        self.announcer = Announcer(
-            self.config.interface, self.vip, self.binder.mac(), self.config.arp_gratuitous_count, self.config.arp_gratuitous_interval
-        )
+        self.binder = make_binder(self.config, self.spec, self._wake, self._priority)
+        self.announcer = getattr(self.binder, "announcer", None)
+
+    def _priority(self) -> int:
+        if self.election is not None:
+            return self.election.priority
+        return self.config.priority if self.spec.priority is None else self.spec.priority
 
     def _check_interval(self, spec: VipSpec) -> float:
         return spec.healthcheck_interval or self.config.health_check_interval
@@ -92,10 +102,11 @@ class Worker:
             preempt=self.config.preempt if self.spec.preempt is None else self.spec.preempt,
             preempt_delay=self.config.preempt_delay, grace=self.config.tick,
         )
-        self.etcd.watch(self.election.lock, self._on_lock_change)
+        self.election.watch(self._on_lock_change)
         self.health.start()
 
     def _on_lock_change(self) -> None:
+        self._lock_dirty = True  # the next cycle reads the lock instead of trusting the last read
         self._lock_changed = True
         self._wake()
 
@@ -111,11 +122,11 @@ class Worker:
         self._wake()
 
     def run(self) -> None:
-        assert self.election is not None and self.announcer is not None
+        assert self.election is not None and self.binder is not None
         next_cycle = time.monotonic()
         self._report()
         while not self.stopping:
-            due = min(next_cycle, self.announcer.next_due() or next_cycle)
+            due = min(next_cycle, self.binder.next_due() or next_cycle)
             ready = wait([self.conn, self._wake_r], timeout=max(0.0, due - time.monotonic()))
             if self.conn in ready:
                 self._read_commands()
@@ -134,10 +145,14 @@ class Worker:
             if now >= next_cycle:
                 self.cycle()
                 next_cycle = now + self.config.tick
-            self.announcer.run_due()
+            self.binder.run_due()
+            self._report_binder()
+            if self.metrics.due():
+                self._send_metrics()
 
     def _judge_health(self) -> None:
         for results in self.health.take_results():
+            self.metrics.health_round(results)
             event, reason = self.judge.judge(results)
             if reason:
                 logger.log(logging.WARNING if event or not all(r.ok for r in results) else logging.INFO, "%s: %s", self.vip, reason)
@@ -157,7 +172,13 @@ class Worker:
     def cycle(self) -> None:
         assert self.election is not None
         eligible = self.fsm.state is not State.FAILING and time.monotonic() >= self.hold_off_until
-        result = self._apply_fault_policy(self.election.run_cycle(eligible=eligible, state=self.fsm.state.value))
+        # An idle VIP only refreshes its lease while the watch vouches for the lock; it still
+        # reads the lock once per lease period, should a watch ever miss a change.
+        trust = self.etcd is not None and self.etcd.watch_healthy and not self._lock_dirty and self._trusted_reads < 3
+        self._lock_dirty = False
+        self._trusted_reads = self._trusted_reads + 1 if trust else 0
+        result = self._apply_fault_policy(
+            self.election.run_cycle(eligible=eligible, state=self.fsm.state.value, lock_unchanged=trust))
         if result.hand_over:
             self._log_cycle(result)
             self._step_down(result.sentence)
@@ -273,43 +294,70 @@ class Worker:
 
     # -- enter-actions ----------------------------------------------------------------------
     def _enter_activated(self, old: State, event: Event, reason: str) -> None:
-        self._ensure_bound(force_announce=True)
+        self._ensure_bound(force_announce=True, reason=reason)
 
     def _enter_standby(self, old: State, event: Event, reason: str) -> None:
-        self._unbind()
+        self._unbind(State.STANDBY, reason)
 
     def _enter_failing(self, old: State, event: Event, reason: str) -> None:
-        self._unbind()
+        self._unbind(State.FAILING, reason)
         assert self.election is not None
         logger.info("%s: %s", self.vip, self.election.give_up_lock())
 
-    def _ensure_bound(self, force_announce: bool = False) -> None:
-        assert self.binder is not None and self.announcer is not None
-        if not self.binder.is_bound():
-            self.binder.bind()
-            if not force_announce:
-                logger.warning("%s was removed from %s by someone else: bound it again", self.vip, self.config.interface)
-            force_announce = True
+    def _ensure_bound(self, force_announce: bool = False, reason: str = "") -> None:
+        """force_announce: put the VIP in place (again) now; else only if it went away.
+        The command and webhook binders only queue their action: nothing here waits on them."""
+        assert self.binder is not None
         if force_announce:
-            self.announcer.start()
+            self.binder.activate(reason or "asserting the VIP again")
+        else:
+            self.binder.ensure()
 
-    def _unbind(self) -> None:
-        assert self.binder is not None and self.announcer is not None
-        self.announcer.cancel()
-        if self.binder.unbind():
-            logger.info("%s unbound from %s", self.vip, self.config.interface)
+    def _unbind(self, state: State = State.STANDBY, reason: str = "") -> None:
+        assert self.binder is not None
+        self.binder.deactivate(state.value, reason)
+
+    def _report_binder(self) -> None:
+        """Tell the supervisor when the binder's status changed (its thread wakes the loop)."""
+        status = self.binder.status() if self.binder is not None else None
+        if status == self._binder_reported:
+            return
+        self._binder_reported = status
+        try:
+            self.conn.send({"type": "binder", "binder_status": status})
+        except (BrokenPipeError, OSError):
+            self.request_stop("the supervisor is gone")
 
     # -- reporting --------------------------------------------------------------------------
     def _report(self, event: Event | None = None, reason: str = "") -> None:
         state = self.fsm.state.value
         self._publish()
         setproctitle(f"link: vip {self.vip} {state}")
+        previous, self._reported_state = self._reported_state, state
+        if previous is not None and previous != state:
+            self.metrics.transition(event.value if event else None)
         try:
             self.conn.send(
                 {"type": "state", "state": state, "event": event.value if event else None,
                  "since": self.fsm.since, "holder": self.holder, "reason": reason,
-                 "priority": self.election.priority if self.election else None}
+                 "priority": self.election.priority if self.election else None,
+                 "from": previous, "metrics": self._metrics_snapshot(),
+                 "binder_status": self._binder_status_for_report()}
             )
+        except (BrokenPipeError, OSError):
+            self.request_stop("the supervisor is gone")
+
+    def _binder_status_for_report(self) -> dict | None:
+        self._binder_reported = self.binder.status() if self.binder is not None else None
+        return self._binder_reported
+
+    def _metrics_snapshot(self) -> dict:
+        return self.metrics.snapshot(self.etcd.stats.snapshot() if self.etcd else None,
+                                     self.announcer.packets if self.announcer else 0)
+
+    def _send_metrics(self) -> None:
+        try:
+            self.conn.send({"type": "metrics", "metrics": self._metrics_snapshot()})
         except (BrokenPipeError, OSError):
             self.request_stop("the supervisor is gone")
 
@@ -319,12 +367,15 @@ class Worker:
         self.health.stop()
         if self.binder is not None:
             try:
-                self._unbind()
+                self._unbind(State.STANDBY, f"stopping: {self.stopping}")
             except Exception:
                 logger.exception("%s: could not unbind", self.vip)
+            # A command or webhook binder gets one last attempt at its deactivate (bounded)
+            # before the lock is given up; the arp binder is done already.
+            self.binder.close(wait=BINDER_STOP_WAIT)
         if self.election is not None:
             logger.info("%s: %s", self.vip, self.election.resign())
-        for closable in (self.etcd, self.announcer, self.binder):
+        for closable in (self.etcd,):
             if closable is not None:
                 try:
                     closable.close()
@@ -337,7 +388,7 @@ def worker_main(config: Config, spec: VipSpec, conn: Connection, parent_pid: int
     code = EXIT_OK
     vip = spec.ip
     try:
-        logs.setup(config.logger_level, f"worker {vip}")
+        logs.setup(config.logger_level, f"worker {vip}", fmt=config.logger_type, vip=vip)
         setproctitle(f"link: vip {vip} BOOTING")
         worker = Worker(config, spec, conn)
         signal.signal(signal.SIGTERM, lambda *_: worker.request_stop("SIGTERM"))

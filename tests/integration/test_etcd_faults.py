@@ -56,7 +56,7 @@ def test_release_no_host_binds_during_the_outage(lab):
 def test_keep_the_holder_alone_keeps_it_during_the_outage(lab):
     ids, holder = start(lab, "keep")
     lab.etcd.stop()
-    # Long enough for KEEPALIVE_RETRY failures at four cycles per 1 s lease, twice over.
+    # Long enough for KEEPALIVE_RETRY failures at three cycles per 1 s lease, twice over.
     holds_for(lambda: lab.bound(VIP) == [holder], 2.0, what=f"{holder} alone keeps the VIP")
     lab.etcd.start()
     assert lab.wait_agreement(VIP, ids, timeout=10) == holder

@@ -18,11 +18,15 @@ DELAY = 1.5
 
 
 def start(lab, **env):
+    """h1 first, so it holds the VIP before the others compete (with preemption it would win
+    anyway, after PREEMPT_DELAY; without, the first to arrive keeps it)."""
+    ids = {}
     for host in lab.hosts:
-        host.start_agent(PRIORITY=PRIORITIES[host.name], PREEMPT_DELAY=f"{DELAY}s", **env)
-    for host in lab.hosts:
-        host.agent.wait_ready(30)
-    return lab.add_vip(VIP)
+        host.start_agent(PRIORITY=PRIORITIES[host.name], PREEMPT_DELAY=f"{DELAY}s", **env).wait_ready(30)
+        ids.update(lab.add_vip(VIP, [host]))
+        if host.name == "h1":
+            assert lab.wait_agreement(VIP, ids) == "h1"
+    return ids
 
 
 @pytest.mark.lab_timeout(120)
@@ -81,3 +85,13 @@ def test_priority_per_vip_and_bad_values(lab):
                         ({"ip": "198.51.100.91/32", "preempt": "yes"}, "preempt")):
         bad = lab.host(1).api("POST", "/ips", body)
         assert bad.status == 400 and field in bad.body["error"], bad
+
+
+@pytest.mark.lab_timeout(60)
+def test_at_a_cold_start_the_best_priority_ends_up_holding(lab):
+    for host in lab.hosts:
+        host.start_agent(PRIORITY=PRIORITIES[host.name], PREEMPT_DELAY=f"{DELAY}s")
+    for host in lab.hosts:
+        host.agent.wait_ready(30)
+    ids = lab.add_vip(VIP, reversed(lab.hosts))  # the worst first: it may take the free lock
+    wait_until(lambda: lab.agreement(VIP, ids) == "h1", DELAY + 5, what="h1 (the best priority) to hold the VIP")

@@ -135,6 +135,12 @@ class Etcd:
         kvs = body.get("kvs") or []
         return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else None
 
+    def lease(self, key: str) -> int | None:
+        """The id of the lease `key` is attached to (None: no such key, 0: no lease)."""
+        body = self._call("/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()})
+        kvs = body.get("kvs") or []
+        return int(kvs[0].get("lease", 0)) if kvs else None
+
     def keys(self, prefix: str = "/") -> dict[str, str]:
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         body = self._call("/v3/kv/range", {"key": base64.b64encode(prefix.encode()).decode(),
@@ -167,13 +173,16 @@ class Agent:
         assert self.proc is not None, "agent not started"
         return self.proc.pid
 
-    def start(self) -> "Agent":
+    def start(self, output: int | None = None) -> "Agent":
+        """`output`: an fd for the agent's stdout and stderr instead of its log file (e.g. a
+        pipe the test reads, or does not)."""
         with open(self.host.log_path, "ab") as log:
             log.write(f"\n===== lab: starting agent {self.host.name} at {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.host.ns, *agent_command()],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=log if output is None else output,
+                stderr=log if output is None else output, env=self.env,
                 start_new_session=True, cwd=str(self.host.state_dir.parent),
             )
         self.known_pids = {self.proc.pid}
@@ -295,12 +304,12 @@ class Host:
         assert self.agent is not None, f"no agent on {self.name}"
         return self.agent.api(method, path, body, **kw)
 
-    def start_agent(self, **env: str) -> Agent:
+    def start_agent(self, output: int | None = None, **env: str) -> Agent:
         if self.agent is not None and self.agent.running():
             raise RuntimeError(f"the agent of {self.name} is still running (pid {self.agent.pid})")
         self.agent = Agent(self, self.lab.agent_env_for(self, env))
         self.lab.agents.append(self.agent)  # every agent ever started is stopped at close()
-        return self.agent.start()
+        return self.agent.start(output)
 
 
 # ---------------------------------------------------------------- the safety net
@@ -473,9 +482,11 @@ class Lab:
         mac = self.neigh(vip)
         return next((h.name for h in self.hosts if h.mac == mac), None) if mac else None
 
-    def capture(self, name: str = "client-arp") -> Capture:
-        """An ARP capture on the client's eth1, started (listening) when returned."""
-        cap = Capture(self.client_ns, IFACE, str(self.workdir / f"{name}.pcap"), str(self.workdir / f"{name}.tcpdump.log"))
+    def capture(self, name: str = "client-arp", bpf: str = "arp") -> Capture:
+        """A capture on the client's eth1 (ARP unless `bpf` says otherwise), started (listening)
+        when returned."""
+        cap = Capture(self.client_ns, IFACE, str(self.workdir / f"{name}.pcap"), str(self.workdir / f"{name}.tcpdump.log"),
+                      bpf)
         self.captures.append(cap)
         return cap.start()
 

@@ -1,6 +1,8 @@
-"""A tcpdump capture in a namespace, and the ARP frames it saw (a tiny pcap reader)."""
+"""A tcpdump capture in a namespace, and the ARP frames or IPv6 neighbour advertisements it
+saw (a tiny pcap reader)."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import struct
@@ -39,11 +41,28 @@ def _ip4(raw: bytes) -> str:
     return ".".join(str(b) for b in raw)
 
 
-def read_arp(path: str) -> list[Arp]:
-    """ARP frames of a pcap file (Ethernet link type, written with tcpdump -U).
+@dataclass(frozen=True)
+class NeighbourAdvert:
+    """An ICMPv6 neighbour advertisement (RFC 4861 §4.4) as seen on the wire."""
+    time: float
+    src_mac: str       # Ethernet source
+    dst_mac: str       # Ethernet destination
+    src_ip: str
+    dst_ip: str
+    hop_limit: int
+    router: bool
+    solicited: bool
+    override: bool
+    target: str
+    target_mac: str | None  # the target link-layer address option, if any
 
-    A frame cut short at the end of a file still being written is ignored.
-    """
+    def is_unsolicited_announcement(self, ip: str) -> bool:
+        return self.target == ip and not self.solicited and self.override and self.dst_ip == "ff02::1"
+
+
+def _frames(path: str) -> list[tuple[float, bytes]]:
+    """(time, frame) of each whole frame of a pcap file (Ethernet link type, written with
+    tcpdump -U). A frame cut short at the end of a file still being written is ignored."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -62,7 +81,7 @@ def read_arp(path: str) -> list[Arp]:
     linktype = struct.unpack(endian + "I", data[20:24])[0]
     if linktype != 1:
         raise ValueError(f"{path}: link type {linktype}, expected Ethernet (1)")
-    out: list[Arp] = []
+    frames: list[tuple[float, bytes]] = []
     pos = 24
     while pos + 16 <= len(data):
         sec, frac, incl, _orig = struct.unpack(endian + "IIII", data[pos:pos + 16])
@@ -70,6 +89,38 @@ def read_arp(path: str) -> list[Arp]:
         if len(frame) < incl:
             break
         pos += 16 + incl
+        frames.append((sec + frac / (1e9 if nano else 1e6), frame))
+    return frames
+
+
+def read_na(path: str) -> list[NeighbourAdvert]:
+    """The neighbour advertisements of a pcap file (IPv6 without extension headers)."""
+    out: list[NeighbourAdvert] = []
+    for when, frame in _frames(path):
+        if len(frame) < 14 + 40 + 24 or frame[12:14] != b"\x86\xdd" or frame[20] != 58:
+            continue
+        ip6, icmp = frame[14:54], frame[54:]
+        if icmp[0] != 136:
+            continue
+        flags, lladdr = icmp[4], None
+        options = icmp[24:]
+        while len(options) >= 8 and options[1]:
+            if options[0] == 2 and options[1] == 1:  # target link-layer address
+                lladdr = _mac(options[2:8])
+            options = options[8 * options[1]:]
+        out.append(NeighbourAdvert(
+            time=when, src_mac=_mac(frame[6:12]), dst_mac=_mac(frame[0:6]),
+            src_ip=str(ipaddress.IPv6Address(ip6[8:24])), dst_ip=str(ipaddress.IPv6Address(ip6[24:40])),
+            hop_limit=ip6[7], router=bool(flags & 0x80), solicited=bool(flags & 0x40), override=bool(flags & 0x20),
+            target=str(ipaddress.IPv6Address(icmp[8:24])), target_mac=lladdr,
+        ))
+    return out
+
+
+def read_arp(path: str) -> list[Arp]:
+    """ARP frames of a pcap file (Ethernet link type, written with tcpdump -U)."""
+    out: list[Arp] = []
+    for when, frame in _frames(path):
         if len(frame) < 42 or frame[12:14] != b"\x08\x06":
             continue
         htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
@@ -77,7 +128,7 @@ def read_arp(path: str) -> list[Arp]:
             continue
         arp = frame[22:42]
         out.append(Arp(
-            time=sec + frac / (1e9 if nano else 1e6), op=op, src_mac=_mac(frame[6:12]),
+            time=when, op=op, src_mac=_mac(frame[6:12]),
             sender_mac=_mac(arp[0:6]), sender_ip=_ip4(arp[6:10]),
             target_mac=_mac(arp[10:16]), target_ip=_ip4(arp[16:20]),
         ))
@@ -85,10 +136,10 @@ def read_arp(path: str) -> list[Arp]:
 
 
 class Capture:
-    """`tcpdump -i <iface> -w <file> arp` inside a namespace, stopped by PID."""
+    """`tcpdump -i <iface> -w <file> <bpf>` (ARP by default) inside a namespace, stopped by PID."""
 
-    def __init__(self, ns: str, iface: str, path: str, log_path: str) -> None:
-        self.ns, self.iface, self.path, self.log_path = ns, iface, path, log_path
+    def __init__(self, ns: str, iface: str, path: str, log_path: str, bpf: str = "arp") -> None:
+        self.ns, self.iface, self.path, self.log_path, self.bpf = ns, iface, path, log_path, bpf
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 5.0) -> "Capture":
@@ -100,7 +151,7 @@ class Capture:
             # would be a lie).
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.ns, "tcpdump", "-Z", "root", "-n", "-U", "--immediate-mode", "-s", "128",
-                 "-i", self.iface, "-w", self.path, "arp"],
+                 "-i", self.iface, "-w", self.path, self.bpf],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )
         finally:
@@ -127,6 +178,9 @@ class Capture:
 
     def packets(self) -> list[Arp]:
         return read_arp(self.path)
+
+    def adverts(self) -> list[NeighbourAdvert]:
+        return read_na(self.path)
 
     def announcements(self, ip: str, mac: str | None = None) -> list[Arp]:
         return [p for p in self.packets() if p.is_announcement(ip) and (mac is None or p.src_mac == mac)]

@@ -25,7 +25,17 @@ class FakeSupervisor:
         # The answer to `failover` for each id; absent means success (None).
         self.failover_errors: dict[str, str] = {}
         self.default_fault_policy = default_fault_policy
+        # The `events` answer per VIP id (absent: none yet), and per-VIP worker numbers for `metrics`.
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.worker_metrics: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+
+    def metrics_answer(self) -> dict[str, Any]:
+        """The supervisor's `metrics` result for the VIPs this fake holds."""
+        vips = [{"id": ip["id"], "ip": ip["ip"], "status": ip["status"], "since": 1700000000.0,
+                 "worker_state": ip["worker"]["state"], "restarts": ip["worker"]["restarts"],
+                 "metrics": self.worker_metrics.get(ip["id"], {})} for ip in self.ips.values()]
+        return {"workers": sum(1 for ip in self.ips.values() if ip["worker"]["pid"] is not None), "vips": vips}
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -37,14 +47,18 @@ class FakeSupervisor:
                 return {"ok": True, "result": list(self.ips.values())}
             if op == "add":
                 return self._add(request)
+            if op == "metrics":
+                return {"ok": True, "result": self.metrics_answer()}
             vip_id = request.get("vip_id")
             found = self.ips.get(vip_id) if isinstance(vip_id, str) else None
-            if op not in ("get", "update", "delete", "failover"):
+            if op not in ("get", "update", "delete", "failover", "events"):
                 return {"ok": False, "status": 400, "error": f"unknown operation {op!r}"}
             if found is None:
                 return _not_found(str(vip_id))
             if op == "get":
                 return {"ok": True, "result": found}
+            if op == "events":
+                return {"ok": True, "result": list(self.events.get(found["id"], []))}
             if op == "update":
                 self._apply(found, request)
                 return {"ok": True, "result": found}
@@ -78,6 +92,12 @@ class FakeSupervisor:
             ip["priority"] = 10 if request["priority"] is None else request["priority"]
         if "preempt" in request:
             ip["preempt"] = True if request["preempt"] is None else request["preempt"]
+        if "binder" in request:  # as VipSpec.public_binder(): the webhook's secret masked
+            ip["binder"] = request["binder"]
+            if request.get("command") is not None:
+                ip["command"] = dict(request["command"])
+            if request.get("webhook") is not None:
+                ip["webhook"] = {**request["webhook"], "secret": "***"}
 
 
 def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: str = "activate") -> dict[str, Any]:
@@ -92,6 +112,8 @@ def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: st
         "fault_policy": fault_policy,
         "priority": 10,
         "preempt": True,
+        "binder": "arp",
+        "binder_status": {"ok": True, "action": None, "error": None, "attempts": 0, "since": None},
         "worker": {"pid": 1234, "state": "RUNNING", "restarts": 0, "error": None},
     }
 

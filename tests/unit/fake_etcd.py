@@ -39,8 +39,8 @@ class FakeEtcd:
             self._notify(key)
 
     def _notify(self, key: str) -> None:
-        for watched, callback in self.watchers:
-            if watched == key:
+        for watched, callback, prefix in self.watchers:
+            if watched == key or (prefix and key.startswith(watched)):
                 callback()
 
 
@@ -107,8 +107,12 @@ class FakeEtcdClient:
         self.store._delete(key)
         return True
 
-    def watch(self, key: str, on_change: Callable[[], None]) -> None:
-        self.store.watchers.append((key, on_change))
+    def watch(self, key: str, on_change: Callable[[], None], prefix: bool = False) -> None:
+        self.store.watchers.append((key, on_change, prefix))
+
+    @property
+    def watch_healthy(self) -> bool:
+        return not self.store.down
 
     def close(self) -> None:
         pass

@@ -34,6 +34,8 @@ except ImportError as exc:  # the test below fails with this, instead of the mod
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 VERSION = "4.5.6"
 TCP_CHECK = {"type": "TCP", "host": "198.51.100.30", "port": 5432}
+EVENT = {"time": "2026-11-22T01:02:03.456Z", "from": "STANDBY", "to": "ACTIVATED", "event": "elected",
+         "reason": "took the free lock", "source": "worker"}
 
 
 def app_routes(app: bottle.Bottle) -> set[tuple[str, str]]:
@@ -56,7 +58,7 @@ def test_every_route_is_in_the_document_and_every_documented_route_exists() -> N
     assert in_app - in_document == set(), "routes missing from link/api/openapi.json"
     assert in_document - in_app == set(), "link/api/openapi.json documents routes the app does not have"
     # And the app has them all, so the comparison is not of two empty sets.
-    assert ("POST", "/ips/{vip_id}/failover") in in_app and len(in_app) == 9
+    assert ("POST", "/ips/{vip_id}/failover") in in_app and ("GET", "/metrics") in in_app and len(in_app) == 11
 
 
 def test_the_document_is_served_with_the_agents_version() -> None:
@@ -110,6 +112,7 @@ class AnyIdSupervisor(FakeSupervisor):
             with self._lock:
                 if digit % 2 == 0 or digit < 8:
                     self.ips.setdefault(vip_id, {**self._known(vip_id), "id": vip_id})
+                    self.events.setdefault(vip_id, [EVENT])
                 if digit % 2 and digit < 8:
                     self.failover_errors[vip_id] = "this host does not hold 198.51.100.20/32 (h2 does)"
         answer = super().__call__(request)

@@ -349,6 +349,29 @@ def test_failover(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSuperv
     assert run(capsys, "--host", host, "--json", "failover", vip_id)[:2] == (0, "")
 
 
+def test_events_as_a_table_and_as_json(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor) -> None:
+    run(capsys, "--host", host, "add", "198.51.100.50")
+    [vip_id] = sup.ips
+    code, out, err = run(capsys, "--host", host, "events", vip_id)
+    assert (code, err) == (0, "") and "No event recorded" in out
+    sup.events[vip_id] = [
+        {"time": "2026-11-22T01:02:03.456Z", "from": "BOOTING", "to": "STANDBY", "event": "demoted",
+         "reason": "h2 holds the lock", "source": "worker"},
+        {"time": "2026-11-22T01:02:09.001Z", "from": "STANDBY", "to": "BOOTING", "event": "worker_exited",
+         "reason": "worker 1234 exited (worker exited with -9 after 6s); respawning in 0.10s", "source": "supervisor"},
+    ]
+    code, out, err = run(capsys, "--host", host, "events", vip_id)
+    header, first, second = out.splitlines()
+    assert (code, err) == (0, "") and header.split() == ["TIME", "FROM", "TO", "EVENT", "REASON"]
+    assert first.split()[:4] == ["2026-11-22T01:02:03.456Z", "BOOTING", "STANDBY", "demoted"]
+    assert first.endswith("h2 holds the lock") and "worker_exited (supervisor)" in second
+    assert sup.requests[-1] == {"op": "events", "vip_id": vip_id}
+    code, out, _ = run(capsys, "--host", host, "events", vip_id, "--json")
+    assert code == 0 and json.loads(out) == {"events": sup.events[vip_id]}
+    code, _, err = run(capsys, "--host", host, "events", "vip-00000000-0000-4000-8000-000000000000")
+    assert code == EXIT_SERVER and "IP not found" in err
+
+
 def test_failover_refused_by_the_agent(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor) -> None:
     run(capsys, "--host", host, "add", "198.51.100.50")
     [vip_id] = sup.ips
@@ -367,7 +390,7 @@ def test_failover_of_an_unknown_ip(capsys: pytest.CaptureFixture[str], host: str
     "argv",
     [["list"], ["get", "vip-x"], ["show", "vip-x"], ["delete", "vip-x"], ["destroy", "vip-x"], ["failover", "vip-x"],
      ["add", "198.51.100.50"], ["create", "198.51.100.50"], ["set-health-checks", "vip-x", "--clear"],
-     ["update-healthchecks", "vip-x", "--clear"], ["version"]],
+     ["update-healthchecks", "vip-x", "--clear"], ["events", "vip-x"], ["version"]],
 )
 def test_every_command_and_alias_exits_4_when_the_agent_is_unreachable(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     code, _, err = run(capsys, "--host", f"127.0.0.1:{closed_port()}", *argv)

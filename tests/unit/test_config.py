@@ -92,3 +92,13 @@ def test_priority_and_preemption_settings():
     for bad in ({"PRIORITY": "256"}, {"PRIORITY": "-1"}, {"PREEMPT": "maybe"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             load({**BASE, **bad})
+
+
+def test_log_format_and_metrics_auth():
+    config = load(env())
+    assert config.logger_type == "text" and config.metrics_auth is True
+    config = load(env(LOGGER_TYPE="JSON", METRICS_AUTH="false"))
+    assert config.logger_type == "json" and config.metrics_auth is False
+    for name, value in (("LOGGER_TYPE", "xml"), ("METRICS_AUTH", "maybe")):
+        with pytest.raises(ConfigError, match=name):
+            load(env(**{name: value}))

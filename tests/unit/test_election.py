@@ -146,3 +146,26 @@ def test_competitors_are_the_other_live_candidates():
     assert h1.competitors() == ["h2"]
     h2.resign()
     assert h1.competitors() == []
+
+
+def test_an_unchanged_lock_costs_one_call_per_cycle():
+    store = FakeEtcd()
+    h1 = election(store, "h1")
+    h1.watch(lambda: None)
+    h1.run_cycle()  # takes the lock: a write, so the next cycle reads again
+    h1.run_cycle(lock_unchanged=True)
+    h1.etcd.calls.clear()
+    result = h1.run_cycle(lock_unchanged=True)
+    assert result.event is Event.ELECTED and h1.etcd.calls == ["keepalive"]
+
+
+def test_the_lock_is_read_again_when_the_watch_cannot_vouch_for_it():
+    store = FakeEtcd()
+    h1, h2 = election(store, "h1"), election(store, "h2")
+    h1.run_cycle()
+    h2.run_cycle()
+    store.expire(h1.lease_id)
+    h2.run_cycle()  # h2 takes the free lock
+    h1.etcd.calls.clear()
+    result = h1.run_cycle(lock_unchanged=True)  # its lease expired: the cache is not trusted
+    assert result.event is Event.DEMOTED and "get" in h1.etcd.calls

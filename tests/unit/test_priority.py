@@ -17,8 +17,10 @@ class Clock:
 
 
 def host(store, clock, name, priority, preempt=True):
-    return Election(store.client(), VIP, name, ttl=2, retry=3, priority=priority, preempt=preempt,
-                    preempt_delay=3.0, grace=0.5, clock=clock)
+    election = Election(store.client(), VIP, name, ttl=2, retry=3, priority=priority, preempt=preempt,
+                        preempt_delay=3.0, grace=0.5, clock=clock)
+    election.watch(lambda: None)  # as the worker does: the candidates' cache follows etcd
+    return election
 
 
 def cycle(election, state="STANDBY", eligible=True):

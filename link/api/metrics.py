@@ -1,0 +1,106 @@
+"""`GET /metrics`: the supervisor's numbers in the Prometheus text format.
+
+The numbers come from the workers through the supervisor (the `metrics` pipe op, see
+`link.supervisor.observe`); this module only renders them, with a prometheus_client Collector
+in a registry made for the request, so the API process keeps no metric state of its own.
+Works with prometheus_client 0.16 (Debian 12) and later.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+STATES = ("BOOTING", "STANDBY", "ACTIVATED", "FAILING")
+VIP_LABELS = ["id", "ip"]
+
+__all__ = ["CONTENT_TYPE_LATEST", "LinkCollector", "render"]
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+class LinkCollector:
+    """Turns one `metrics` answer into metric families (collected once, then dropped)."""
+
+    def __init__(self, answer: Mapping[str, Any], version: str, clock: Callable[[], float] = time.time) -> None:
+        self.answer = answer
+        self.version = version
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily("link_build_info", "The running link agent's version (always 1).", labels=["version"])
+        build.add_metric([self.version], 1)
+        yield build
+        yield GaugeMetricFamily("link_workers", "Worker processes running (one per VIP).", value=_number(self.answer.get("workers")))
+        vips = [v for v in self.answer.get("vips") or [] if isinstance(v, Mapping)]
+        yield from self._vip_families(vips)
+
+    def _vip_families(self, vips: list[Mapping[str, Any]]) -> Iterator[Metric]:
+        now = self.clock()
+        state = GaugeMetricFamily("link_vip_state", "1 for the state the VIP is in on this host, 0 for the others.",
+                                  labels=VIP_LABELS + ["state"])
+        since = GaugeMetricFamily("link_vip_seconds_since_transition", "Seconds since the VIP's last state change on this host.",
+                                  labels=VIP_LABELS)
+        changed = GaugeMetricFamily("link_vip_last_transition_timestamp_seconds", "Unix time of the VIP's last state change.",
+                                    labels=VIP_LABELS)
+        respawns = CounterMetricFamily("link_worker_respawns", "Times the VIP's worker was respawned after it exited.",
+                                       labels=VIP_LABELS)
+        transitions = CounterMetricFamily("link_vip_transitions", "State changes of the VIP on this host, by event.",
+                                          labels=VIP_LABELS + ["event"])
+        packets = CounterMetricFamily("link_vip_announcement_packets",
+                                      "Gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) packets sent.",
+                                      labels=VIP_LABELS)
+        checks = CounterMetricFamily("link_vip_health_checks", "Health check results, by outcome (pass or fail).",
+                                     labels=VIP_LABELS + ["outcome"])
+        check_time = SummaryMetricFamily("link_vip_health_check_duration_seconds", "Time taken by the health checks.",
+                                         labels=VIP_LABELS)
+        etcd_time = SummaryMetricFamily("link_vip_etcd_request_duration_seconds", "etcd requests of the VIP's worker, by method.",
+                                        labels=VIP_LABELS + ["method"])
+        etcd_errors = CounterMetricFamily("link_vip_etcd_errors", "Failed etcd requests, by method and kind "
+                                          "(unavailable, refused, lease_not_found).", labels=VIP_LABELS + ["method", "kind"])
+        renewals = CounterMetricFamily("link_vip_lease_renewals", "Successful refreshes of the VIP's etcd lease.", labels=VIP_LABELS)
+        grants = CounterMetricFamily("link_vip_lease_grants", "etcd leases granted to the VIP's worker.", labels=VIP_LABELS)
+        for vip in vips:
+            labels = [str(vip.get("id", "")), str(vip.get("ip", ""))]
+            for name in STATES:
+                state.add_metric(labels + [name], 1 if vip.get("status") == name else 0)
+            last = _number(vip.get("since"))
+            since.add_metric(labels, max(0.0, now - last))
+            changed.add_metric(labels, last)
+            respawns.add_metric(labels, _number(vip.get("restarts")))
+            numbers = _mapping(vip.get("metrics"))
+            for event, count in sorted(_mapping(numbers.get("transitions")).items()):
+                transitions.add_metric(labels + [str(event)], _number(count))
+            packets.add_metric(labels, _number(numbers.get("announce_packets")))
+            health = _mapping(numbers.get("health"))
+            results = _mapping(health.get("results"))
+            for outcome in ("pass", "fail"):
+                checks.add_metric(labels + [outcome], _number(results.get(outcome)))
+            check_time.add_metric(labels, count_value=int(_number(health.get("count"))), sum_value=_number(health.get("seconds")))
+            etcd = _mapping(numbers.get("etcd"))
+            seconds = _mapping(etcd.get("seconds"))
+            for method, count in sorted(_mapping(etcd.get("requests")).items()):
+                etcd_time.add_metric(labels + [str(method)], count_value=int(_number(count)),
+                                     sum_value=_number(seconds.get(method)))
+            for method, kinds in sorted(_mapping(etcd.get("errors")).items()):
+                for kind, count in sorted(_mapping(kinds).items()):
+                    etcd_errors.add_metric(labels + [str(method), str(kind)], _number(count))
+            renewals.add_metric(labels, _number(etcd.get("lease_renewals")))
+            grants.add_metric(labels, _number(etcd.get("lease_grants")))
+        yield from (state, since, changed, respawns, transitions, packets, checks, check_time, etcd_time, etcd_errors,
+                    renewals, grants)
+
+
+def render(answer: Mapping[str, Any], version: str, clock: Callable[[], float] = time.time) -> bytes:
+    """The Prometheus text exposition of one `metrics` answer."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LinkCollector(answer, version, clock))  # type: ignore[arg-type]
+    return generate_latest(registry)

@@ -1,0 +1,60 @@
+"""How a VIP is put in place on the host that wins it: pluggable binders, one per VIP.
+
+* `arp` (`ArpBinder`): the VIP on INTERFACE with netlink, announced with gratuitous ARP
+  (IPv4) or unsolicited NA (IPv6); put back if someone removes it while ACTIVATED.
+* `command` (`CommandBinder`): the user's programs run on activate, deactivate and
+  periodically while active (ensure), e.g. to move a cloud provider's floating IP.
+* `webhook` (`WebhookBinder`): a signed HTTP POST on each activation and deactivation.
+
+The worker's state machine calls `activate()` on entering ACTIVATED, `deactivate()` on leaving
+it, `ensure()` on every cycle while ACTIVATED, `run_due()` when `next_due()` says so, and
+`close()` at the end. `status()` is what the API shows as `binder_status`. The command and
+webhook binders run their actions on a thread of their own (`runner.ActionRunner`): none of
+these calls waits on the user's program or web server.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from link.config import Config
+from link.vip import VipSpec
+
+
+class Binder(Protocol):
+    kind: str
+
+    def activate(self, reason: str) -> None:
+        """Put the VIP in place here (entering ACTIVATED, or asserting it again after an etcd outage)."""
+
+    def deactivate(self, state: str, reason: str) -> None:
+        """Take it away from here (entering STANDBY or FAILING, or stopping)."""
+
+    def ensure(self) -> None:
+        """Called on each election cycle while ACTIVATED: put the VIP back if it went away."""
+
+    def next_due(self) -> float | None:
+        """When `run_due()` has something to do (time.monotonic()), or None."""
+
+    def run_due(self) -> None: ...
+
+    def status(self) -> dict:
+        """{"ok", "action", "error", "attempts", "since"}: the last action's outcome."""
+
+    def close(self, wait: float = 0.0) -> None:
+        """Let a pending action have one last attempt (at most `wait` seconds), then release everything."""
+
+
+def make_binder(config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int]) -> Binder:
+    """The binder `spec` asks for. `wake` tells the worker's loop the status changed;
+    `priority` gives the VIP's current priority (for the command's environment)."""
+    if spec.binder == "command":
+        from link.worker.binders.command import CommandBinder
+
+        return CommandBinder(config, spec, wake, priority)
+    if spec.binder == "webhook":
+        from link.worker.binders.webhook import WebhookBinder
+
+        return WebhookBinder(config, spec, wake)
+    from link.worker.binders.arp import ArpBinder
+
+    return ArpBinder(config.interface, spec.ip, config.arp_gratuitous_count, config.arp_gratuitous_interval)

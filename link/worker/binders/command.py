@@ -1,0 +1,168 @@
+"""The `command` binder: the user's programs put the VIP in place (e.g. a cloud floating IP).
+
+`{"activate": [argv], "deactivate": [argv], "ensure": [argv] or null, "timeout": s,
+"ensure_interval": s}`. Programs run without a shell, with the agent's environment (minus
+PASSWORD) and LINK_* variables describing the VIP (`environment()`). A non-zero exit, a
+timeout or a program that cannot start is a failed attempt, retried with backoff
+(`runner.ActionRunner`). `ensure`, while ACTIVATED, runs every `ensure_interval` seconds; when it
+fails, `activate` runs again.
+
+Run from the worker, which holds a gRPC channel: subprocess uses vfork+exec here (no
+preexec_fn), so the child runs no Python and touches none of the worker's gRPC state.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Callable, Mapping
+
+from link.config import Config
+from link.vip import VipSpec
+from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_ENSURE_INTERVAL = 30.0
+HIDDEN_VARIABLES = ("PASSWORD",)  # the API's password is no business of the user's programs
+
+
+def environment(base: Mapping[str, str], *, vip: str, vip_id: str, hostname: str, interface: str, action: str,
+                state: str, reason: str, priority: int, attempt: int) -> dict[str, str]:
+    """What a binder program finds in its environment (documented in the README)."""
+    iface = ipaddress.ip_interface(vip)
+    env = {k: v for k, v in base.items() if k not in HIDDEN_VARIABLES}
+    env.update({
+        "LINK_ACTION": action,  # activate, deactivate or ensure
+        "LINK_VIP": vip,  # 198.51.100.50/32
+        "LINK_VIP_ADDRESS": iface.ip.compressed,  # 198.51.100.50
+        "LINK_VIP_PREFIXLEN": str(iface.network.prefixlen),
+        "LINK_VIP_FAMILY": str(iface.version),  # 4 or 6
+        "LINK_VIP_ID": vip_id,
+        "LINK_HOSTNAME": hostname,
+        "LINK_INTERFACE": interface,
+        "LINK_STATE": state,  # ACTIVATED, STANDBY or FAILING: the state the VIP is entering
+        "LINK_REASON": reason,
+        "LINK_PRIORITY": str(priority),
+        "LINK_ATTEMPT": str(attempt),  # 1 on the first try, then 2, 3... while retried
+    })
+    return env
+
+
+def summarize(output: bytes) -> str:
+    text = output.decode(errors="replace").strip().replace("\r", "").replace("\n", " | ")
+    return text[:MAX_ERROR] + ("…" if len(text) > MAX_ERROR else "")
+
+
+class CommandBinder:
+    kind = "command"
+
+    def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int], *,
+                 base_env: Mapping[str, str] | None = None, runner_options: dict | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        settings = spec.command or {}
+        self.vip, self.vip_id = spec.ip, spec.id
+        self.hostname, self.interface = config.hostname, config.interface
+        self.argv = {name: list(settings[name]) for name in ("activate", "deactivate", "ensure") if settings.get(name)}
+        self.timeout = float(settings.get("timeout") or DEFAULT_TIMEOUT)
+        self.ensure_interval = float(settings.get("ensure_interval") or DEFAULT_ENSURE_INTERVAL)
+        self._priority = priority
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._clock = clock
+        self._active = False  # the desired state: activate asked last
+        self._next_ensure = 0.0
+        self._proc_lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.runner = ActionRunner(self._perform, wake, label=f"{self.vip}: command binder: ", **(runner_options or {}))
+
+    # -- the worker's side ----------------------------------------------------------------
+    def _action(self, name: str, state: str, reason: str) -> Action:
+        return Action(name, state, reason, {"priority": self._priority()})
+
+    def activate(self, reason: str = "") -> None:
+        self._active = True
+        self._next_ensure = self._clock() + self.ensure_interval
+        self.runner.submit(self._action("activate", "ACTIVATED", reason))
+
+    def deactivate(self, state: str = "STANDBY", reason: str = "") -> None:
+        # Only a VIP this worker activated is deactivated: a host that boots as a standby
+        # runs nothing (its deactivate could undo what the holder's activate did).
+        if not self._active:
+            return
+        self._active = False
+        self.runner.submit(self._action("deactivate", state, reason))
+
+    def ensure(self) -> None:
+        if not self._active or "ensure" not in self.argv or self._clock() < self._next_ensure:
+            return
+        if self.runner.submit_if_idle(self._action("ensure", "ACTIVATED", "periodic ensure")):
+            self._next_ensure = self._clock() + self.ensure_interval
+
+    def next_due(self) -> float | None:
+        return None  # the runner's thread keeps its own time
+
+    def run_due(self) -> None:
+        pass
+
+    def status(self) -> dict:
+        return self.runner.status()
+
+    def close(self, wait: float = 0.0) -> None:
+        if not self.runner.close(wait):
+            with self._proc_lock:
+                proc = self._proc
+            if proc is not None and proc.poll() is None:
+                logger.warning("%s: binder program %d still running at stop: killed", self.vip, proc.pid)
+                _kill_group(proc)
+
+    # -- the runner's thread ----------------------------------------------------------------
+    def _perform(self, action: Action, attempt: int) -> None:
+        argv = self.argv.get(action.name)
+        if argv is None:
+            return  # no such program configured (a missing ensure): nothing to do
+        env = environment(
+            self._base_env, vip=self.vip, vip_id=self.vip_id, hostname=self.hostname, interface=self.interface,
+            action=action.name, state=action.state, reason=action.reason,
+            priority=int(action.context.get("priority", 0)), attempt=attempt,
+        )
+        try:
+            # No preexec_fn: vfork+exec. A session of its own, so a timeout kills the
+            # program's children too (a shell script's commands).
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    env=env, close_fds=True, start_new_session=True, cwd="/")
+        except OSError as exc:
+            raise ActionFailed(f"{action.name} could not start {argv[0]}: {exc.strerror or exc}") from None
+        with self._proc_lock:
+            self._proc = proc
+        try:
+            try:
+                output, _ = proc.communicate(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise ActionFailed(f"{action.name} timed out after {self.timeout:g}s") from None
+        finally:
+            with self._proc_lock:
+                self._proc = None
+        if proc.returncode != 0:
+            detail = summarize(output)
+            how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited {proc.returncode}"
+            raise ActionFailed(f"{action.name} {how}" + (f": {detail}" if detail else ""))
+        if output.strip():
+            logger.info("%s: %s said: %s", self.vip, action.name, summarize(output))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the program and its session (it is the leader: its pid is the group's id)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.communicate(timeout=1.0)  # reap it; a grandchild that escaped the group may hold the pipe
+    except subprocess.TimeoutExpired:
+        pass

@@ -1,0 +1,131 @@
+"""The `webhook` binder: a signed HTTP POST on each activation and deactivation.
+
+Body: `{"endpoint_id": <VIP id>, "ip": <VIP>, "status": "ACTIVATED"|"STANDBY"|"FAILING",
+"hostname": <host>}`. Headers: `X-Link-Timestamp` (Unix seconds) and `X-Link-Signature:
+sha256=<hex of HMAC-SHA256(secret, timestamp + "." + body)>`. Any 2xx is success; anything
+else, a 3xx included (redirects are never followed), an error or a timeout is a failed
+attempt, retried with backoff (`runner.ActionRunner`) with a fresh timestamp each time. The
+secret is never logged nor shown by the API.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import ssl
+import time
+from typing import Callable
+from urllib.parse import urlsplit
+
+from link import __version__
+from link.config import Config
+from link.vip import VipSpec
+from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
+TIMESTAMP_HEADER = "X-Link-Timestamp"
+SIGNATURE_HEADER = "X-Link-Signature"
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex>`: HMAC-SHA256 with the secret over `timestamp + "." + body`."""
+    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def payload(vip_id: str, vip: str, status: str, hostname: str) -> bytes:
+    return json.dumps({"endpoint_id": vip_id, "ip": vip, "status": status, "hostname": hostname}).encode("utf-8")
+
+
+def post(url: str, secret: str, body: bytes, timeout: float, now: Callable[[], float] = time.time,
+         context: ssl.SSLContext | None = None) -> int:
+    """POST the signed body; the answer's status if 2xx, else ActionFailed."""
+    parts = urlsplit(url)
+    timestamp = str(int(now()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"link/{__version__}",
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: signature(secret, timestamp, body),
+        "Connection": "close",
+    }
+    host = parts.hostname or ""  # validated when the VIP was added: never empty
+    if parts.scheme == "https":
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            host, parts.port, timeout=timeout, context=context or ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        answer = response.read(4096)
+        status = response.status
+    except (OSError, http.client.HTTPException) as exc:
+        raise ActionFailed(f"POST {_where(parts)} failed: {type(exc).__name__}: {exc}"[:MAX_ERROR + 60]) from None
+    finally:
+        conn.close()
+    if 200 <= status < 300:
+        return status
+    if 300 <= status < 400:
+        raise ActionFailed(f"POST {_where(parts)} answered {status}: redirects are not followed")
+    text = answer.decode(errors="replace").strip().replace("\n", " ")[:MAX_ERROR]
+    raise ActionFailed(f"POST {_where(parts)} answered {status}" + (f": {text}" if text else ""))
+
+
+def _where(parts) -> str:
+    # Scheme, host and path only: a query string may carry a token.
+    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
+
+
+class WebhookBinder:
+    kind = "webhook"
+
+    def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], *, runner_options: dict | None = None) -> None:
+        settings = spec.webhook or {}
+        self.url = str(settings["url"])
+        self._secret = str(settings["secret"])
+        self.timeout = float(settings.get("timeout") or DEFAULT_TIMEOUT)
+        self.vip, self.vip_id, self.hostname = spec.ip, spec.id, config.hostname
+        self._active = False
+        self.runner = ActionRunner(self._perform, wake, label=f"{self.vip}: webhook binder: ", **(runner_options or {}))
+
+    def __repr__(self) -> str:
+        return f"WebhookBinder({self.vip}, {self.url!r})"  # not the secret
+
+    def activate(self, reason: str = "") -> None:
+        self._active = True
+        self.runner.submit(Action("activate", "ACTIVATED", reason))
+
+    def deactivate(self, state: str = "STANDBY", reason: str = "") -> None:
+        if not self._active:
+            return  # never activated here: nothing to take back
+        self._active = False
+        self.runner.submit(Action("deactivate", state, reason))
+
+    def ensure(self) -> None:
+        pass
+
+    def next_due(self) -> float | None:
+        return None
+
+    def run_due(self) -> None:
+        pass
+
+    def status(self) -> dict:
+        return self.runner.status()
+
+    def close(self, wait: float = 0.0) -> None:
+        self.runner.close(wait)
+
+    def _perform(self, action: Action, attempt: int) -> None:
+        body = payload(self.vip_id, self.vip, action.state, self.hostname)
+        try:
+            status = post(self.url, self._secret, body, self.timeout)
+        except ActionFailed as exc:
+            raise ActionFailed(f"{action.name} ({action.state}): {exc}") from None
+        logger.info("%s: webhook told %s (%s, answer %d)", self.vip, action.state, action.name, status)

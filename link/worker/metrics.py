@@ -1,0 +1,73 @@
+"""What a worker counts for the metrics, kept in plain numbers and sent to the supervisor.
+
+No metrics library in the worker: the counters are a few dicts, copied into a small dict
+that rides along with each state report and, at most every PUSH_INTERVAL seconds, in a
+`{"type": "metrics"}` message. The supervisor keeps the latest per VIP; the API process
+renders them (`link.api.metrics`). Counting is a dict update, so the main loop stays cheap.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from link.checks import CheckResult
+
+PUSH_INTERVAL = 2.0  # seconds between two metrics messages to the supervisor
+
+
+class WorkerMetrics:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, interval: float = PUSH_INTERVAL) -> None:
+        self.clock = clock
+        self.interval = interval
+        self.transitions: dict[str, int] = {}
+        self.health_results: dict[str, int] = {"pass": 0, "fail": 0}
+        self.health_seconds = 0.0
+        self.health_count = 0
+        self._last_push = clock()
+
+    def transition(self, event: str | None) -> None:
+        key = event or "none"
+        self.transitions[key] = self.transitions.get(key, 0) + 1
+
+    def health_round(self, results: Sequence[CheckResult]) -> None:
+        for result in results:
+            outcome = "pass" if result.ok else "fail"
+            self.health_results[outcome] += 1
+            self.health_seconds += result.seconds
+            self.health_count += 1
+
+    def due(self) -> bool:
+        """Whether a metrics message should go now (and, if so, counts it as sent)."""
+        now = self.clock()
+        if now - self._last_push < self.interval:
+            return False
+        self._last_push = now
+        return True
+
+    def snapshot(self, etcd: Mapping[str, Any] | None, packets: int) -> dict[str, Any]:
+        """The numbers as one plain dict (what goes over the pipe)."""
+        self._last_push = self.clock()
+        return {
+            "transitions": dict(self.transitions),
+            "announce_packets": packets,
+            "health": {"results": dict(self.health_results), "seconds": self.health_seconds, "count": self.health_count},
+            "etcd": dict(etcd or {}),
+        }
+
+
+def add(base: Mapping[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
+    """Two snapshots summed key by key (numbers added, dicts merged the same way).
+
+    The supervisor folds a dead worker's last numbers into the VIP's base, so the counters of a
+    VIP keep growing across respawns instead of falling back to zero.
+    """
+    out: dict[str, Any] = dict(base)
+    for key, value in more.items():
+        mine = out.get(key)
+        if isinstance(value, Mapping):
+            out[key] = add(mine if isinstance(mine, Mapping) else {}, value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = (mine if isinstance(mine, (int, float)) and not isinstance(mine, bool) else 0) + value
+        else:
+            out[key] = value
+    return out
