@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import logging
+import time
 
-from link.netlink import AddressBinder
+from link.netlink import AddressBinder, AddressEvents
 from link.worker.announce import Announcer
 from link.worker.binders.runner import idle_status, iso_now
 
 logger = logging.getLogger(__name__)
+
+FULL_CHECK_EVERY = 10.0  # seconds: a dump even without a notification, should one be missed
 
 
 class ArpBinder:
@@ -18,10 +21,12 @@ class ArpBinder:
         self.vip = vip
         self.address = AddressBinder(ifname, vip)
         try:
+            self.events = AddressEvents()
             self.announcer = Announcer(ifname, vip, self.address.mac(), count, interval)
         except BaseException:
             self.address.close()
             raise
+        self._checked_at = 0.0
         self._status = idle_status()
 
     def _done(self, action: str) -> None:
@@ -35,7 +40,13 @@ class ArpBinder:
         self._done("activate")
 
     def ensure(self) -> None:
-        """Bound again (and announced) if someone removed the VIP from the interface."""
+        """Bound again (and announced) if someone removed the VIP from the interface.
+
+        Looked at only when an address of this host changed (or every FULL_CHECK_EVERY s)."""
+        now = time.monotonic()
+        if not self.events.changed() and now - self._checked_at < FULL_CHECK_EVERY:
+            return
+        self._checked_at = now
         if not self.address.is_bound():
             self.address.bind()
             logger.warning("%s was removed from %s by someone else: bound it again", self.vip, self.ifname)
@@ -60,7 +71,7 @@ class ArpBinder:
         return self.address.is_bound()
 
     def close(self, wait: float = 0.0) -> None:
-        for closable in (self.announcer, self.address):
+        for closable in (self.announcer, self.address, self.events):
             try:
                 closable.close()
             except Exception:
