@@ -28,9 +28,16 @@ class HealthMonitor:
         self._stop = threading.Event()
         self._changed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="health", daemon=True)
+        self._started = False
 
     def start(self) -> None:
-        self._thread.start()
+        """Start checking; a VIP without checks gets no thread until it is given some."""
+        self._started = True
+        self._start_thread_if_needed()
+
+    def _start_thread_if_needed(self) -> None:
+        if self._started and self._checks and self._thread.ident is None and not self._stop.is_set():
+            self._thread.start()
 
     def replace(self, checks: list[dict], interval: float) -> None:
         """New checks take effect at once, without touching the VIP."""
@@ -38,6 +45,7 @@ class HealthMonitor:
             self._checks, self._interval = list(checks), interval
             self._results.clear()
         self._changed.set()
+        self._start_thread_if_needed()
 
     def _loop(self) -> None:
         # Bounded by the worker's life: ends when stop() is called.

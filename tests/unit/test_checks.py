@@ -124,3 +124,21 @@ def test_a_success_in_between_resets_the_count():
     judge.judge([result(False)])
     judge.judge([result(True)])
     assert judge.judge([result(False)])[0] is None
+
+
+def test_a_vip_without_checks_has_no_health_thread_until_it_gets_some():
+    import threading
+
+    from link.worker.health import HealthMonitor
+
+    woken = threading.Event()
+    monitor = HealthMonitor([], 0.05, 1.0, woken.set)
+    monitor.start()
+    try:
+        assert monitor._thread.ident is None
+        monitor.replace([{"type": "EXEC", "command": ["/bin/true"]}], 0.05)
+        assert woken.wait(5), "the checks added later never ran"
+        results = monitor.take_results()
+        assert results and results[0][0].ok
+    finally:
+        monitor.stop()
