@@ -86,14 +86,19 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def setup(tmp_path, monkeypatch):
+def booted_arbiter(tmp_path, monkeypatch):
+    """A real Arbiter over fake process calls, booted with an empty STATE_DIR."""
     monkeypatch.setattr(arbiter_mod, "setproctitle", lambda title: None)
     config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "STATE_DIR": str(tmp_path)})
     ops, clock = FakeOps(), Clock()
     arb = Arbiter(config, VipStore(str(tmp_path)), ops, clock=clock)
     arb.boot()
     return arb, ops, clock
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    return booted_arbiter(tmp_path, monkeypatch)
 
 
 def request(arb, ops, op, **args):

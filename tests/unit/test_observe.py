@@ -6,25 +6,18 @@ import signal
 
 import pytest
 
-from link.config import load
-from link.supervisor import arbiter as arbiter_mod
 from link.supervisor import records
-from link.supervisor.arbiter import MAX_BOOT_FAILURES, Arbiter
-from link.supervisor.store import VipStore
+from link.supervisor.arbiter import MAX_BOOT_FAILURES
 from link.worker.main import EXIT_BOOT_FAILED
 from link.worker.metrics import add
-from tests.unit.test_arbiter import Clock, FakeOps, request
+from tests.unit.test_arbiter import booted_arbiter, request
 
 VIP = "198.51.100.50/32"
 
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    monkeypatch.setattr(arbiter_mod, "setproctitle", lambda title: None)
-    config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "STATE_DIR": str(tmp_path)})
-    ops, clock = FakeOps(), Clock()
-    arb = Arbiter(config, VipStore(str(tmp_path)), ops, clock=clock)
-    arb.boot()
+    arb, ops, clock = booted_arbiter(tmp_path, monkeypatch)
     vip_id = request(arb, ops, "add", ip=VIP)["result"]["id"]
     return arb, ops, clock, vip_id
 
