@@ -31,6 +31,16 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 2000),
 ]
 
+# After a failure the next member of ETCD_HOSTS is tried at once, until each was tried. Then
+# the channel is replaced only after this many unavailable calls in a row, once it is old
+# enough: 2 deadlines, doubling with each replacement that did not help, at most 6 (two
+# leases). Replacing it on every failure killed connection attempts that were merely slow (a
+# busy host, hundreds of workers connecting at once), and the next attempt was killed the
+# same way: a slow etcd was never reached again.
+ROTATE_AFTER_FAILURES = 2
+ROTATE_MIN_AGE_DEADLINES = 2.0
+ROTATE_MAX_AGE_DEADLINES = 6.0
+
 _UNAVAILABLE_CODES = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -52,13 +62,15 @@ def quiet_grpc_polling() -> None:
         grpc_common.MAXIMUM_WAIT_TIMEOUT = 5.0
 
 
-def translate(exc: grpc.RpcError) -> EtcdError:
+def translate(exc: grpc.RpcError, tls: bool = False) -> EtcdError:
     """The one place that decides what a gRPC failure from etcd means."""
     code = exc.code() if hasattr(exc, "code") else None
     details = (exc.details() if hasattr(exc, "details") else "") or str(code)
     if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
         return LeaseNotFound(details)
-    if "CERTIFICATE_VERIFY_FAILED" in details or "handshake" in details.lower():
+    lowered = details.lower()
+    # Only over TLS: a plain connection's "tcp handshaker shutdown" is no certificate problem.
+    if tls and ("certificate" in lowered or "ssl" in lowered or "tls" in lowered):
         return EtcdUnavailable(
             "TLS handshake with etcd failed (is ETCD_CACERT the CA of the etcd members, and are "
             f"ETCD_TLS_CERT/ETCD_TLS_KEY a client certificate they trust?): {details}"
@@ -142,6 +154,9 @@ class GrpcEtcd:
         self._watch_lock = threading.Lock()
         self._watch_restart = False
         self._keepalive: KeepAliveStream | None = None
+        self._failures = 0  # unavailable calls in a row on this channel
+        self._rotations = 0  # channels replaced since the last call that succeeded
+        self._opened = 0.0
         self.stats = CallStats()
         self._connect()
 
@@ -160,12 +175,14 @@ class GrpcEtcd:
             self._channel = grpc.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
         else:
             self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._opened = time.monotonic()
+        self._failures = 0
         self._kv = etcdrpc.KVStub(self._channel)
         self._lease = etcdrpc.LeaseStub(self._channel)
         self._watcher = etcdrpc.WatchStub(self._channel)
 
     def _rotate(self) -> None:
-        """After a failure, a fresh channel: to the next member, or to the same single one.
+        """After repeated failures, a fresh channel: to the next member, or to the same single one.
 
         Fresh even for a single member: Debian 12's grpc 1.51 does not recover a channel whose
         connection attempts failed while etcd was down (later attempts time out "before
@@ -183,17 +200,36 @@ class GrpcEtcd:
         if old is not None:
             old.close()
 
+    def _unavailable(self) -> None:
+        """A call found etcd unavailable: replace the channel if it keeps failing."""
+        self._failures += 1
+        others = len(self._endpoints) - 1
+        if self._rotations < others:  # another member may answer: try it now
+            self._rotations += 1
+            self._rotate()
+            return
+        backoff = self._rotations - others
+        age = min(ROTATE_MAX_AGE_DEADLINES, ROTATE_MIN_AGE_DEADLINES * 2 ** backoff) * self._deadline
+        if self._failures >= ROTATE_AFTER_FAILURES and time.monotonic() - self._opened >= age:
+            self._rotations += 1
+            self._rotate()
+
+    def _succeeded(self) -> None:
+        self._failures = 0
+        self._rotations = 0
+
     def _call(self, method: Callable, request: object) -> object:
         name = type(request).__name__.removesuffix("Request")  # RangeRequest -> Range
         start = time.monotonic()
         try:
             response = method(request, timeout=self._deadline)
         except grpc.RpcError as exc:
-            error = translate(exc)
+            error = translate(exc, self._tls is not None)
             self.stats.record(name, time.monotonic() - start, error)
             if isinstance(error, EtcdUnavailable):
-                self._rotate()
+                self._unavailable()
             raise error from None
+        self._succeeded()
         self.stats.record(name, time.monotonic() - start)
         return response
 
@@ -216,11 +252,12 @@ class GrpcEtcd:
             response = self._keepalive.refresh(lease_id, self._deadline)
             if response.TTL <= 0:
                 raise LeaseNotFound(f"lease {lease_id:x} expired")
+            self._succeeded()
             self.stats.record("LeaseKeepAlive", time.monotonic() - start)
             self.stats.lease_renewals += 1
             return response.TTL
         except grpc.RpcError as exc:
-            error = translate(exc)
+            error = translate(exc, self._tls is not None)
         except (TimeoutError, EOFError) as exc:
             error = EtcdUnavailable(f"keepalive: {exc}")
         except EtcdError as exc:
@@ -228,7 +265,7 @@ class GrpcEtcd:
             raise
         self.stats.record("LeaseKeepAlive", time.monotonic() - start, error)
         if isinstance(error, EtcdUnavailable):
-            self._rotate()
+            self._unavailable()
         raise error
 
     def revoke_lease(self, lease_id: int) -> None:
@@ -331,7 +368,7 @@ class GrpcEtcd:
                         callbacks[response.watch_id]()
             except grpc.RpcError as exc:
                 if not self._closing.is_set() and exc.code() != grpc.StatusCode.CANCELLED:
-                    logger.debug("etcd watch broken: %s", translate(exc))
+                    logger.debug("etcd watch broken: %s", translate(exc, self._tls is not None))
             finally:
                 self._watch_ready.clear()
                 stop.set()
