@@ -14,47 +14,52 @@ import socket
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from link.rtnl import AddressLifetime
+
 logger = logging.getLogger(__name__)
-
-# Without it an IPv6 address stays "tentative" for the duplicate address detection (about 1 s)
-# and cannot be used: a failover must not wait for it.
-IFA_F_NODAD = 0x02
-
 
 class InterfaceMissing(RuntimeError):
     pass
 
 
 class AddressBinder:
-    """The VIP on one interface: bind, unbind, is it there."""
+    """The VIP on one interface: bind (with a lifetime, or for ever), refresh, unbind, is it there.
 
-    def __init__(self, ifname: str, vip: str) -> None:
+    A VIP bound with a lifetime disappears by itself unless `refresh()` is called in time
+    (link.rtnl says why); adding and refreshing go through link.rtnl, the rest through pyroute2.
+    """
+
+    def __init__(self, ifname: str, vip: str, lifetime: int | None = None) -> None:
         iface = ipaddress.ip_interface(vip)
         self.ifname = ifname
         self.address = iface.ip.compressed
         self.prefixlen = iface.network.prefixlen
         self.family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
+        self.lifetime = lifetime
         self._ipr = IPRoute()
         found = self._ipr.link_lookup(ifname=ifname)
         if not found:
             self._ipr.close()
             raise InterfaceMissing(f"interface {ifname!r} does not exist")
         self.index: int = found[0]
+        try:
+            self._requests = AddressLifetime(self.index, vip)
+        except BaseException:
+            self._ipr.close()
+            raise
 
     def mac(self) -> str:
         link = self._ipr.get_links(self.index)[0]
         return str(link.get_attr("IFLA_ADDRESS"))
 
     def bind(self) -> bool:
-        """Add the VIP; False if it was already there."""
-        extra = {"flags": IFA_F_NODAD} if self.family == socket.AF_INET6 else {}
-        try:
-            self._ipr.addr("add", index=self.index, address=self.address, prefixlen=self.prefixlen, **extra)
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
-                return False
-            raise
-        return True
+        """Add the VIP (IPv6 without duplicate address detection: a failover must not wait
+        for it); False if it was already there, its lifetime then refreshed."""
+        return self._requests.add(self.lifetime)
+
+    def refresh(self) -> None:
+        """A new lifetime for the VIP (added again if it went away)."""
+        self._requests.refresh(self.lifetime)
 
     def unbind(self) -> bool:
         """Remove the VIP; False if it was not there."""
@@ -67,40 +72,8 @@ class AddressBinder:
         return False
 
     def close(self) -> None:
+        self._requests.close()
         self._ipr.close()
-
-
-class AddressEvents:
-    """Tells whether any address of this host changed since the last look.
-
-    A raw netlink socket subscribed to address notifications; nothing is parsed: any message
-    (or an overflow) means "look again". Checking the VIP with a netlink dump through pyroute2
-    costs ~2 ms of CPU; doing it only after a change keeps an idle holder cheap.
-    """
-
-    GROUPS = 0x10 | 0x100  # RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
-
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 0)  # NETLINK_ROUTE
-        self._sock.bind((0, self.GROUPS))
-
-    def changed(self) -> bool:
-        seen = False
-        for _ in range(10000):  # bounded drain; what is left is seen next time
-            try:
-                if not self._sock.recv(65536):
-                    break
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                # Too many changes at once and some were lost: say "changed" all the same.
-            seen = True
-        return seen
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 def _delete(ipr: IPRoute, index: int, address: str, prefixlen: int) -> bool:

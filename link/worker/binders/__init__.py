@@ -1,7 +1,8 @@
 """How a VIP is put in place on the host that wins it: pluggable binders, one per VIP.
 
-* `arp` (`ArpBinder`): the VIP on INTERFACE with netlink, announced with gratuitous ARP
-  (IPv4) or unsolicited NA (IPv6); put back if someone removes it while ACTIVATED.
+* `arp` (`ArpBinder`): the VIP on INTERFACE with netlink, with a lifetime of one lease that
+  is refreshed every tick, announced with gratuitous ARP (IPv4) or unsolicited NA (IPv6);
+  put back if someone removes it while ACTIVATED.
 * `command` (`CommandBinder`): the user's programs run on activate, deactivate and
   periodically while active (ensure), e.g. to move a cloud provider's floating IP.
 * `webhook` (`WebhookBinder`): a signed HTTP POST on each activation and deactivation.
@@ -57,4 +58,7 @@ def make_binder(config: Config, spec: VipSpec, wake: Callable[[], None], priorit
         return WebhookBinder(config, spec, wake)
     from link.worker.binders.arp import ArpBinder
 
-    return ArpBinder(config.interface, spec.ip, config.arp_gratuitous_count, config.arp_gratuitous_interval)
+    # The address lives one lease unless refreshed, and is refreshed every tick: the same
+    # margin as the lease itself (a refresh may fail twice before it expires).
+    return ArpBinder(config.interface, spec.ip, config.arp_gratuitous_count, config.arp_gratuitous_interval,
+                     lifetime=config.lease_ttl, refresh_every=config.tick)

@@ -1,32 +1,47 @@
-"""The `arp` binder (the default, LinK's behaviour): netlink, then gratuitous ARP or NA."""
+"""The `arp` binder (the default, LinK's behaviour): netlink, then gratuitous ARP or NA.
+
+The VIP is bound with a lifetime of one lease and refreshed every tick while this host holds
+it: if the whole agent is SIGKILLed or frozen, the kernel removes the address about when the
+peers take the VIP over (link.rtnl). Its deletion by anyone else is seen at the next cycle,
+through a netlink socket that the kernel filters down to deletions on our interface.
+"""
 from __future__ import annotations
 
 import logging
 import time
 
-from link.netlink import AddressBinder, AddressEvents
+from link.netlink import AddressBinder
+from link.rtnl import DeletionWatch
 from link.worker.announce import Announcer
 from link.worker.binders.runner import idle_status, iso_now
 
 logger = logging.getLogger(__name__)
 
-FULL_CHECK_EVERY = 10.0  # seconds: a dump even without a notification, should one be missed
-
 
 class ArpBinder:
     kind = "arp"
 
-    def __init__(self, ifname: str, vip: str, count: int, interval: float) -> None:
+    def __init__(self, ifname: str, vip: str, count: int, interval: float, lifetime: int | None = None,
+                 refresh_every: float = 1.0, clock=time.monotonic) -> None:
         self.ifname = ifname
         self.vip = vip
-        self.address = AddressBinder(ifname, vip)
+        self.lifetime = lifetime
+        self.refresh_every = refresh_every
+        self.clock = clock
+        self.address = AddressBinder(ifname, vip, lifetime)
         try:
-            self.events = AddressEvents()
-            self.announcer = Announcer(ifname, vip, self.address.mac(), count, interval)
+            self.watch = DeletionWatch(self.address.index, vip)
+            try:
+                self.announcer = Announcer(ifname, vip, self.address.mac(), count, interval)
+            except BaseException:
+                self.watch.close()
+                raise
         except BaseException:
             self.address.close()
             raise
-        self._checked_at = 0.0
+        self.active = False
+        self._refreshed_at = 0.0
+        self._longest_gap = 0.0  # between two refreshes, since the last look at the watch
         self._status = idle_status()
 
     def _done(self, action: str) -> None:
@@ -35,34 +50,61 @@ class ArpBinder:
 
     def activate(self, reason: str = "") -> None:
         """Bind (if not bound yet) and start a round of announcements, the first at once."""
+        if not self.active:
+            self.watch.look()  # deletions seen while we did not hold it (our own unbinds) are old news
         self.address.bind()
+        self._refreshed_at = self.clock()
+        self._longest_gap = 0.0
+        self.active = True
         self.announcer.start()
         self._done("activate")
 
     def ensure(self) -> None:
-        """Bound again (and announced) if someone removed the VIP from the interface.
-
-        Looked at only when an address of this host changed (or every FULL_CHECK_EVERY s)."""
-        now = time.monotonic()
-        if not self.events.changed() and now - self._checked_at < FULL_CHECK_EVERY:
+        """On each cycle while ACTIVATED: bound again (and announced) if the VIP was deleted."""
+        verdict = self.watch.look()
+        gap, self._longest_gap = max(self._longest_gap, self.clock() - self._refreshed_at), 0.0
+        if verdict == DeletionWatch.NOTHING:
             return
-        self._checked_at = now
-        if not self.address.is_bound():
-            self.address.bind()
+        if verdict == DeletionWatch.OVERFLOW and self.address.is_bound():
+            return  # notifications were lost (a burst of deletions): it is there all the same
+        self.address.bind()
+        self._refreshed_at = self.clock()
+        if self.lifetime is not None and gap >= self.lifetime:
+            # A late refresh puts the address back by itself; the deletion tells it had expired.
+            logger.warning("%s: its lifetime ran out on %s (not refreshed for %.1fs: was this worker stalled?): "
+                           "bound it again", self.vip, self.ifname, gap)
+        else:
             logger.warning("%s was removed from %s by someone else: bound it again", self.vip, self.ifname)
-            self.announcer.start()
+        self.announcer.start()
 
     def deactivate(self, state: str = "", reason: str = "") -> None:
+        self.active = False
         self.announcer.cancel()
         if self.address.unbind():
             logger.info("%s unbound from %s", self.vip, self.ifname)
         self._done("deactivate")
 
+    def _refresh_due(self) -> float | None:
+        if not self.active or self.lifetime is None:
+            return None
+        return self._refreshed_at + self.refresh_every
+
     def next_due(self) -> float | None:
-        return self.announcer.next_due()
+        times = [t for t in (self.announcer.next_due(), self._refresh_due()) if t is not None]
+        return min(times, default=None)
 
     def run_due(self) -> None:
         self.announcer.run_due()
+        due = self._refresh_due()
+        if due is not None and self.clock() >= due:
+            self._longest_gap = max(self._longest_gap, self.clock() - self._refreshed_at)
+            try:
+                self.address.refresh()
+            except OSError as exc:
+                # Tried again at the next tick; if the address expires meanwhile, ensure()
+                # sees its deletion and binds it again.
+                logger.warning("%s: could not refresh the address lifetime: %s", self.vip, exc)
+            self._refreshed_at = self.clock()
 
     def status(self) -> dict:
         return dict(self._status)
@@ -71,7 +113,7 @@ class ArpBinder:
         return self.address.is_bound()
 
     def close(self, wait: float = 0.0) -> None:
-        for closable in (self.announcer, self.address, self.events):
+        for closable in (self.announcer, self.address, self.watch):
             try:
                 closable.close()
             except Exception:
