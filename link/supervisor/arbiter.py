@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import random
+import selectors
 import signal
 import time
 import uuid
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from setproctitle import setproctitle
@@ -64,6 +65,13 @@ class Arbiter:
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
+        # One selector for the supervisor's life, each pipe registered while it is open, with
+        # its VIP record as the key's data: hundreds of workers each report every few
+        # seconds, and rebuilding a selector over every pipe on each wake-up (what
+        # multiprocessing's wait() does) made the supervisor's cost grow with the square of
+        # the VIP count.
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
 
     # -- file descriptors a child must close ------------------------------------------------
     def open_fds(self) -> list[int]:
@@ -154,12 +162,27 @@ class Arbiter:
     def _set_title(self) -> None:
         setproctitle(f"link: supervisor {self.config.hostname} on {self.config.interface} ({len(self.vips)} vips)")
 
+    def _watch(self, conn: Connection, record: VipRecord | None) -> None:
+        self._selector.register(conn, selectors.EVENT_READ, record)
+
+    def _close(self, conn: Connection | None) -> None:
+        """Stop watching a pipe, then close it (in that order: a closed pipe has no fd)."""
+        if conn is None or conn.closed:
+            return
+        try:
+            self._selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
     def spawn_api(self) -> None:
         self.api_pid, self.api_conn = self.ops.spawn_api()
         self.api_started = self.clock()
+        self._watch(self.api_conn, None)
 
     def spawn_worker(self, record: VipRecord) -> None:
         record.pid, record.conn = self.ops.spawn_worker(record.spec)
+        self._watch(record.conn, record)
         record.worker_state = records.RUNNING
         record.started_at = self.clock()
         record.respawn_at = None
@@ -185,9 +208,8 @@ class Arbiter:
 
     def turn(self, max_wait: float = 1.0) -> bool:
         """One pass of the loop; False once the agent is done."""
-        conns = [c for c in [self.api_conn] + [r.conn for r in self.vips.values()] if c is not None and not c.closed]
-        ready = wait(conns + [self._wake_r], timeout=self._timeout(max_wait))
-        if self._wake_r in ready:
+        ready = [key for key, _ in self._selector.select(self._timeout(max_wait))]
+        if any(key.fileobj == self._wake_r for key in ready):
             try:
                 os.read(self._wake_r, 4096)
             except BlockingIOError:
@@ -196,8 +218,9 @@ class Arbiter:
             name = signal.Signals(self.signals.pop(0)).name.lower()
             getattr(self, f"handle_{name}")()
         # Worker reports first, so that API answers in the same turn reflect them.
-        for conn in sorted((c for c in ready if c is not self._wake_r), key=lambda c: c is self.api_conn):
-            self._read(conn)
+        pipes = [key for key in ready if key.fileobj != self._wake_r]
+        for key in sorted(pipes, key=lambda k: k.fileobj is self.api_conn):
+            self._read(key.fileobj, key.data)
         for pid, code in self.ops.reap():
             self.child_exited(pid, code)
         self.respawn_due()
@@ -206,27 +229,25 @@ class Arbiter:
 
     def _timeout(self, max_wait: float) -> float:
         now = self.clock()
-        times = [r.respawn_at for r in self.vips.values() if r.respawn_at is not None]
+        times = [r.respawn_at for r in self.by_respawn()]
         if self.stopping:
             times.append(self.stop_deadline)
         soonest = min(times, default=now + max_wait)
         return max(0.0, min(max_wait, soonest - now))
 
-    def _read(self, conn: Connection) -> None:
+    def _read(self, conn: Connection, record: VipRecord | None) -> None:
         for _ in range(1000):  # bounded drain; the rest waits for the next turn
             try:
-                if not conn.poll():
+                if conn.closed or not conn.poll():
                     return
                 message = conn.recv()
             except (EOFError, OSError):
-                conn.close()  # the process is gone; reaping tells how it ended
+                self._close(conn)  # the process is gone; reaping tells how it ended
                 return
             if conn is self.api_conn:
                 self.handle_request(message)
-            else:
-                record = next((r for r in self.vips.values() if r.conn is conn), None)
-                if record is not None:
-                    self.handle_worker_message(record, message)
+            elif record is not None and record.conn is conn:
+                self.handle_worker_message(record, message)
 
     # -- workers ----------------------------------------------------------------------------
     def handle_worker_message(self, record: VipRecord, message: dict) -> None:
@@ -271,8 +292,7 @@ class Arbiter:
         record = self.by_pid.pop(pid, None)
         if record is None:
             return
-        if record.conn is not None:
-            record.conn.close()
+        self._close(record.conn)
         record.pid, record.conn = None, None
         observe.worker_gone(record)
         for request_id in record.failover_waiters:
@@ -312,17 +332,20 @@ class Arbiter:
         observe.add_event(record, record.status, "worker_exited", f"worker {pid} exited ({record.error}); respawning in {delay:.2f}s",
                           frm=was)
 
+    def by_respawn(self) -> list[VipRecord]:
+        """The records waiting to be respawned (few: usually none)."""
+        return [r for r in self.vips.values() if r.respawn_at is not None]
+
     def respawn_due(self) -> None:
         if self.stopping:
             return
         now = self.clock()
-        for record in list(self.vips.values()):
-            if record.respawn_at is not None and now >= record.respawn_at:
+        for record in self.by_respawn():
+            if now >= record.respawn_at:
                 self.spawn_worker(record)
 
     def _api_exited(self, code: int) -> None:
-        if self.api_conn is not None:
-            self.api_conn.close()
+        self._close(self.api_conn)
         self.api_pid, self.api_conn = None, None
         if self.stopping:
             return

@@ -8,9 +8,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import selectors
 import signal
 import time
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import NoReturn
 
 from setproctitle import setproctitle
@@ -33,6 +34,7 @@ EXIT_OK = 0
 EXIT_BOOT_FAILED = 3
 PR_SET_PDEATHSIG = 1
 BINDER_STOP_WAIT = 5.0  # at stop, the longest a command/webhook binder's deactivate is waited for
+TRUSTED_CYCLES = 8  # cycles in a row that may trust the watch instead of reading the lock
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -125,30 +127,37 @@ class Worker:
         assert self.election is not None and self.binder is not None
         next_cycle = time.monotonic()
         self._report()
-        while not self.stopping:
-            due = min(next_cycle, self.binder.next_due() or next_cycle)
-            ready = wait([self.conn, self._wake_r], timeout=max(0.0, due - time.monotonic()))
-            if self.conn in ready:
-                self._read_commands()
-            if self._wake_r in ready:
-                try:
-                    os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
-                if self._lock_changed:
-                    self._lock_changed = False
-                    next_cycle = time.monotonic()  # the lock changed: look now, not at the next tick
-            if self.stopping:
-                break
-            self._judge_health()
-            now = time.monotonic()
-            if now >= next_cycle:
-                self.cycle()
-                next_cycle = now + self.config.tick
-            self.binder.run_due()
-            self._report_binder()
-            if self.metrics.due():
-                self._send_metrics()
+        # One selector for the worker's life: multiprocessing's wait() builds and tears down
+        # a new one on every call, a cost paid on every tick of every idle VIP.
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.conn, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self.stopping:
+                due = min(next_cycle, self.binder.next_due() or next_cycle)
+                ready = {key.fileobj for key, _ in selector.select(max(0.0, due - time.monotonic()))}
+                if self.conn in ready:
+                    self._read_commands()
+                if self._wake_r in ready:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    if self._lock_changed:
+                        self._lock_changed = False
+                        next_cycle = time.monotonic()  # the lock changed: look now, not at the next tick
+                if self.stopping:
+                    break
+                self._judge_health()
+                now = time.monotonic()
+                if now >= next_cycle:
+                    # Due work first (the address lifetime): a cycle may wait on a slow etcd.
+                    self.binder.run_due()
+                    self.cycle()
+                    next_cycle = now + self.config.tick
+                self.binder.run_due()
+                self._report_binder()
+                if self.metrics.due():
+                    self._send_metrics()
 
     def _judge_health(self) -> None:
         for results in self.health.take_results():
@@ -173,8 +182,10 @@ class Worker:
         assert self.election is not None
         eligible = self.fsm.state is not State.FAILING and time.monotonic() >= self.hold_off_until
         # An idle VIP only refreshes its lease while the watch vouches for the lock; it still
-        # reads the lock once per lease period, should a watch ever miss a change.
-        trust = self.etcd is not None and self.etcd.watch_healthy and not self._lock_dirty and self._trusted_reads < 3
+        # reads the lock every TRUSTED_CYCLES + 1 cycles (three leases), should a watch ever
+        # miss a change. Each read is an etcd request: at hundreds of VIPs they add up.
+        trust = (self.etcd is not None and self.etcd.watch_healthy and not self._lock_dirty
+                 and self._trusted_reads < TRUSTED_CYCLES)
         self._lock_dirty = False
         self._trusted_reads = self._trusted_reads + 1 if trust else 0
         result = self._apply_fault_policy(

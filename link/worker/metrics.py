@@ -12,7 +12,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from link.checks import CheckResult
 
-PUSH_INTERVAL = 2.0  # seconds between two metrics messages to the supervisor
+# Seconds between two metrics messages to the supervisor. Every message wakes the supervisor
+# (hundreds of workers on a host); state reports carry fresh numbers in between.
+PUSH_INTERVAL = 5.0
 
 
 class WorkerMetrics:
