@@ -25,7 +25,7 @@ setup(
         "psutil>=5.9",
         "prometheus-client>=0.16",
     ],
-    extras_require={"test": ["pytest>=7", "schemathesis>=4"]},
+    extras_require={"test": ["pytest>=7", "schemathesis>=4", "matplotlib>=3.6"]},  # matplotlib: the benchmarks' plots
     entry_points={
         "console_scripts": [
             "link-agent=link.agent:main",

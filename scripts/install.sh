@@ -4,8 +4,12 @@
 # Idempotent: a second run only checks. Quiet, but a failing step prints its log and exits non-zero.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/apt-packages.sh
 
-packages=(etcd-server etcd-client iproute2 tcpdump iputils-ping procps openssl python3 python3-venv)
+# keepalived is the benchmarks' reference (their smoke test is in the suite); Debian's own
+# Python libraries are what the .deb runs on, and what the benchmarks run agents on.
+packages=(etcd-server etcd-client iproute2 tcpdump iputils-ping procps openssl python3 python3-venv keepalived
+          "${DEBIAN_PYTHON_LIBS[@]}")
 log=$(mktemp -t link-install.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
@@ -23,16 +27,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "install.sh: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  step "apt-get update" apt-get update -q
-  step "apt-get install ${missing[*]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+apt_install_missing install.sh "${packages[@]}"
 for tool in /usr/bin/etcd ip tcpdump ping ps python3; do
   command -v "$tool" >/dev/null || { echo "install.sh: $tool is missing after the install" >&2; exit 1; }
 done
@@ -49,5 +44,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
   step "pip install -e '.[test]'" .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[test]'
   echo "$want" >"$stamp"
 fi
-step "import check" .venv/bin/python -c "import link, link.config, pytest, etcd3, pyroute2, scapy, psutil, prometheus_client"
+step "import check" .venv/bin/python -c "import link, link.config, pytest, etcd3, pyroute2, scapy, psutil, prometheus_client, matplotlib"
 [ -x .venv/bin/link-agent ] || { echo "install.sh: .venv/bin/link-agent is missing" >&2; exit 1; }

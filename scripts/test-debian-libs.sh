@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
+. scripts/apt-packages.sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 PYTHONNOUSERSITE=1
 unset PYTHONHOME PYTHONPATH VIRTUAL_ENV
 
@@ -31,22 +32,11 @@ done
 
 die() { echo "test-debian-libs.sh: $*" >&2; exit 1; }
 
-packages=(python3-etcd3 python3-protobuf python3-grpcio python3-pyroute2 python3-scapy python3-bottle
-          python3-waitress python3-setproctitle python3-psutil python3-prometheus-client python3-pytest)
+packages=("${DEBIAN_PYTHON_LIBS[@]}" python3-pytest)
 if [ "$lab" = 1 ]; then
   packages+=(python3-venv etcd-server iproute2 tcpdump iputils-ping procps)
 fi
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  [ "$(id -u)" -eq 0 ] || die "missing Debian packages (${missing[*]}): run as root"
-  echo "test-debian-libs.sh: apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_install_missing test-debian-libs.sh "${packages[@]}"
 
 # Each library must be Debian's (/usr/lib/python3/dist-packages), not a pip install in
 # /usr/local or ~/.local that would shadow it.

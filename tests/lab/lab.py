@@ -68,8 +68,18 @@ def host_mac(index: int) -> str:
 CLIENT_MAC = "02:00:00:00:02:01"
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def agent_command() -> list[str]:
-    """The agent as installed next to the running interpreter (the venv's console script)."""
+    """The agent as installed next to the running interpreter (the venv's console script), or
+    this checkout run by the interpreter LINK_AGENT_PYTHON names: the benchmarks set it to
+    /usr/bin/python3 to measure agents on Debian's own libraries, the ones the .deb runs on
+    (-s: nothing from a user's site-packages)."""
+    python = os.environ.get("LINK_AGENT_PYTHON")
+    if python:
+        return [python, "-s", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+                "from link.agent import main; sys.exit(main())"]
     script = Path(sys.executable).parent / "link-agent"
     if script.exists():
         return [str(script)]
@@ -225,12 +235,7 @@ class Agent:
         if self.proc is None:
             return None
         self.tree()
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
+        procs.sigterm_and_wait(self.proc, timeout)
         if self.proc.poll() is None or self._leftovers():
             self.kill()
         return self.proc.returncode

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import psutil
@@ -63,3 +64,13 @@ def terminate(pids: list[int], grace: float = 5.0) -> None:
 def kill(pids: list[int]) -> None:
     signal_pids(pids, signal.SIGKILL)
     wait_gone(pids, 2.0)
+
+
+def sigterm_and_wait(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM to a process we started, if it still runs, and wait (bounded) for its exit."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
