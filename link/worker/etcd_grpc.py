@@ -31,12 +31,14 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 2000),
 ]
 
-# After a failure the next member of ETCD_HOSTS is tried at once, until each was tried. Then
-# the channel is replaced only after this many unavailable calls in a row, once it is old
-# enough: 2 deadlines, doubling with each replacement that did not help, at most 6 (two
-# leases). Replacing it on every failure killed connection attempts that were merely slow (a
-# busy host, hundreds of workers connecting at once), and the next attempt was killed the
-# same way: a slow etcd was never reached again.
+# When to replace the channel after a call found etcd unavailable. A call that failed at once
+# (connection refused, network unreachable): now. A call that ran into its deadline: the next
+# member of ETCD_HOSTS at once, until each was tried; then only after this many unavailable
+# calls in a row, once the channel is old enough: 2 deadlines, doubling with each replacement
+# that did not help, at most 6 (two leases). Replacing it after every slow failure killed
+# connection attempts that were merely slow (a busy host, hundreds of workers connecting at
+# once), and the next attempt was killed the same way: a slow etcd was never reached again.
+FAST_FAILURE_DEADLINES = 0.5
 ROTATE_AFTER_FAILURES = 2
 ROTATE_MIN_AGE_DEADLINES = 2.0
 ROTATE_MAX_AGE_DEADLINES = 6.0
@@ -139,9 +141,11 @@ class CallStats:
 class GrpcEtcd:
     """EtcdPort over gRPC, rotating through ETCD_HOSTS when a member does not answer."""
 
-    def __init__(self, endpoints: Sequence[EtcdEndpoint], deadline: float, cacert: str = "", cert: str = "", key: str = "") -> None:
+    def __init__(self, endpoints: Sequence[EtcdEndpoint], deadline: float, cacert: str = "", cert: str = "", key: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._endpoints = list(endpoints)
         self._deadline = deadline
+        self._clock = clock
         self._tls = (_read(cacert), _read(key), _read(cert)) if endpoints[0].secure else None
         self._index = 0
         self._lock = threading.Lock()
@@ -155,7 +159,8 @@ class GrpcEtcd:
         self._watch_restart = False
         self._keepalive: KeepAliveStream | None = None
         self._failures = 0  # unavailable calls in a row on this channel
-        self._rotations = 0  # channels replaced since the last call that succeeded
+        self._tried = 0  # other members tried since the last call that succeeded
+        self._patience = 0  # slow channels replaced since then (each doubles the next wait)
         self._opened = 0.0
         self.stats = CallStats()
         self._connect()
@@ -175,7 +180,7 @@ class GrpcEtcd:
             self._channel = grpc.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
         else:
             self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        self._opened = time.monotonic()
+        self._opened = self._clock()
         self._failures = 0
         self._kv = etcdrpc.KVStub(self._channel)
         self._lease = etcdrpc.LeaseStub(self._channel)
@@ -200,37 +205,44 @@ class GrpcEtcd:
         if old is not None:
             old.close()
 
-    def _unavailable(self) -> None:
-        """A call found etcd unavailable: replace the channel if it keeps failing."""
+    def _unavailable(self, took: float) -> None:
+        """A call that took `took` seconds found etcd unavailable: replace the channel when
+        that helps (module constants above)."""
         self._failures += 1
-        others = len(self._endpoints) - 1
-        if self._rotations < others:  # another member may answer: try it now
-            self._rotations += 1
+        if took < FAST_FAILURE_DEADLINES * self._deadline:
+            # Failed at once (refused, unreachable): no connection attempt is under way to be
+            # cut short, and a fresh channel tries again now; a link that comes back (a healed
+            # partition) is used within a tick.
             self._rotate()
             return
-        backoff = self._rotations - others
-        age = min(ROTATE_MAX_AGE_DEADLINES, ROTATE_MIN_AGE_DEADLINES * 2 ** backoff) * self._deadline
-        if self._failures >= ROTATE_AFTER_FAILURES and time.monotonic() - self._opened >= age:
-            self._rotations += 1
+        if self._tried < len(self._endpoints) - 1:  # another member may answer: try it now
+            self._tried += 1
+            self._rotate()
+            return
+        age = min(ROTATE_MAX_AGE_DEADLINES, ROTATE_MIN_AGE_DEADLINES * 2 ** self._patience) * self._deadline
+        if self._failures >= ROTATE_AFTER_FAILURES and self._clock() - self._opened >= age:
+            self._patience += 1
             self._rotate()
 
     def _succeeded(self) -> None:
         self._failures = 0
-        self._rotations = 0
+        self._tried = 0
+        self._patience = 0
 
     def _call(self, method: Callable, request: object) -> object:
         name = type(request).__name__.removesuffix("Request")  # RangeRequest -> Range
-        start = time.monotonic()
+        start = self._clock()
         try:
             response = method(request, timeout=self._deadline)
         except grpc.RpcError as exc:
             error = translate(exc, self._tls is not None)
-            self.stats.record(name, time.monotonic() - start, error)
+            took = self._clock() - start
+            self.stats.record(name, took, error)
             if isinstance(error, EtcdUnavailable):
-                self._unavailable()
+                self._unavailable(took)
             raise error from None
         self._succeeded()
-        self.stats.record(name, time.monotonic() - start)
+        self.stats.record(name, self._clock() - start)
         return response
 
     # -- EtcdPort ---------------------------------------------------------------------------
@@ -242,7 +254,7 @@ class GrpcEtcd:
         return response.ID, response.TTL
 
     def keepalive(self, lease_id: int) -> int:
-        start = time.monotonic()
+        start = self._clock()
         try:
             if self._keepalive is None or self._keepalive.broken:
                 if self._keepalive is not None:
@@ -253,7 +265,7 @@ class GrpcEtcd:
             if response.TTL <= 0:
                 raise LeaseNotFound(f"lease {lease_id:x} expired")
             self._succeeded()
-            self.stats.record("LeaseKeepAlive", time.monotonic() - start)
+            self.stats.record("LeaseKeepAlive", self._clock() - start)
             self.stats.lease_renewals += 1
             return response.TTL
         except grpc.RpcError as exc:
@@ -261,11 +273,12 @@ class GrpcEtcd:
         except (TimeoutError, EOFError) as exc:
             error = EtcdUnavailable(f"keepalive: {exc}")
         except EtcdError as exc:
-            self.stats.record("LeaseKeepAlive", time.monotonic() - start, exc)
+            self.stats.record("LeaseKeepAlive", self._clock() - start, exc)
             raise
-        self.stats.record("LeaseKeepAlive", time.monotonic() - start, error)
+        took = self._clock() - start
+        self.stats.record("LeaseKeepAlive", took, error)
         if isinstance(error, EtcdUnavailable):
-            self._unavailable()
+            self._unavailable(took)
         raise error
 
     def revoke_lease(self, lease_id: int) -> None:

@@ -1,9 +1,8 @@
-"""When the etcd adapter gives up on its gRPC channel (link/worker/etcd_grpc.py): the next
-member at once, then only a channel that keeps failing and is old enough, so that slow
-connection attempts are not killed one after the other; and what a failure is called."""
+"""When the etcd adapter gives up on its gRPC channel (link/worker/etcd_grpc.py): at once after
+a call that failed at once; after a call that ran into its deadline, the next member at once,
+then only a channel that keeps failing and is old enough, so that slow connection attempts
+are not cut short one after the other. And what a failure is called."""
 from __future__ import annotations
-
-import time
 
 import grpc
 import pytest
@@ -27,86 +26,98 @@ class Unavailable(grpc.RpcError):
         return self._details
 
 
-def fail(request: object, timeout: float) -> object:
-    raise Unavailable()
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
 
-
-def answer(request: object, timeout: float) -> object:
-    return etcdrpc.RangeResponse()
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
 def adapter(request):
-    # Channels to closed lab ports are never used: the calls are the fakes above.
+    # Channels to closed lab ports are never used: the calls below are fakes.
     members = [EtcdEndpoint("198.51.100.1", port, False) for port in range(1, request.param + 1)]
-    etcd = GrpcEtcd(members, deadline=DEADLINE)
-    yield etcd
+    clock = Clock()
+    etcd = GrpcEtcd(members, deadline=DEADLINE, clock=clock)
+    yield etcd, clock
     etcd.close()
 
 
-def call(etcd: GrpcEtcd, method) -> None:
+def call(etcd: GrpcEtcd, clock: Clock, takes: float = DEADLINE, ok: bool = False) -> None:
+    """One etcd call that takes `takes` seconds and fails as unavailable (or succeeds)."""
+    def method(request: object, timeout: float) -> object:
+        clock.now += takes
+        if ok:
+            return etcdrpc.RangeResponse()
+        raise Unavailable()
+
     try:
         etcd._call(method, etcdrpc.RangeRequest(key=b"/k"))
     except EtcdUnavailable:
         pass
 
 
-def age(etcd: GrpcEtcd, seconds: float) -> None:
-    etcd._opened = time.monotonic() - seconds
+@pytest.mark.parametrize("adapter", [1], indirect=True)
+def test_a_call_refused_at_once_gets_a_fresh_channel_at_once(adapter):
+    etcd, clock = adapter
+    channels = [etcd._channel]
+    for _ in range(3):
+        call(etcd, clock, takes=0.01)
+        channels.append(etcd._channel)
+    assert len({id(c) for c in channels}) == 4
 
 
 @pytest.mark.parametrize("adapter", [1], indirect=True)
 def test_a_single_member_keeps_its_channel_while_a_connection_may_just_be_slow(adapter):
-    first = adapter._channel
-    call(adapter, fail)
-    assert adapter._channel is first  # one failure: maybe a slow connect, keep waiting
-    call(adapter, fail)
-    assert adapter._channel is first  # two, but the channel is younger than two deadlines
-    age(adapter, 2 * DEADLINE)
-    call(adapter, fail)
-    second = adapter._channel
-    assert second is not first  # failing and old enough: a fresh channel (grpc 1.51 needs it)
+    etcd, clock = adapter
+    first = etcd._channel
+    call(etcd, clock)
+    assert etcd._channel is first  # one timeout: maybe a slow connect, keep waiting
+    call(etcd, clock)
+    second = etcd._channel
+    assert second is not first  # two, and the channel is two deadlines old: a fresh one
 
-    call(adapter, fail)
-    age(adapter, 3 * DEADLINE)
-    call(adapter, fail)
-    assert adapter._channel is second  # the next one is given twice as long
-    age(adapter, 4 * DEADLINE)
-    call(adapter, fail)
-    third = adapter._channel
+    call(etcd, clock)
+    call(etcd, clock)
+    assert etcd._channel is second  # the next one is given twice as long (4 deadlines)
+    call(etcd, clock)
+    call(etcd, clock)
+    third = etcd._channel
     assert third is not second
 
-    call(adapter, answer)  # a success: the patience starts again from two deadlines
-    call(adapter, fail)
-    call(adapter, fail)
-    age(adapter, 2 * DEADLINE)
-    call(adapter, fail)
-    assert adapter._channel is not third
+    call(etcd, clock, ok=True)  # a success: the patience starts again from two deadlines
+    call(etcd, clock)
+    call(etcd, clock)
+    assert etcd._channel is not third
 
 
 @pytest.mark.parametrize("adapter", [1], indirect=True)
 def test_the_patience_is_capped_at_six_deadlines(adapter):
+    etcd, clock = adapter
     for _ in range(6):  # many useless replacements in a row
-        call(adapter, fail)
-        age(adapter, 100 * DEADLINE)
-        call(adapter, fail)
-    before = adapter._channel
-    call(adapter, fail)
-    age(adapter, 6 * DEADLINE)
-    call(adapter, fail)
-    assert adapter._channel is not before
+        call(etcd, clock)
+        clock.now += 100 * DEADLINE
+        call(etcd, clock)
+    before = etcd._channel
+    for _ in range(5):
+        call(etcd, clock)
+    assert etcd._channel is before
+    call(etcd, clock)  # six deadlines old
+    assert etcd._channel is not before
 
 
 @pytest.mark.parametrize("adapter", [3], indirect=True)
 def test_with_three_members_each_other_member_is_tried_at_once(adapter):
+    etcd, clock = adapter
     ports = []
     for _ in range(2):
-        call(adapter, fail)
-        ports.append(adapter._endpoints[adapter._index].port)
+        call(etcd, clock)
+        ports.append(etcd._endpoints[etcd._index].port)
     assert ports == [2, 3]
-    before = adapter._channel
-    call(adapter, fail)
-    assert adapter._channel is before  # all tried: now the same patience as with one member
+    before = etcd._channel
+    call(etcd, clock)
+    assert etcd._channel is before  # all tried: now the same patience as with one member
 
 
 def test_a_plain_connection_is_never_blamed_on_tls():
