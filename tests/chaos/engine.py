@@ -1,0 +1,397 @@
+"""The chaos run: three hosts, a three-member etcd cluster, several VIPs with priorities and
+health checks, random faults at random times (seeded), and an observer that checks link's
+promises all along.
+
+Faults (one at a time, each undone before the next; health flags stay flipped across them),
+drawn from a shuffled deck that holds each kind WEIGHTS times, so that even a short run
+injects every kind:
+  worker-kill    SIGKILL to one VIP worker of a host;
+  agent-kill     SIGKILL to every process of a host's agent, the host and its link staying up
+                 (nothing can unbind its VIPs: their address lifetime ends them), the agent
+                 started again after a while (same state directory);
+  host-crash     a host dies: its link goes down, its agent is killed, its VIPs are removed
+                 from eth1 (a rebooted host has none), the link comes back, the agent is
+                 started again;
+  link-flap      a host's link goes down for a while and comes back;
+  etcd-member    one etcd member SIGKILLed, restarted after a while (same data dir);
+  etcd-outage    all three members SIGKILLed, restarted after a while (same data dirs);
+  health-flip    a host's check for one VIP starts or stops failing (a flag file);
+  api-burst      valid and invalid API calls in a row on one host.
+
+The observer (tests/chaos/observer.py: a thread, raw netlink sockets opened inside each host
+namespace, tens of microseconds a look) samples every host every few ms: which VIPs are bound
+on eth1, and whether eth1 is up (a host whose link is down answers nobody: it holds nothing).
+Judged afterwards against the fault timeline (tests/chaos/judge.py, which has the bounds):
+  * double: two hosts or more hold a VIP in two samples in a row or more. Allowed only
+    while etcd is unreachable (all members down) and for CONVERGE after it is back, and
+    otherwise for at most DOUBLE_BOUND (a host that comes back from a partition holds the VIP
+    until it notices the other holder; a killed agent's VIP lives until the end of its
+    address lifetime, which etcd's lease-revoke tick does not wait for exactly);
+  * gap: no host holds a VIP. Allowed while no host is a candidate for it (down, or its
+    check failing), during an etcd outage and CONVERGE after it, and otherwise for at most
+    GAP_BOUND, counted from the last moment it was allowed;
+  * after the run, once everything is undone: one agreed holder for every VIP, and each
+    host's configured VIPs are the ones it had before the run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tests.lab import netns
+from tests.lab.etcd_members import Cluster, _healthy
+from tests.lab.lab import IFACE, Host, Lab
+from tests.lab.waiting import wait_until
+
+from .api_calls import ApiBursts, ApiCall
+from .judge import (CONVERGE, DOUBLE_BOUND, GAP_BOUND, HEALTH_INTERVAL, LEASE, Timeline, Window, double_excused,
+                    find_violations, gap_blame)
+from .observer import Observer
+
+# ---------------------------------------------------------------- settings
+AGENT_ENV = {
+    "KEEPALIVE_INTERVAL": f"{LEASE:g}",
+    "HEALTH_CHECK_INTERVAL": f"{HEALTH_INTERVAL * 1000:.0f}ms",
+    "HEALTH_CHECK_TIMEOUT": "1s",
+    "FAIL_COUNT_BEFORE_FAILOVER": "3",
+    "PREEMPT_DELAY": "2s",
+    "ARP_GRATUITOUS_INTERVAL": "200ms",
+    "LOGGER_LEVEL": "info",
+}
+
+
+@dataclass(frozen=True)
+class VipPlan:
+    ip: str
+    priorities: dict[str, int | None]
+    preempt: bool | None = None
+    fault_policy: str | None = None
+
+
+PLANS = [
+    VipPlan("198.51.100.50/32", {"h1": 5, "h2": 10, "h3": 20}),
+    VipPlan("198.51.100.51/32", {"h1": 20, "h2": 5, "h3": 10}, preempt=False),
+    VipPlan("198.51.100.52/32", {"h1": None, "h2": None, "h3": None}),  # equal: the host's PRIORITY
+    VipPlan("198.51.100.53/32", {"h1": 10, "h2": 20, "h3": 5}, fault_policy="keep"),
+]
+
+WEIGHTS = {"worker-kill": 3, "agent-kill": 2, "host-crash": 2, "link-flap": 2, "etcd-member": 2, "etcd-outage": 1,
+           "health-flip": 4, "api-burst": 2}
+
+
+# ---------------------------------------------------------------- the run
+class Chaos(ApiBursts):
+    def __init__(self, lab: Lab, seed: int, log: Callable[[str], None] = print) -> None:
+        self.lab = lab
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.say = log
+        self.cluster = Cluster(lab)
+        self.env: dict[str, str] = {}
+        self.flags_dir = lab.workdir / "flags"
+        self.ids: dict[str, dict[str, str]] = {}  # vip -> {host: id}
+        self.timeline = Timeline()
+        self.faults: dict[str, int] = {k: 0 for k in WEIGHTS}
+        self.api_calls: list[ApiCall] = []
+        self.violations: list[str] = []
+        self.t0 = time.monotonic()
+        self.journal = open(lab.workdir / "chaos.log", "a", encoding="utf-8")
+        self.observer: Observer | None = None
+        self.before: dict[str, Any] = {}
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def note(self, text: str) -> None:
+        t = time.monotonic()
+        self.timeline.events.append((t, text))
+        line = f"+{t - self.t0:8.3f}s {text}"
+        self.journal.write(line + "\n")
+        self.journal.flush()
+
+    def flag(self, host: str, vip: str) -> Path:
+        return self.flags_dir / f"{host}-{vip.split('/')[0]}"
+
+    def vips(self) -> list[str]:
+        return [p.ip for p in PLANS]
+
+    def plan(self, vip: str) -> VipPlan:
+        return next(p for p in PLANS if p.ip == vip)
+
+    # -- setting up -----------------------------------------------------------------------
+    def setup(self) -> None:
+        self.flags_dir.mkdir(parents=True, exist_ok=True)
+        self.cluster.start()
+        self.env = {**AGENT_ENV, "ETCD_HOSTS": self.cluster.urls}
+        self.lab.start_agents(**self.env)
+        for plan in PLANS:
+            self.ids[plan.ip] = {}
+            for host in self.lab.hosts:
+                resp = host.api("POST", "/ips", self.vip_body(plan, host.name))
+                if resp.status != 201:
+                    raise AssertionError(f"POST /ips {plan.ip} on {host.name}: {resp}")
+                self.ids[plan.ip][host.name] = resp.body["id"]
+        for plan in PLANS:
+            self.lab.wait_agreement(plan.ip, self.ids[plan.ip], timeout=30, lab_etcd=False)
+        self.before = self.configured()
+        self.note(f"set up: seed {self.seed}, {len(PLANS)} VIPs on {len(self.lab.hosts)} hosts, etcd {self.cluster.urls}")
+
+    def vip_body(self, plan: VipPlan, host: str) -> dict:
+        body: dict[str, Any] = {"ip": plan.ip, "checks": [
+            {"type": "EXEC", "command": ["/bin/sh", "-c", f"test ! -e {self.flag(host, plan.ip)}"]}]}
+        if plan.priorities.get(host) is not None:
+            body["priority"] = plan.priorities[host]
+        if plan.preempt is not None:
+            body["preempt"] = plan.preempt
+        if plan.fault_policy is not None:
+            body["fault_policy"] = plan.fault_policy
+        return body
+
+    def configured(self) -> dict[str, Any]:
+        """Each host's configured VIPs as its API lists them (what must survive the run)."""
+        out = {}
+        for h in self.lab.hosts:
+            resp = h.api("GET", "/ips", timeout=10)
+            if resp.status != 200:
+                raise AssertionError(f"GET /ips on {h.name}: {resp}")
+            out[h.name] = sorted(
+                (o["id"], o["ip"], o.get("priority"), json.dumps(o.get("checks"), sort_keys=True),
+                 o.get("fault_policy"), o.get("preempt"))
+                for o in resp.body["ips"])
+        return out
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self, seconds: float) -> None:
+        self.observer = Observer(self.lab, self.vips(), limit=seconds + 600).start()
+        self.note("observer started")
+        deadline = time.monotonic() + seconds
+        deck: list[str] = []
+        try:
+            while time.monotonic() < deadline:
+                if not deck:
+                    deck = [kind for kind, weight in WEIGHTS.items() for _ in range(weight)]
+                    self.rng.shuffle(deck)
+                kind = deck.pop()
+                self.faults[kind] += 1
+                getattr(self, "fault_" + kind.replace("-", "_"))()
+                self.pause(self.rng.uniform(0.3, 2.5))
+        finally:
+            self.restore()
+            self.note("everything restored")
+
+    def pause(self, seconds: float) -> None:
+        time.sleep(seconds)  # the chaos schedule: random intervals between and within faults
+
+    def up_hosts(self) -> list[Host]:
+        return [h for h in self.lab.hosts if h.agent is not None and h.agent.running()]
+
+    # -- faults ---------------------------------------------------------------------------
+    def fault_worker_kill(self) -> None:
+        host = self.rng.choice(self.up_hosts())
+        workers = {pid: t for pid, t in host.agent.worker_titles().items()
+                   if any(v in t for v in self.vips())}
+        if not workers:
+            self.note(f"worker-kill: no worker on {host.name}")
+            return
+        pid = self.rng.choice(sorted(workers))
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.note(f"worker-kill: {host.name} pid {pid} ({workers[pid]})")
+
+    def fault_agent_kill(self) -> None:
+        host = self.rng.choice(self.up_hosts())
+        window = Window(time.monotonic())
+        self.timeline.host_down.setdefault(host.name, []).append(window)
+        host.agent.kill()
+        bound = [vip for vip in self.vips() if host.has(vip)]
+        self.note(f"agent-kill: {host.name}'s agent SIGKILLed, its link up ({len(bound)} VIP(s) left bound)")
+        self.pause(self.rng.uniform(0.5, 4.0))
+        self.restart_agent(host, window, "agent-kill")
+
+    def fault_host_crash(self) -> None:
+        host = self.rng.choice(self.up_hosts())
+        window = Window(time.monotonic())
+        self.timeline.host_down.setdefault(host.name, []).append(window)
+        host.link_down()
+        host.agent.kill()
+        self.note(f"host-crash: {host.name} link down, agent killed")
+        self.pause(self.rng.uniform(1.0, 5.0))
+        for vip in self.vips():  # a rebooted host has no VIP on its interface
+            if host.has(vip):
+                host.del_addr(vip)
+        host.link_up()
+        self.restart_agent(host, window, "host-crash")
+
+    def restart_agent(self, host: Host, window: Window, kind: str) -> None:
+        host.start_agent(**self.env).wait_ready(30)
+        wait_until(lambda: self.agent_booted(host), 30, 0.1, f"{host.name}'s workers to boot")
+        window.end = time.monotonic()
+        self.note(f"{kind}: {host.name} back (agent restarted, workers booted)")
+
+    def agent_booted(self, host: Host) -> bool:
+        resp = host.api("GET", "/ips", timeout=5)
+        ips = resp.body.get("ips", []) if resp.status == 200 else []
+        return len(ips) >= len(PLANS) and all(o["status"] != "BOOTING" for o in ips)
+
+    def fault_link_flap(self) -> None:
+        host = self.rng.choice(self.up_hosts())
+        window = Window(time.monotonic())
+        self.timeline.host_down.setdefault(host.name, []).append(window)
+        host.link_down()
+        self.note(f"link-flap: {host.name} down")
+        self.pause(self.rng.uniform(0.5, 4.0))
+        host.link_up()
+        window.end = time.monotonic()
+        self.timeline.link_back.setdefault(host.name, []).append(window.end)
+        self.note(f"link-flap: {host.name} up")
+
+    def fault_etcd_member(self) -> None:
+        member = self.rng.choice(self.cluster.members)
+        member.kill()
+        self.note(f"etcd-member: {member.name} killed")
+        self.pause(self.rng.uniform(1.0, 4.0))
+        member.start()
+        wait_until(lambda: _healthy(member), 30, 0.1, f"etcd member {member.name} to be healthy again")
+        self.note(f"etcd-member: {member.name} back")
+
+    def fault_etcd_outage(self) -> None:
+        window = Window(time.monotonic())
+        self.timeline.etcd_out.append(window)
+        for member in self.cluster.members:
+            member.kill()
+        self.note("etcd-outage: all members killed")
+        self.pause(self.rng.uniform(2.0, 6.0))
+        for member in self.cluster.members:
+            member.start()
+        for member in self.cluster.members:
+            wait_until(lambda m=member: _healthy(m), 30, 0.1, f"etcd member {member.name} to be healthy again")
+        window.end = time.monotonic()
+        self.note("etcd-outage: all members back")
+
+    def fault_health_flip(self) -> None:
+        flagged = [(h.name, v) for h in self.lab.hosts for v in self.vips() if self.flag(h.name, v).exists()]
+        # Keep most checks passing: with many flags up, lower one.
+        if flagged and (len(flagged) >= 4 or self.rng.random() < 0.4):
+            host, vip = self.rng.choice(flagged)
+            self.flag(host, vip).unlink()
+            for w in self.timeline.unhealthy.get((host, vip), []):
+                if w.end is None:
+                    w.end = time.monotonic()
+            self.note(f"health-flip: {host} {vip} passes again")
+        else:
+            host, vip = self.rng.choice(self.lab.hosts).name, self.rng.choice(self.vips())
+            if self.flag(host, vip).exists():
+                return
+            self.timeline.unhealthy.setdefault((host, vip), []).append(Window(time.monotonic()))
+            self.flag(host, vip).touch()
+            self.note(f"health-flip: {host} {vip} fails")
+
+    def fault_api_burst(self) -> None:
+        host = self.rng.choice(self.up_hosts())
+        calls: list[Callable[[], None]] = []
+        n = self.rng.randint(3, 8)
+        calls += [lambda: self.valid_call(host) for _ in range(n)]
+        calls += [lambda: self.invalid_call(host) for _ in range(n)]
+        self.rng.shuffle(calls)
+        for call in calls:
+            call()
+        self.note(f"api-burst: {2 * n} calls on {host.name}")
+
+    # -- the end --------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Undo everything: flags removed, links up, every etcd member and agent running."""
+        for path in self.flags_dir.glob("*"):
+            path.unlink()
+        now = time.monotonic()
+        for windows in self.timeline.unhealthy.values():
+            for w in windows:
+                w.end = w.end or now
+        for member in self.cluster.members:
+            if not member.running():
+                member.start()
+        for member in self.cluster.members:
+            wait_until(lambda m=member: _healthy(m), 30, 0.1, f"etcd member {member.name} to be healthy")
+        for w in self.timeline.etcd_out:
+            w.end = w.end or time.monotonic()
+        for h in self.lab.hosts:
+            netns.ip(h.ns, "link", "set", IFACE, "up")
+            if h.agent is None or not h.agent.running():
+                for vip in self.vips():
+                    if h.has(vip):
+                        h.del_addr(vip)
+                h.start_agent(**self.env).wait_ready(30)
+        for windows in self.timeline.host_down.values():
+            for w in windows:
+                w.end = w.end or time.monotonic()
+
+    def finish(self) -> dict[str, Any]:
+        """Stop observing once everything converged; judge; the summary."""
+        converged = True
+        for vip in self.vips():
+            try:
+                self.lab.wait_agreement(vip, self.ids[vip], timeout=30, lab_etcd=False)
+            except AssertionError as exc:
+                converged = False
+                self.violations.append(f"after the run, {vip} did not converge to one agreed holder: {exc}")
+        assert self.observer is not None
+        self.observer.stop()
+        self.note("observer stopped")
+        if self.observer.error:
+            self.violations.append(f"the observer failed: {self.observer.error}")
+        after = self.configured() if converged else {}
+        if converged and after != self.before:
+            self.violations.append(f"configured VIPs changed:\nbefore {self.before}\nafter  {after}")
+        self.judge()
+        for c in self.api_calls:
+            if not c.valid and (c.status is None or not 400 <= c.status < 500):
+                self.violations.append(f"invalid call {c.method} {c.path} answered {c.status} {c.error}")
+            if c.valid and c.error:
+                self.violations.append(f"valid call {c.method} {c.path} answered {c.status}: {c.error}")
+        summary = self.summary()
+        self.journal.write(json.dumps(summary, indent=1, default=str) + "\n")
+        self.journal.close()
+        return summary
+
+    def judge(self) -> None:
+        assert self.observer is not None
+        hosts = [h.name for h in self.lab.hosts]
+        self.violations += find_violations(self.observer.episodes, self.timeline, hosts, self.t0)
+
+    def summary(self) -> dict[str, Any]:
+        obs = self.observer
+        eps = obs.episodes if obs else []
+        gaps = [e for e in eps if e.kind == "gap"]
+        doubles = [e for e in eps if e.kind == "double"]
+        unexcused_doubles = [e for e in doubles if not double_excused(e, self.timeline)]
+        hosts = [h.name for h in self.lab.hosts]
+        valid = [c for c in self.api_calls if c.valid]
+        invalid = [c for c in self.api_calls if not c.valid]
+        return {
+            "seed": self.seed,
+            "seconds": round(time.monotonic() - self.t0, 1),
+            "faults": {k: v for k, v in self.faults.items() if v},
+            "observer": {"samples": obs.samples if obs else 0, "longest_step_s": round(obs.max_step, 3) if obs else None},
+            "gaps": len(gaps),
+            "longest_gap_s": round(max((e.length for e in gaps), default=0.0), 3),
+            "longest_gap_with_a_candidate_s": round(max((gap_blame(e, self.timeline, hosts) for e in gaps), default=0.0), 3),
+            "doubles": len(doubles),
+            "longest_double_s": round(max((e.length for e in doubles), default=0.0), 3),
+            "longest_double_while_etcd_reachable_s": round(max((e.length for e in unexcused_doubles), default=0.0), 3),
+            "bounds_s": {"gap": GAP_BOUND, "double": DOUBLE_BOUND, "converge_after_etcd": CONVERGE},
+            "api_calls": {"valid": len(valid), "invalid": len(invalid),
+                          "statuses": _count(f"{'valid' if c.valid else 'invalid'} {c.status}" for c in self.api_calls)},
+            "violations": len(self.violations),
+        }
+
+
+def _count(items) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return dict(sorted(out.items()))
