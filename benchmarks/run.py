@@ -52,7 +52,7 @@ PROFILES = {
     # api: the VIP counts on one host, GET /ips requests and POST+DELETE pairs at each.
     # compare: VIPs per host measured again with agents on the other runtime's libraries.
     "full":  dict(runs=20, subjects=None, counts=[10, 100, 300], ramp=(150, 300, 50), compare=[10, 100],
-                  window=30.0, warmup=5.0, api_levels=[100, 200, 300, 400, 500], gets=200, pairs=50),
+                  window=60.0, warmup=5.0, api_levels=[100, 200, 300, 400, 500], gets=200, pairs=50),
     "quick": dict(runs=5, subjects=None, counts=[10, 50], ramp=None, compare=[10], window=10.0, warmup=3.0,
                   api_levels=[50, 100], gets=50, pairs=10),
     "smoke": dict(runs=2, subjects=["tuned", "0.1 s"], counts=[2], ramp=None, compare=[], window=2.0, warmup=0.5,
