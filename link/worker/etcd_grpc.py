@@ -22,10 +22,14 @@ from link.worker.etcd_port import EtcdError, EtcdUnavailable, KeyInfo, LeaseNotF
 logger = logging.getLogger(__name__)
 
 # gRPC's default reconnect backoff grows to 120 s: after an etcd outage a client would stay
-# "unavailable" long after etcd is back (LinK v2 took 8-17 s). Keep the backoff short.
+# "unavailable" long after etcd is back (LinK v2 took 8-17 s). Keep the backoff short. Despite
+# its name, min_reconnect_backoff is the time a connection attempt is given (gRPC's
+# MIN_CONNECT_TIMEOUT, 20 s by default): at 100 ms, a host busy with hundreds of workers
+# connecting at once never finished a TCP + HTTP/2 handshake in time ("connection attempt
+# timed out before receiving SETTINGS frame"), every worker faulted and bound its VIP.
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 5000),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.keepalive_time_ms", 10000),
     ("grpc.keepalive_timeout_ms", 2000),
