@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.integration.test_health import holds_for
 from tests.lab import LAB_AGENT_ENV, procs, timed_wait, wait_until
 from tests.lab.checks import BoundWatch, ip_list
 
@@ -73,6 +74,28 @@ def test_killed_agent_vip_leaves_its_interface_as_a_peer_takes_it(lab):
     vip_ids = [o["id"] for o in ip_list(host.api("GET", "/ips").body)]
     assert len(vip_ids) == 1
     ids[old] = vip_ids[0]
+    assert lab.wait_agreement(VIP, ids) == new
+
+
+def test_a_frozen_holder_loses_its_vip_and_does_not_take_it_back_when_thawed(lab):
+    """The holder's worker frozen (SIGSTOP) for longer than its lease: a peer takes the VIP and
+    the frozen worker's address expires meanwhile. Thawed, its first look at the election
+    tells it the VIP moved: its overdue refresh must not bind it again next to the peer's."""
+    ids, old = elect(lab)
+    host = lab.host(old)
+    pid = lab.ip_object(old, ids[old])["worker"]["pid"]
+    with BoundWatch(lab, VIP, interval=0.005) as watch:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            new, took = timed_wait(lambda: lab.holder(VIP, exclude=[old]), KEEPALIVE + 1.5, 0.01,
+                                   "a peer to take the VIP from the frozen holder")
+            wait_until(lambda: not host.has(VIP), KEEPALIVE + 0.5, 0.01, f"{VIP} to expire on the frozen {old}")
+            print(f"{old}'s worker frozen: {new} bound {VIP} after {took:.3f}s, {old}'s address expired")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        holds_for(lambda: lab.bound(VIP) == [new], 3 * KEEPALIVE, 0.01, f"only {new} binds {VIP} once {old} is thawed")
+    long_overlaps = [o for o in watch.overlaps() if o[1] - o[0] > 0.25]
+    assert not long_overlaps, f"two holders for more than 0.25 s: {watch.history()}"
     assert lab.wait_agreement(VIP, ids) == new
 
 

@@ -60,17 +60,21 @@ class ArpBinder:
         self._done("activate")
 
     def ensure(self) -> None:
-        """On each cycle while ACTIVATED: bound again (and announced) if the VIP was deleted."""
+        """After each cycle that keeps the VIP here: bound again (and announced) if it was
+        deleted; its lifetime refreshed now if the refresh is overdue (run_due leaves a late
+        refresh to this moment, see there)."""
         verdict = self.watch.look()
-        gap, self._longest_gap = max(self._longest_gap, self.clock() - self._refreshed_at), 0.0
+        since = self.clock() - self._refreshed_at
+        gap, self._longest_gap = max(self._longest_gap, since), 0.0
         if verdict == DeletionWatch.NOTHING:
+            if self.lifetime is not None and since >= self.refresh_every:
+                self._refresh()
             return
         if verdict == DeletionWatch.OVERFLOW and self.address.is_bound():
             return  # notifications were lost (a burst of deletions): it is there all the same
         self.address.bind()
         self._refreshed_at = self.clock()
         if self.lifetime is not None and gap >= self.lifetime:
-            # A late refresh puts the address back by itself; the deletion tells it had expired.
             logger.warning("%s: its lifetime ran out on %s (not refreshed for %.1fs: was this worker stalled?): "
                            "bound it again", self.vip, self.ifname, gap)
         else:
@@ -85,7 +89,13 @@ class ArpBinder:
         self._done("deactivate")
 
     def _refresh_due(self) -> float | None:
+        """When the lifetime should be refreshed; None if not by run_due. A refresh puts the
+        address back if it expired, so after a stall of half a lifetime or more (a frozen
+        worker, a starved host) it waits for the next cycle: if a peer took the VIP meanwhile,
+        the election says so first and the address is not bound again next to the peer's."""
         if not self.active or self.lifetime is None:
+            return None
+        if self.clock() - self._refreshed_at >= self.lifetime / 2:
             return None
         return self._refreshed_at + self.refresh_every
 
@@ -97,14 +107,17 @@ class ArpBinder:
         self.announcer.run_due()
         due = self._refresh_due()
         if due is not None and self.clock() >= due:
-            self._longest_gap = max(self._longest_gap, self.clock() - self._refreshed_at)
-            try:
-                self.address.refresh()
-            except OSError as exc:
-                # Tried again at the next tick; if the address expires meanwhile, ensure()
-                # sees its deletion and binds it again.
-                logger.warning("%s: could not refresh the address lifetime: %s", self.vip, exc)
-            self._refreshed_at = self.clock()
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self._longest_gap = max(self._longest_gap, self.clock() - self._refreshed_at)
+        try:
+            self.address.refresh()
+        except OSError as exc:
+            # Tried again at the next tick; if the address expires meanwhile, ensure() sees
+            # its deletion and binds it again.
+            logger.warning("%s: could not refresh the address lifetime: %s", self.vip, exc)
+        self._refreshed_at = self.clock()
 
     def status(self) -> dict:
         return dict(self._status)
