@@ -27,6 +27,7 @@ from link.worker.etcd_port import EtcdError
 from link.worker.fsm import Event, State, StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
 from link.worker.metrics import WorkerMetrics
+from link.worker.supervisor_link import SupervisorLink
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-class Worker:
+class Worker(SupervisorLink):
     def __init__(self, config: Config, spec: VipSpec, conn: Connection) -> None:
         self.config = config
         self.spec = spec
@@ -217,45 +218,6 @@ class Worker:
         level = logging.WARNING if result.event is Event.FAULT or (result.event is None and "etcd" in result.sentence) else logging.DEBUG
         logger.log(level, "%s %s: %s", self.vip, self.fsm.state.value, result.sentence)
 
-    def _read_commands(self) -> None:
-        try:
-            while self.conn.poll():
-                message = self.conn.recv()
-                if message.get("type") == "stop":
-                    self.request_stop("asked by the supervisor")
-                elif message.get("type") == "settings":
-                    self._replace_checks(message)
-                elif message.get("type") == "log_level":
-                    logs.set_level(message["level"])
-                elif message.get("type") == "priority":
-                    self._set_priority(int(message["priority"]))
-                elif message.get("type") == "candidates":
-                    self.conn.send({"type": "candidates_done", "request": message["request"], **self._candidates()})
-                elif message.get("type") == "failover":
-                    status, error = self._hand_over()
-                    self.conn.send({"type": "failover_done", "request": message["request"], "status": status, "error": error})
-        except (EOFError, OSError):
-            self.request_stop("the supervisor is gone")
-
-    def _hand_over(self) -> tuple[int, str]:
-        """POST /ips/<id>/failover: give the VIP to another host. Returns (HTTP status, error).
-
-        Unbind first, then free the lock: there is never a moment with two holders, and the
-        standbys' watch fires on the delete, so the moment with none is a few milliseconds.
-        """
-        assert self.election is not None
-        if self.fsm.state is not State.ACTIVATED:
-            held_by = f"; {self.holder} holds it" if self.holder and self.holder != self.config.hostname else ""
-            return 409, f"this host does not hold {self.vip} (it is {self.fsm.state.value}{held_by}): ask the holder"
-        try:
-            others = self.election.competitors()
-        except EtcdError as exc:
-            return 503, f"cannot ask etcd which hosts compete for {self.vip}: {exc}"
-        if not others:
-            return 409, f"no other host competes for {self.vip}: nobody would take it over"
-        self._step_down(f"failover requested: handing over to {' or '.join(others)}")
-        return 204, ""
-
     def _step_down(self, reason: str) -> None:
         """Hand the VIP over: unbind, then free the lock, then stay aside for two lease
         periods — long enough for a standby to take it, short enough that the VIP comes back
@@ -267,24 +229,6 @@ class Worker:
         logger.info("%s: %s", self.vip, self.election.give_up_lock())
         self._report(Event.DEMOTED, reason)
 
-    def _set_priority(self, host_priority: int) -> None:
-        """The host's priority changed (SIGUSR1/SIGUSR2/SIGHUP); a VIP's own priority wins."""
-        assert self.election is not None
-        if self.spec.priority is not None or self.election.priority == host_priority:
-            return
-        logger.info("%s: priority %d -> %d", self.vip, self.election.priority, host_priority)
-        self.election.priority = host_priority
-        self._report(None, f"priority is now {host_priority}")
-        self._lock_changed = True  # judge the election again with the new priority now
-        self._wake()
-
-    def _candidates(self) -> dict:
-        assert self.election is not None
-        try:
-            return {"candidates": [c.to_api() for c in self.election.candidates()], "error": ""}
-        except EtcdError as exc:
-            return {"candidates": [], "error": f"cannot read the candidates from etcd: {exc}"}
-
     def _publish(self) -> None:
         if self.election is None:
             return
@@ -292,16 +236,6 @@ class Worker:
             self.election.publish(self.fsm.state.value)
         except EtcdError as exc:
             logger.debug("%s: could not publish state: %s (retried next cycle)", self.vip, exc)
-
-    def _replace_checks(self, message: dict) -> None:
-        """New checks apply at once; the VIP stays bound while they pass."""
-        self.spec = VipSpec.from_json({**self.spec.to_json(), **message["spec"]})
-        self.health.replace(list(self.spec.checks), self._check_interval(self.spec))
-        if not self.spec.checks and self.judge.failing:
-            self.judge.reset()
-            self.fsm.handle(Event.HEALTH_CHECK_SUCCESS, "health checks removed")
-            self._report(Event.HEALTH_CHECK_SUCCESS, "health checks removed")
-        logger.info("%s: health checks replaced (%d check(s))", self.vip, len(self.spec.checks))
 
     # -- enter-actions ----------------------------------------------------------------------
     def _enter_activated(self, old: State, event: Event, reason: str) -> None:
@@ -327,50 +261,6 @@ class Worker:
     def _unbind(self, state: State = State.STANDBY, reason: str = "") -> None:
         assert self.binder is not None
         self.binder.deactivate(state.value, reason)
-
-    def _report_binder(self) -> None:
-        """Tell the supervisor when the binder's status changed (its thread wakes the loop)."""
-        status = self.binder.status() if self.binder is not None else None
-        if status == self._binder_reported:
-            return
-        self._binder_reported = status
-        try:
-            self.conn.send({"type": "binder", "binder_status": status})
-        except (BrokenPipeError, OSError):
-            self.request_stop("the supervisor is gone")
-
-    # -- reporting --------------------------------------------------------------------------
-    def _report(self, event: Event | None = None, reason: str = "") -> None:
-        state = self.fsm.state.value
-        self._publish()
-        setproctitle(f"link: vip {self.vip} {state}")
-        previous, self._reported_state = self._reported_state, state
-        if previous is not None and previous != state:
-            self.metrics.transition(event.value if event else None)
-        try:
-            self.conn.send(
-                {"type": "state", "state": state, "event": event.value if event else None,
-                 "since": self.fsm.since, "holder": self.holder, "reason": reason,
-                 "priority": self.election.priority if self.election else None,
-                 "from": previous, "metrics": self._metrics_snapshot(),
-                 "binder_status": self._binder_status_for_report()}
-            )
-        except (BrokenPipeError, OSError):
-            self.request_stop("the supervisor is gone")
-
-    def _binder_status_for_report(self) -> dict | None:
-        self._binder_reported = self.binder.status() if self.binder is not None else None
-        return self._binder_reported
-
-    def _metrics_snapshot(self) -> dict:
-        return self.metrics.snapshot(self.etcd.stats.snapshot() if self.etcd else None,
-                                     self.announcer.packets if self.announcer else 0)
-
-    def _send_metrics(self) -> None:
-        try:
-            self.conn.send({"type": "metrics", "metrics": self._metrics_snapshot()})
-        except (BrokenPipeError, OSError):
-            self.request_stop("the supervisor is gone")
 
     def shutdown(self) -> None:
         """Leave cleanly: unbind first, then give the lock up, so no two hosts hold it."""
