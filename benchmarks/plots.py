@@ -25,16 +25,20 @@ def plots(results: dict, directory: Path, stem: str, log: Callable[[str], None])
         for ax, scenario, title in ((axes[0], "host-death", "Host death: holder's link down → VIP bound elsewhere"),
                                     (axes[1], "orderly", "Orderly hand-over (SIGTERM) → VIP bound elsewhere")):
             names, data = [], []
+
+            def label(name: str) -> str:  # three short lines: the six labels must not overlap
+                return name.replace("keepalived ", "keepalived\n").replace("link ", "link\n").replace(" (", "\n(")
+
             for name, sub in fo.items():
                 values = sub.get("samples", {}).get(scenario, {}).get("bound", [])
                 if values:
-                    names.append(name.replace(" (", "\n("))
+                    names.append(label(name))
                     data.append([v * 1000 for v in values])
             if scenario == "orderly":  # link's API hand-over next to the SIGTERM ones
                 for name, sub in fo.items():
                     values = sub.get("samples", {}).get("api", {}).get("bound", [])
                     if values:
-                        names.append(name.replace(" (", "\n(") + "\nPOST failover")
+                        names.append(label(name) + "\nPOST failover")
                         data.append([v * 1000 for v in values])
             if not data:
                 continue
@@ -69,7 +73,8 @@ def plots(results: dict, directory: Path, stem: str, log: Callable[[str], None])
         cpu = c.get("idle", {}).get("cpu_pct_of_a_core", {})
         series.setdefault(runtime, []).append((int(n), w["uss"]["median"], w["pss"]["median"],
                                                c["memory_mib"].get("agent_total_uss_per_host", 0) / int(n),
-                                               cpu.get("per_worker", {}).get("median"), cpu.get("per_vip_whole_agent")))
+                                               cpu.get("per_worker", {}).get("median"), cpu.get("per_vip_whole_agent"),
+                                               bool(c.get("converged"))))
     if series:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
         ticks = sorted({p[0] for points in series.values() for p in points})
@@ -79,8 +84,15 @@ def plots(results: dict, directory: Path, stem: str, log: Callable[[str], None])
             ax1.plot(xs, [p[1] for p in points], "o-", label=f"worker USS (median), {runtime}")
             ax1.plot(xs, [p[2] for p in points], "s--", label=f"worker PSS (median), {runtime}")
             ax1.plot(xs, [p[3] for p in points], "^:", label=f"whole agent USS / VIPs, {runtime}")
-            ax2.plot(xs, [p[4] for p in points], "o-", label=f"one worker (median), {runtime}")
-            ax2.plot(xs, [p[5] for p in points], "^:", label=f"whole agent / VIPs, {runtime}")
+            # A level that never converged is not idle (the machine is saturated): its CPU is
+            # drawn apart, as crosses, not as a point of the idle curve.
+            good = [p for p in points if p[6]]
+            ax2.plot([p[0] for p in good], [p[4] for p in good], "o-", label=f"one worker (median), {runtime}")
+            ax2.plot([p[0] for p in good], [p[5] for p in good], "^:", label=f"whole agent / VIPs, {runtime}")
+            bad = [p for p in points if not p[6]]
+            if bad:
+                ax2.plot([p[0] for p in bad], [p[4] for p in bad], "x", color="black", markersize=9,
+                         label=f"one worker, did not converge (overloaded), {runtime}")
         ax1.axhline(12, color="red", linestyle="--", label="target: USS ≤ 12 MiB per worker")
         ax2.axhline(0.1, color="red", linestyle="--", label="target: ≤ 0.1 % of a core per VIP")
         for ax, ylabel, title in ((ax1, "MiB per VIP", "Memory per VIP"),
