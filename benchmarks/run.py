@@ -1,6 +1,6 @@
 """link's benchmarks, one command: failover against keepalived, scale, API latency.
 
-    .venv/bin/python -m benchmarks.run            # everything (about 25 minutes)
+    .venv/bin/python -m benchmarks.run            # everything (about 45 minutes)
     .venv/bin/python -m benchmarks.run --quick    # fewer repetitions, smaller counts
     .venv/bin/python -m benchmarks.run --only scale --scale-counts 10,100,300   # re-run a part
     .venv/bin/python -m benchmarks.run --smoke --output /tmp/x.json             # CI: is it well formed
