@@ -21,6 +21,10 @@ from link.worker.etcd_port import EtcdError, EtcdUnavailable, KeyInfo, LeaseNotF
 
 logger = logging.getLogger(__name__)
 
+# A broken watch is made again after WATCH_RETRY_MIN, then twice as long after each attempt
+# that did not come up, up to the MAX; meanwhile the worker reads the lock every tick.
+WATCH_RETRY_MIN, WATCH_RETRY_MAX = 0.5, 2.0
+
 # gRPC's default reconnect backoff grows to 120 s: after an etcd outage a client would stay
 # "unavailable" long after etcd is back (LinK v2 took 8-17 s). Keep the backoff short. Despite
 # its name, min_reconnect_backoff is the time a connection attempt is given (gRPC's
@@ -349,8 +353,9 @@ class GrpcEtcd:
             on_change()
 
     def _watch_loop(self) -> None:
-        # Bounded: each pass either streams until etcd breaks it or waits 0.5 s; it ends when
-        # the worker closes the adapter (the worker's lifetime bounds it).
+        # Bounded: each pass either streams until etcd breaks it or waits 0.5 to 2 s; it ends
+        # when the worker closes the adapter (the worker's lifetime bounds it).
+        failed_passes = 0  # passes in a row whose stream never came up
         while not self._closing.is_set():
             stop = threading.Event()
 
@@ -393,8 +398,15 @@ class GrpcEtcd:
                 self._watch_restart = False
                 continue  # cancelled by us to add a watch: no failure, no pause
             if not self._closing.is_set():
-                self._notify_all()
-                self._closing.wait(0.5)
+                if callbacks:
+                    # The stream was up: a change may have gone unseen, the worker looks now.
+                    # Not for a stream that never came up: during an outage that was an extra
+                    # cycle every 0.5 s per VIP, hundreds of VIPs knocking on a recovering etcd.
+                    self._notify_all()
+                    failed_passes = 0
+                else:
+                    failed_passes += 1
+                self._closing.wait(min(WATCH_RETRY_MAX, WATCH_RETRY_MIN * 2 ** failed_passes))
 
     def close(self) -> None:
         self._closing.set()

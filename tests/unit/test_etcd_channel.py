@@ -129,3 +129,31 @@ def test_a_certificate_failure_over_tls_says_what_to_check():
     error = translate(Unavailable("Ssl handshake failed: SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED"), tls=True)
     assert isinstance(error, EtcdUnavailable)
     assert "TLS handshake with etcd failed" in str(error) and "ETCD_CACERT" in str(error)
+
+
+def test_a_watch_that_cannot_come_up_does_not_wake_the_worker_for_each_retry():
+    # etcd down (a closed port on loopback): the stream never comes up. Each retry used to
+    # call the callback, so the worker ran an extra cycle every 0.5 s; now only a stream
+    # that was up and broke does, and the retries slow down to one every 2 s.
+    import threading
+    import time
+
+    woken = threading.Event()
+    attempts = []
+    etcd = GrpcEtcd([EtcdEndpoint("127.0.0.1", 1, False)], deadline=DEADLINE)
+    real_watch = etcd._watcher.Watch
+
+    def counting_watch(requests, *args, **kwargs):
+        attempts.append(time.monotonic())
+        return real_watch(requests, *args, **kwargs)
+
+    etcd._watcher.Watch = counting_watch
+    try:
+        etcd.watch("/link/default/198.51.100.50_32", woken.set)
+        time.sleep(4.0)
+        assert not woken.is_set()
+        assert not etcd.watch_healthy
+        # Attempts at 0, then after 1 s, 2 s, 2 s...: at most 4 in 4 s (at 0.5 s apart: 8).
+        assert 2 <= len(attempts) <= 4, attempts
+    finally:
+        etcd.close()
