@@ -28,6 +28,7 @@ from link.worker.fsm import Event, State, StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
 from link.worker.metrics import WorkerMetrics
 from link.worker.supervisor_link import SupervisorLink
+from link.worker.warn_throttle import WarningThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Worker(SupervisorLink):
         self._lock_changed = False  # set by the watch thread: run a cycle now
         self._lock_dirty = True  # the lock may have changed since the last read
         self._trusted_reads = 0  # cycles in a row that trusted the watch instead of reading
+        self.warnings = WarningThrottle()  # an etcd outage: one warning per 30 s, not one per tick
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -215,8 +217,20 @@ class Worker(SupervisorLink):
             self._report(result.event, result.sentence)
 
     def _log_cycle(self, result: CycleResult) -> None:
-        level = logging.WARNING if result.event is Event.FAULT or (result.event is None and "etcd" in result.sentence) else logging.DEBUG
-        logger.log(level, "%s %s: %s", self.vip, self.fsm.state.value, result.sentence)
+        troubled = result.event is Event.FAULT or (result.event is None and "etcd" in result.sentence)
+        if not troubled:
+            held = self.warnings.clear()
+            if held is not None:
+                logger.info("%s %s: etcd answers again (%d more warnings since the last one logged)",
+                            self.vip, self.fsm.state.value, held)
+            logger.debug("%s %s: %s", self.vip, self.fsm.state.value, result.sentence)
+            return
+        loud, held = self.warnings.trouble()
+        if loud:
+            more = f" ({held} similar warnings in the last {self.warnings.every:.0f} s not logged)" if held else ""
+            logger.warning("%s %s: %s%s", self.vip, self.fsm.state.value, result.sentence, more)
+        else:
+            logger.debug("%s %s: %s", self.vip, self.fsm.state.value, result.sentence)
 
     def _step_down(self, reason: str) -> None:
         """Hand the VIP over: unbind, then free the lock, then stay aside for two lease

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import time
 
 import pytest
 
 from tests.lab import procs, timed_wait, wait_until
 from tests.lab.checks import ip_list
+from tests.lab.lab import LAB_AGENT_ENV
 
 pytestmark = pytest.mark.lab
 
@@ -48,4 +51,33 @@ def test_a_restart_while_etcd_is_down_keeps_the_vips_and_follows_the_fault_rule(
     wait_until(lambda: host.has(VIP), 10, what="h2 to bind the VIP with etcd unreachable")
     assert host.api("GET", f"/ips/{ids['h2']}").body["ip"]["status"] == "ACTIVATED"
     lab.etcd.start()
+    lab.wait_agreement(VIP, ids, timeout=10)
+
+
+@pytest.mark.hosts(1)
+@pytest.mark.lab_timeout(90)
+def test_a_long_etcd_outage_logs_one_warning_per_30_s_and_a_line_when_etcd_is_back(lab):
+    lab.start_agents()
+    host = lab.host(1)
+    ids = lab.add_vip(VIP)
+    lab.wait_agreement(VIP, ids)
+    before = len(host.log_path.read_text(errors="replace").splitlines())
+    lab.etcd.stop()
+    # 33 s of outage: about 100 failed cycles at the lab's tick.
+    time.sleep(33)
+    lab.etcd.start()
+    wait_until(lambda: "etcd answers again" in host.log_path.read_text(errors="replace"), 20,
+               what="the worker to say etcd answers again")
+    lines = host.log_path.read_text(errors="replace").splitlines()[before:]
+    warnings = [line for line in lines if " WARNING " in line and VIP in line and "etcd" in line]
+    print("\n".join(warnings))
+    assert 2 <= len(warnings) <= 3, warnings  # the first, then one 30 s later (a third if a cycle lands on 60 s)
+    assert any("similar warnings in the last 30 s not logged" in line for line in warnings[1:]), warnings
+    assert any("etcd answers again" in line and VIP in line for line in lines)
+    # The failed cycles kept to the tick (the lab's 1 s lease: a cycle every 333 ms, 90 in
+    # 30 s), with no extra cycle for each failed attempt of the watch to come back (one every
+    # 0.5 s made ~120).
+    tick = float(LAB_AGENT_ENV["KEEPALIVE_INTERVAL"]) / 3
+    streak = int(re.search(r"unreachable (\d+) times in a row", warnings[1]).group(1))
+    assert streak <= 30 / tick + 8, warnings[1]
     lab.wait_agreement(VIP, ids, timeout=10)
