@@ -13,6 +13,7 @@ from link.supervisor import records
 from link.supervisor.arbiter import MAX_BOOT_FAILURES, Arbiter, backoff_delay
 from link.supervisor.store import VipStore
 from link.worker.main import EXIT_BOOT_FAILED
+from tests.unit.fake_clock import Clock
 
 
 class FakeOps:
@@ -78,19 +79,11 @@ class FakeOps:
         self.exits.append((pid, code))
 
 
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
 def booted_arbiter(tmp_path, monkeypatch):
     """A real Arbiter over fake process calls, booted with an empty STATE_DIR."""
     monkeypatch.setattr(arbiter_mod, "setproctitle", lambda title: None)
     config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "STATE_DIR": str(tmp_path)})
-    ops, clock = FakeOps(), Clock()
+    ops, clock = FakeOps(), Clock(100.0)
     arb = Arbiter(config, VipStore(str(tmp_path)), ops, clock=clock)
     arb.boot()
     return arb, ops, clock
@@ -214,7 +207,7 @@ def test_restart_loads_the_persisted_vips_and_removes_stale_addresses(setup, tmp
     request(arb, ops, "add", ip="198.51.100.51/32")
     ops2 = FakeOps()
     ops2.bound = {"198.51.100.50/32"}
-    again = Arbiter(arb.config, VipStore(str(tmp_path)), ops2, clock=Clock())
+    again = Arbiter(arb.config, VipStore(str(tmp_path)), ops2, clock=Clock(100.0))
     again.boot()
     assert [r.ip for r in again.vips.values()] == ["198.51.100.50/32", "198.51.100.51/32"]
     assert set(again.vips) == set(arb.vips)

@@ -4,13 +4,18 @@ then only a channel that keeps failing and is old enough, so that slow connectio
 are not cut short one after the other. And what a failure is called."""
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 import pytest
 from etcd3 import etcdrpc
 
 from link.config import EtcdEndpoint
-from link.worker.etcd_grpc import GrpcEtcd, translate
+from link.worker.etcd_grpc import WATCH_RETRY_MAX, WATCH_RETRY_MIN, GrpcEtcd, translate
 from link.worker.etcd_port import EtcdUnavailable
+from tests.lab import wait_until
+from tests.unit.fake_clock import Clock
 
 DEADLINE = 0.2
 
@@ -24,14 +29,6 @@ class Unavailable(grpc.RpcError):
 
     def details(self) -> str:
         return self._details
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -134,12 +131,9 @@ def test_a_certificate_failure_over_tls_says_what_to_check():
 def test_a_watch_that_cannot_come_up_does_not_wake_the_worker_for_each_retry():
     # etcd down (a closed port on loopback): the stream never comes up. Each retry used to
     # call the callback, so the worker ran an extra cycle every 0.5 s; now only a stream
-    # that was up and broke does, and the retries slow down to one every 2 s.
-    import threading
-    import time
-
+    # that was up and broke does, and the pause between retries doubles up to 2 s.
     woken = threading.Event()
-    attempts = []
+    attempts: list[float] = []
     etcd = GrpcEtcd([EtcdEndpoint("127.0.0.1", 1, False)], deadline=DEADLINE)
     real_watch = etcd._watcher.Watch
 
@@ -150,10 +144,11 @@ def test_a_watch_that_cannot_come_up_does_not_wake_the_worker_for_each_retry():
     etcd._watcher.Watch = counting_watch
     try:
         etcd.watch("/link/default/198.51.100.50_32", woken.set)
-        time.sleep(4.0)
+        wait_until(lambda: len(attempts) >= 3, 10, 0.05, what="three attempts of the watch")
         assert not woken.is_set()
         assert not etcd.watch_healthy
-        # Attempts at 0, then after 1 s, 2 s, 2 s...: at most 4 in 4 s (at 0.5 s apart: 8).
-        assert 2 <= len(attempts) <= 4, attempts
+        # Pauses of 1 s then 2 s after failed attempts (0.5 s each before the change).
+        first, second = attempts[1] - attempts[0], attempts[2] - attempts[1]
+        assert first >= WATCH_RETRY_MIN * 2 - 0.05 and second >= WATCH_RETRY_MAX - 0.05, attempts
     finally:
         etcd.close()

@@ -3,17 +3,10 @@ from link.vip import lock_key
 from link.worker.election import Election
 from link.worker.fsm import Event
 from tests.unit.fake_etcd import FakeEtcd
+from tests.unit.fake_clock import Clock
 
 VIP = "198.51.100.50/32"
 LOCK = lock_key(VIP)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def host(store, clock, name, priority, preempt=True):

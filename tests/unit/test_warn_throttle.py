@@ -2,14 +2,7 @@
 from __future__ import annotations
 
 from link.worker.warn_throttle import WarningThrottle
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fake_clock import Clock
 
 
 def test_first_warning_of_a_streak_is_logged_then_one_per_period_with_the_count_held_back() -> None:

@@ -15,20 +15,13 @@ from link.worker.announce import announcement_frames
 from link.worker.etcd_grpc import GrpcEtcd
 from link.worker.etcd_port import EtcdUnavailable
 from link.worker.metrics import WorkerMetrics
+from tests.unit.fake_clock import Clock
 
 MAC = "02:00:00:00:01:01"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_counters_and_snapshot() -> None:
-    clock = Clock()
+    clock = Clock(10.0)
     metrics = WorkerMetrics(clock=clock, interval=2.0)
     metrics.transition("elected")
     metrics.transition("elected")
@@ -46,7 +39,7 @@ def test_counters_and_snapshot() -> None:
 
 
 def test_a_metrics_message_at_most_every_interval() -> None:
-    clock = Clock()
+    clock = Clock(10.0)
     metrics = WorkerMetrics(clock=clock, interval=2.0)
     assert not metrics.due()
     clock.now += 2.0
