@@ -17,8 +17,15 @@ configuration is read from environment variables (as LinK):
   HOSTNAME                    name of this host in etcd (default: the machine's hostname)
   ETCD_HOSTS                  comma-separated etcd URLs (default http://127.0.0.1:2379)
   ETCD_TLS_CERT, ETCD_TLS_KEY, ETCD_CACERT   client certificate, key and CA for https:// etcd
-  PORT                        HTTP API port (default 1313); BIND_ADDRESS (default 0.0.0.0)
+  PORT                        HTTP API port (default 1313)
+  BIND_ADDRESS                comma-separated addresses the API listens on (default
+                              127.0.0.1,::1; 0.0.0.0 when PASSWORD is set)
   USER, PASSWORD              HTTP basic auth, on when PASSWORD is set
+  ALLOW_UNAUTHENTICATED_API   true: serve a non-loopback BIND_ADDRESS without PASSWORD
+  SCRIPTS_DIR                 the only directory programs may be run from (default /etc/link/scripts)
+  SCRIPT_USER                 user[:group] programs run as (default nobody as root, else the agent's user)
+  WEBHOOK_ALLOWED_URLS        comma-separated origins (https://host:port) webhook binders may call
+  MAX_VIPS                    most VIPs this agent takes (default 100)
   KEEPALIVE_INTERVAL          lease of a VIP: a dead host's VIP moves within it (default 2s)
   KEEPALIVE_RETRY             etcd failures in a row before the `fault` event (default 3)
   ARP_GRATUITOUS_COUNT        announcements when a VIP is bound (default 3)
@@ -95,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # No writer thread here: the supervisor forks, so it writes without blocking instead.
     logs.setup(config.logger_level, "supervisor", fmt=config.logger_type, threaded=False)
+    if config.api_exposed and not config.auth_enabled:
+        logger.warning("the API listens on %s without a password (ALLOW_UNAUTHENTICATED_API=true): anyone who "
+                       "reaches port %d can add, move and delete this host's VIPs", config.bind_address, config.port)
 
     from link.supervisor.arbiter import Arbiter
     from link.supervisor.ops import RealOps

@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from concurrent.futures import Future
@@ -179,6 +180,22 @@ def _reset_signals() -> None:
         pass
 
 
+def usable_addresses(addresses: tuple[str, ...]) -> tuple[str, ...]:
+    """The addresses to listen on, less ::1 where this host has no IPv6 loopback (IPv6 disabled):
+    the default pair 127.0.0.1 and ::1 must not stop an IPv4-only host. Any other address that
+    cannot be bound stops the API (EXIT_CANNOT_LISTEN), as the administrator named it."""
+    if "::1" not in addresses or len(addresses) == 1:
+        return addresses
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        log.info("no IPv6 loopback here (%s): the API listens on %s only", exc.strerror or exc,
+                 ", ".join(a for a in addresses if a != "::1"))
+        return tuple(a for a in addresses if a != "::1")
+    return addresses
+
+
 def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
     """Body of the API process: serve the API until SIGTERM or the supervisor goes away.
 
@@ -187,8 +204,10 @@ def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
     """
     _reset_signals()
     logs.setup(config.logger_level, "api", fmt=config.logger_type)
-    where = f"{config.bind_address}:{config.port}"
-    setproctitle.setproctitle(f"link: api {where}")
+    addresses = usable_addresses(config.bind_addresses)
+    listen = " ".join(f"[{a}]:{config.port}" if ":" in a else f"{a}:{config.port}" for a in addresses)
+    where = listen.replace(" ", ", ")
+    setproctitle.setproctitle(f"link: api {listen}")
 
     def supervisor_gone() -> None:
         log.info("the supervisor closed the pipe, exiting")
@@ -202,8 +221,7 @@ def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
         # logging.basicConfig(); the agent has its own logging and says one line itself.
         server = waitress.create_server(
             app,
-            host=config.bind_address,
-            port=config.port,
+            listen=listen,
             threads=API_THREADS,
             ident="link",
             max_request_body_size=MAX_REQUEST_BYTES,
@@ -216,8 +234,8 @@ def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
         _exit(EXIT_CANNOT_LISTEN)
     client.start()
     log.info(
-        "listening on http://%s (link %s, basic auth %s)",
-        where,
+        "listening on %s (link %s, basic auth %s)",
+        ", ".join(f"http://{a}" for a in listen.split()),
         version,
         "on" if config.auth_enabled else "off",
     )

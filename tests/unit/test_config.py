@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from link.config import ConfigError, load, parse_duration
@@ -102,3 +104,55 @@ def test_log_format_and_metrics_auth():
     for name, value in (("LOGGER_TYPE", "xml"), ("METRICS_AUTH", "maybe")):
         with pytest.raises(ConfigError, match=name):
             load(env(**{name: value}))
+
+
+def test_api_listens_on_loopback_without_a_password():
+    assert load(env()).bind_addresses == ("127.0.0.1", "::1")
+    assert not load(env()).api_exposed
+    # With a password, LinK's default: every address.
+    assert load(env(PASSWORD="s3cret")).bind_addresses == ("0.0.0.0",)
+    assert load(env(BIND_ADDRESS="127.0.0.1, [::1]")).bind_addresses == ("127.0.0.1", "::1")
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "198.51.100.10", "::", "127.0.0.1,198.51.100.10"])
+def test_exposed_api_without_password_needs_the_opt_in(address):
+    with pytest.raises(ConfigError) as info:
+        load(env(BIND_ADDRESS=address))
+    assert "BIND_ADDRESS" in str(info.value) and "PASSWORD" in str(info.value)
+    config = load(env(BIND_ADDRESS=address, ALLOW_UNAUTHENTICATED_API="true"))
+    assert config.api_exposed and not config.auth_enabled
+    assert load(env(BIND_ADDRESS=address, PASSWORD="s3cret")).api_exposed
+
+
+@pytest.mark.parametrize("variables,name", [
+    ({"BIND_ADDRESS": "localhost"}, "BIND_ADDRESS"),
+    ({"BIND_ADDRESS": "127.0.0.1,127.0.0.1"}, "BIND_ADDRESS"),
+    ({"ALLOW_UNAUTHENTICATED_API": "perhaps"}, "ALLOW_UNAUTHENTICATED_API"),
+    ({"SCRIPTS_DIR": "etc/link"}, "SCRIPTS_DIR"),
+    ({"SCRIPT_USER": "no-such-user-here"}, "SCRIPT_USER"),
+    ({"SCRIPT_USER": "root:no-such-group-here"}, "SCRIPT_USER"),
+    ({"WEBHOOK_ALLOWED_URLS": "ftp://198.51.100.7"}, "WEBHOOK_ALLOWED_URLS"),
+    ({"WEBHOOK_ALLOWED_URLS": "https://198.51.100.7/hook"}, "WEBHOOK_ALLOWED_URLS"),
+    ({"MAX_VIPS": "0"}, "MAX_VIPS"),
+])
+def test_bad_security_settings_name_the_variable(variables, name):
+    with pytest.raises(ConfigError, match=name):
+        load(env(**variables))
+
+
+def test_programs_never_run_as_root_by_default():
+    from link.config import parse_script_user
+
+    as_root = parse_script_user("", euid=0)
+    assert as_root.name == "nobody" and as_root.uid != 0
+    assert parse_script_user("root", euid=0).uid == 0  # said explicitly, as keepalived's script_user root
+    if os.geteuid() != 0:
+        assert parse_script_user("").uid == os.geteuid()
+        with pytest.raises(ConfigError, match="SCRIPT_USER"):
+            parse_script_user("nobody")
+
+
+def test_webhook_origins_are_normalised():
+    config = load(env(WEBHOOK_ALLOWED_URLS="https://Hooks.Example.net, http://198.51.100.7:8080/,http://[2001:db8::7]"))
+    assert config.webhook_allowed_urls == ("https://hooks.example.net:443", "http://198.51.100.7:8080",
+                                           "http://[2001:db8::7]:80")
