@@ -213,8 +213,20 @@ class Agent:
         except Exception as exc:
             raise type(exc)(f"{exc}\n--- {self.host.log_path} ---\n{_tail(self.host.log_path)}") from None
 
-    def api(self, method: str, path: str, body: Any = None, timeout: float = 5.0, **kw: Any) -> http.Response:
-        return http.request(self.host.ns, "127.0.0.1", AGENT_PORT, method, path, body=body, timeout=timeout, **kw)
+    def credentials(self) -> dict[str, str]:
+        """The Authorization header for this agent's USER/PASSWORD ({} without a PASSWORD)."""
+        if not self.env.get("PASSWORD"):
+            return {}
+        token = base64.b64encode(f"{self.env.get('USER', '')}:{self.env['PASSWORD']}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 5.0, *, auth: bool = True,
+            address: str = "127.0.0.1", ns: str | None = None, **kw: Any) -> http.Response:
+        """A request to this agent, from its own namespace to loopback unless `ns`/`address` say
+        otherwise; with the agent's credentials when it has a PASSWORD, unless `auth` is False."""
+        headers = {**(self.credentials() if auth else {}), **(kw.pop("headers", None) or {})}
+        return http.request(ns or self.host.ns, address, AGENT_PORT, method, path, body=body, timeout=timeout,
+                            headers=headers, **kw)
 
     def tree(self) -> list[int]:
         """The agent and every process below it, now (remembered for the clean-up)."""
