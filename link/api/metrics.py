@@ -68,6 +68,9 @@ class LinkCollector:
                                           "(unavailable, refused, lease_not_found).", labels=VIP_LABELS + ["method", "kind"])
         renewals = CounterMetricFamily("link_vip_lease_renewals", "Successful refreshes of the VIP's etcd lease.", labels=VIP_LABELS)
         grants = CounterMetricFamily("link_vip_lease_grants", "etcd leases granted to the VIP's worker.", labels=VIP_LABELS)
+        takeovers = CounterMetricFamily("link_vip_leaseless_lock_takeovers",
+                                        "Locks found without a lease (held by no host) that this host took over.",
+                                        labels=VIP_LABELS)
         for vip in vips:
             labels = [str(vip.get("id", "")), str(vip.get("ip", ""))]
             for name in STATES:
@@ -95,8 +98,9 @@ class LinkCollector:
                     etcd_errors.add_metric(labels + [str(method), str(kind)], _number(count))
             renewals.add_metric(labels, _number(etcd.get("lease_renewals")))
             grants.add_metric(labels, _number(etcd.get("lease_grants")))
+            takeovers.add_metric(labels, _number(_mapping(numbers.get("election")).get("leaseless_lock_takeovers")))
         yield from (state, since, changed, respawns, transitions, packets, checks, check_time, etcd_time, etcd_errors,
-                    renewals, grants)
+                    renewals, grants, takeovers)
 
 
 def render(answer: Mapping[str, Any], version: str, clock: Callable[[], float] = time.time) -> bytes:

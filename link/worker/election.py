@@ -3,6 +3,14 @@
 `run_cycle` keeps the lease alive, looks at the lock and returns the event it implies plus a
 sentence that says why; the worker logs the sentence and feeds the event to the state machine.
 Every etcd call has a deadline (in the adapter); `_failed` alone decides what a failure means.
+
+What is read from etcd is not trusted (anyone who can write to etcd can put any key): only a
+key on a lease stands for a live host, since every key link writes is on its worker's lease.
+A lock without a lease holds nothing: an eligible host takes it over with a transaction that
+compares the key's revision (so a legitimate change made meanwhile wins), and counts it
+(`leaseless_takeovers`, the metric link_vip_leaseless_lock_takeovers_total). A candidate
+without a lease, or malformed (link.worker.candidates), is ignored. Each bad key is logged
+once, escaped (link.worker.etcd_values); a host name read from etcd is shown escaped too.
 """
 from __future__ import annotations
 
@@ -12,9 +20,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from link.vip import candidate_key, candidates_prefix, lock_key
-from link.worker.candidates import DEFAULT_PRIORITY, Candidate, better_than, candidate_info_key, decode, encode
+from link.worker.candidates import (DEFAULT_PRIORITY, BadCandidate, Candidate, better_than, candidate_info_key, decode,
+                                    encode)
 from link.worker.candidates import candidates_prefix as info_prefix
 from link.worker.etcd_port import EtcdError, EtcdPort, EtcdUnavailable, KeyInfo, LeaseNotFound
+from link.worker.etcd_values import OncePerKey, as_name, plain_name, shown
 from link.worker.fsm import Event
 
 logger = logging.getLogger(__name__)
@@ -54,6 +64,8 @@ class Election:
         self._better_since: float | None = None
         self._lock_seen: object = _UNKNOWN  # KeyInfo | None from the last read
         self._candidates: list[Candidate] | None = None
+        self.bad_keys = OncePerKey(vip)  # what was wrong with which key, said once
+        self.leaseless_takeovers = 0  # locks without a lease this worker took over
 
     def run_cycle(self, eligible: bool = True, state: str = "STANDBY", lock_unchanged: bool = False) -> CycleResult:
         """Refresh the lease, then decide: elected, demoted, fault, or nothing yet.
@@ -101,24 +113,16 @@ class Election:
         else:
             # After any write of ours below, _lock_seen is unknown again: the next cycle reads.
             info = self._lock_seen = self.etcd.get(self.lock)
-        if info is None:
-            if not eligible:
-                return CycleResult(None, "the lock is free but this host is not eligible", None)
-            now = self.clock()
-            if self._free_since is None:
-                self._free_since = now
-            better = better_than(self.candidates(), self.hostname, self.priority)
-            if better and now - self._free_since < self.grace:
-                best = better[0]
-                return CycleResult(None, f"the lock is free; leaving it to {best.host} (priority {best.priority} < {self.priority})", None)
-            self._free_since = None
-            self._lock_seen = _UNKNOWN
-            if self.etcd.create_if_absent(self.lock, self.hostname, self.lease_id):
-                return CycleResult(Event.ELECTED, "took the free lock", self.hostname)
+        if info is None or not info.lease:
+            taken = self._take_free_lock(info, eligible)
+            if taken is not None:
+                return taken
             info = self.etcd.get(self.lock)
-            if info is None:
-                # Created and gone again between our two calls: look again next cycle.
+            if info is None or not info.lease:
+                # Taken and gone again between our two calls: look again next cycle.
                 return CycleResult(None, "the lock changed hands twice during the cycle", None)
+        else:
+            self.bad_keys.fine(self.lock)
         self._free_since = None
         if info.lease == self.lease_id:
             if not eligible:
@@ -137,7 +141,41 @@ class Election:
                 self._revoke_quietly(info.lease)
                 return CycleResult(Event.ELECTED, f"took over the lock left by a previous worker of this host (lease {info.lease:x})", self.hostname)
             return CycleResult(None, "the lock changed while taking it over", None)
-        return CycleResult(Event.DEMOTED, f"{info.value} holds the lock", info.value)
+        holder = as_name(info.value)
+        return CycleResult(Event.DEMOTED, f"{holder} holds the lock", holder)
+
+    def _take_free_lock(self, info: KeyInfo | None, eligible: bool) -> CycleResult | None:
+        """The lock is free (`info` None), or held by nobody: a key without a lease, which no
+        host keeps alive and which would never expire. Take it, unless a better candidate
+        should (for `grace`); None if another host was quicker (the caller reads who)."""
+        assert self.lease_id is not None
+        if info is None:
+            self.bad_keys.fine(self.lock)
+            what = "free"
+        else:
+            what = "not on a lease"
+            self.bad_keys.warn(self.lock, info.value, "the lock is not on a lease, so no host holds it "
+                               "(every agent's lock is on its lease): an eligible host takes it over")
+        if not eligible:
+            return CycleResult(None, f"the lock is {what} but this host is not eligible", None)
+        now = self.clock()
+        if self._free_since is None:
+            self._free_since = now
+        better = better_than(self.candidates(), self.hostname, self.priority)
+        if better and now - self._free_since < self.grace:
+            best = better[0]
+            return CycleResult(None, f"the lock is {what}; leaving it to {best.host} (priority {best.priority} < {self.priority})", None)
+        self._free_since = None
+        self._lock_seen = _UNKNOWN
+        if info is None:
+            if self.etcd.create_if_absent(self.lock, self.hostname, self.lease_id):
+                return CycleResult(Event.ELECTED, "took the free lock", self.hostname)
+            return None
+        # Compared on its revision: a host that took the lock meanwhile, or a new value, wins.
+        if self.etcd.replace_if_unchanged(self.lock, self.hostname, self.lease_id, info.mod_revision):
+            self.leaseless_takeovers += 1
+            return CycleResult(Event.ELECTED, f"took over the lock, which was not on a lease (value {shown(info.value)})", self.hostname)
+        return None
 
     def _consider_preemption(self) -> CycleResult:
         """The holder steps aside for a healthy better-priority candidate that has been there
@@ -160,10 +198,23 @@ class Election:
         return CycleResult(Event.DEMOTED, f"{best.host} has a better priority ({best.priority} < {self.priority}) for {waited:.1f}s: handing over", None, hand_over=True)
 
     def candidates(self, fresh: bool = False) -> list[Candidate]:
-        """The published candidates; cached until `candidates_changed` (the prefix's watch)."""
+        """The published candidates that count (on a lease, well formed: the module docstring);
+        cached until `candidates_changed` (the prefix's watch)."""
         if fresh or self._candidates is None:
             prefix = info_prefix(self.vip)
-            self._candidates = [decode(key[len(prefix):], info.value) for key, info in self.etcd.get_prefix(prefix).items()]
+            keys = self.etcd.get_prefix(prefix)
+            found = []
+            for key, info in keys.items():
+                try:
+                    if not info.lease:
+                        raise BadCandidate("not on a lease, ignored (every agent writes its candidate key on its lease)")
+                    found.append(decode(key[len(prefix):], info.value))
+                except BadCandidate as exc:
+                    self.bad_keys.warn(key, info.value, f"not a candidate: {exc}")
+                else:
+                    self.bad_keys.fine(key)
+            self.bad_keys.keep_only(set(keys), prefix)
+            self._candidates = found
         return self._candidates
 
     def candidates_changed(self) -> None:
@@ -202,9 +253,26 @@ class Election:
         return CycleResult(None, f"etcd {kind} ({self.failures}/{self.retry}): {exc}")
 
     def competitors(self) -> list[str]:
-        """Other hosts whose candidate key is alive (on a lease that has not expired)."""
-        keys = self.etcd.get_prefix(candidates_prefix(self.vip))
-        return sorted(info.value for key, info in keys.items() if key != self.candidate)
+        """Other hosts whose candidate key is alive (on a lease that has not expired); a key
+        without a lease, or whose value is no host name, is nobody."""
+        prefix = candidates_prefix(self.vip)
+        keys = self.etcd.get_prefix(prefix)
+        hosts = []
+        for key, info in keys.items():
+            if key == self.candidate:
+                continue
+            if not info.lease:
+                self.bad_keys.warn(key, info.value, "not a competitor: not on a lease")
+            elif not plain_name(info.value):
+                self.bad_keys.warn(key, info.value, "not a competitor: the value is no host name")
+            else:
+                hosts.append(info.value)
+        self.bad_keys.keep_only(set(keys), prefix)
+        return sorted(hosts)
+
+    def counters(self) -> dict[str, int]:
+        """What the election counts, for the worker's metrics."""
+        return {"leaseless_lock_takeovers": self.leaseless_takeovers}
 
     def give_up_lock(self) -> str:
         """Delete the lock if we hold it, keeping the lease (FAILING: stay a visible candidate)."""

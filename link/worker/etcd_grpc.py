@@ -98,6 +98,16 @@ def _read(path: str) -> bytes | None:
         return handle.read()
 
 
+def _text(raw: bytes) -> str:
+    """Bytes read from etcd as text: anyone may have written them, so invalid UTF-8 shows as
+    \\xNN (seen in logs as it was written; no byte can fail a later encode)."""
+    return raw.decode(errors="backslashreplace")
+
+
+def _key_info(kv: Any) -> KeyInfo:
+    return KeyInfo(_text(kv.value), kv.lease, kv.mod_revision)
+
+
 class _Compare:
     """Builders for the transaction compares we need (etcd3 0.12 lacks the LEASE one)."""
 
@@ -299,14 +309,13 @@ class GrpcEtcd:
         response = self._call(self._kv.Range, etcdrpc.RangeRequest(key=key.encode()))
         if not response.kvs:
             return None
-        kv = response.kvs[0]
-        return KeyInfo(kv.value.decode(errors="replace"), kv.lease, kv.mod_revision)
+        return _key_info(response.kvs[0])
 
     def get_prefix(self, prefix: str) -> dict[str, KeyInfo]:
         start = prefix.encode()
         end = start[:-1] + bytes([start[-1] + 1])  # the first key after every key with this prefix
         response = self._call(self._kv.Range, etcdrpc.RangeRequest(key=start, range_end=end))
-        return {kv.key.decode(errors="replace"): KeyInfo(kv.value.decode(errors="replace"), kv.lease, kv.mod_revision) for kv in response.kvs}
+        return {_text(kv.key): _key_info(kv) for kv in response.kvs}
 
     def put(self, key: str, value: str, lease: int) -> None:
         self._call(self._kv.Put, etcdrpc.PutRequest(key=key.encode(), value=value.encode(), lease=lease))

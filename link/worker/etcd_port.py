@@ -23,6 +23,9 @@ class LeaseNotFound(EtcdError):
 
 @dataclass(frozen=True)
 class KeyInfo:
+    """A key as read: its value (untrusted text, invalid UTF-8 escaped as \\xNN), the lease
+    it is attached to (0: none, so no host keeps it alive) and its last modification."""
+
     value: str
     lease: int
     mod_revision: int

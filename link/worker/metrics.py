@@ -46,14 +46,17 @@ class WorkerMetrics:
         self._last_push = now
         return True
 
-    def snapshot(self, etcd: Mapping[str, Any] | None, packets: int) -> dict[str, Any]:
-        """The numbers as one plain dict (what goes over the pipe)."""
+    def snapshot(self, etcd: Mapping[str, Any] | None, packets: int,
+                 election: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """The numbers as one plain dict (what goes over the pipe); `election` is what the
+        election counts (Election.counters)."""
         self._last_push = self.clock()
         return {
             "transitions": dict(self.transitions),
             "announce_packets": packets,
             "health": {"results": dict(self.health_results), "seconds": self.health_seconds, "count": self.health_count},
             "etcd": dict(etcd or {}),
+            "election": dict(election or {}),
         }
 
 

@@ -128,7 +128,8 @@ class SupervisorLink:
 
     def _metrics_snapshot(self: Worker) -> dict:
         return self.metrics.snapshot(self.etcd.stats.snapshot() if self.etcd else None,
-                                     self.announcer.packets if self.announcer else 0)
+                                     self.announcer.packets if self.announcer else 0,
+                                     self.election.counters() if self.election else None)
 
     def _send_metrics(self: Worker) -> None:
         try:

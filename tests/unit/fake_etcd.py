@@ -20,6 +20,10 @@ class FakeEtcd:
     def client(self) -> "FakeEtcdClient":
         return FakeEtcdClient(self)
 
+    def put_raw(self, key: str, value: str, lease: int = 0) -> None:
+        """What anyone with write access to etcd can do (etcdctl put): by default, no lease."""
+        self._put(key, value, lease)
+
     def expire(self, lease: int) -> None:
         """What etcd does when a lease is not refreshed in time."""
         self.leases.pop(lease, None)
@@ -54,6 +58,12 @@ class FakeEtcdClient:
         if self.store.down:
             raise EtcdUnavailable("DEADLINE_EXCEEDED: fake etcd is down")
 
+    @staticmethod
+    def _leased(key: str, lease: int) -> None:
+        # Every key link writes lives on a lease (a key without one outlives its host): the
+        # fake fails every test in which link would write one.
+        assert lease, f"link wrote {key} without a lease"
+
     def grant_lease(self, ttl: int) -> tuple[int, int]:
         self._check("grant_lease")
         self.store.next_lease += 1
@@ -82,10 +92,12 @@ class FakeEtcdClient:
 
     def put(self, key: str, value: str, lease: int) -> None:
         self._check("put")
+        self._leased(key, lease)
         self.store._put(key, value, lease)
 
     def create_if_absent(self, key: str, value: str, lease: int) -> bool:
         self._check("create_if_absent")
+        self._leased(key, lease)
         if key in self.store.keys:
             return False
         self.store._put(key, value, lease)
@@ -93,6 +105,7 @@ class FakeEtcdClient:
 
     def replace_if_unchanged(self, key: str, value: str, lease: int, mod_revision: int) -> bool:
         self._check("replace_if_unchanged")
+        self._leased(key, lease)
         current = self.store.keys.get(key)
         if current is None or current.mod_revision != mod_revision:
             return False
