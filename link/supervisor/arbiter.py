@@ -3,7 +3,9 @@
 Signal handlers only enqueue the signal and poke a wakeup pipe; the loop waits on the pipes
 of the API process and the workers plus that wakeup fd, dispatches `handle_<signal>`, reaps
 with waitpid(-1, WNOHANG) and respawns dead workers with jittered backoff. A worker that
-cannot boot its VIP several times in a row is marked FATAL instead of being respawned forever.
+cannot boot its VIP several times in a row is marked FATAL instead of being respawned at once,
+and tried again after FATAL_RETRY (minutes): what made it fail (an interface missing, a bad
+value in etcd) may be gone by then, and a VIP must not stay down for good on every host.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 BOOT_WINDOW = 5.0  # a worker dying sooner than this after its start failed to boot
 MAX_BOOT_FAILURES = 5  # then FATAL (Supervisor's startretries)
+FATAL_RETRY = 300.0  # seconds (±20 % jitter) before a FATAL worker is tried again, once per period
 STOP_TIMEOUT = 10.0  # workers that have not released their VIP by then are killed
 API_BOOT_WINDOW = 3.0  # an API process dying sooner than this cannot serve: stop the agent
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -40,6 +43,11 @@ def backoff_delay(failures: int, rng: Callable[[float, float], float] = random.u
     """0.1 s after a crash of a worker that ran fine, doubling per failed boot, capped at 30 s,
     with ±25 % jitter so many failing VIPs do not respawn in lockstep."""
     return min(30.0, 0.1 * (2 ** failures)) * rng(0.75, 1.25)
+
+
+def fatal_retry_delay(rng: Callable[[float, float], float] = random.uniform) -> float:
+    """FATAL_RETRY with ±20 % jitter: VIPs that went FATAL together are not retried together."""
+    return FATAL_RETRY * rng(0.8, 1.2)
 
 
 class Arbiter(RequestHandlers):
@@ -319,10 +327,14 @@ class Arbiter(RequestHandlers):
         was = record.status
         record.status, record.holder, record.since = "BOOTING", None, time.time()
         if record.boot_failures >= MAX_BOOT_FAILURES:
+            # boot_failures stays at the maximum: a retry that fails too is FATAL again at once.
+            delay = fatal_retry_delay()
             record.worker_state = records.FATAL
-            logger.error("%s: worker failed to boot %d times, giving up: %s", record.ip, record.boot_failures, record.error)
-            observe.add_event(record, record.status, "worker_fatal", f"worker {pid} failed to boot {record.boot_failures} times, "
-                              f"not respawned: {record.error}", frm=was)
+            record.respawn_at = self.clock() + delay
+            logger.error("%s: worker failed to boot %d times: %s; retrying in %.0f s", record.ip, record.boot_failures,
+                         record.error, delay)
+            observe.add_event(record, record.status, "worker_fatal", f"worker {pid} failed to boot {record.boot_failures} times "
+                              f"({record.error}); retrying in {delay:.0f} s", frm=was)
             return
         delay = backoff_delay(record.boot_failures)
         record.worker_state = records.BACKOFF
@@ -341,6 +353,10 @@ class Arbiter(RequestHandlers):
         now = self.clock()
         for record in self.by_respawn():
             if now >= record.respawn_at:
+                if record.worker_state == records.FATAL:
+                    logger.warning("%s: retrying the worker that failed to boot %d times", record.ip, record.boot_failures)
+                    observe.add_event(record, record.status, "worker_fatal_retry",
+                                      f"retrying after {record.boot_failures} failed boots ({record.error})")
                 self.spawn_worker(record)
 
     def _api_exited(self, code: int) -> None:

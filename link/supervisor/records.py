@@ -9,11 +9,12 @@ from multiprocessing.connection import Connection
 from link.config import Config
 from link.vip import VipSpec
 
-# The supervisor's view of a worker process (Supervisor's RUNNING/BACKOFF/FATAL).
-RUNNING = "RUNNING"
-BACKOFF = "BACKOFF"
-FATAL = "FATAL"
-STOPPING = "STOPPING"
+# The supervisor's view of a worker process (Supervisor's RUNNING/BACKOFF/FATAL):
+RUNNING = "RUNNING"  # a worker process serves the VIP
+BACKOFF = "BACKOFF"  # it exited: respawned at respawn_at (jittered, longer after each failed boot)
+FATAL = "FATAL"  # it failed to boot MAX_BOOT_FAILURES times in a row: tried again at respawn_at,
+#                  FATAL_RETRY (minutes) later, and FATAL again at once if that boot fails too
+STOPPING = "STOPPING"  # told to stop (DELETE, the agent stopping): not respawned
 
 MAX_EVENTS = 100  # events kept per VIP (GET /ips/<id>/events)
 
@@ -32,7 +33,7 @@ class VipRecord:
     conn: Connection | None = None
     worker_state: str = BACKOFF
     started_at: float = 0.0
-    respawn_at: float | None = None
+    respawn_at: float | None = None  # when BACKOFF or FATAL ends (the supervisor's clock)
     restarts: int = 0
     boot_failures: int = 0
     error: str | None = None
