@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import bottle
 
 from link.api import metrics
+from link.api.guard import FailureGuard
 from link.api.validation import (
     JSON_TYPE,
     ApiError,
@@ -139,18 +140,24 @@ class _JsonBottle(bottle.Bottle):
         return (json.dumps({"error": message}) + "\n").encode("utf-8")
 
 
-def make_app(call: Call, *, user: str = "", password: str = "", version: str, metrics_auth: bool = True) -> bottle.Bottle:
+def make_app(call: Call, *, user: str = "", password: str = "", version: str, metrics_auth: bool = True,
+             guard: FailureGuard | None = None) -> bottle.Bottle:
     """The API app; `call` sends one request to the supervisor and returns its answer.
 
     `call` raises TimeoutError or ConnectionError when the supervisor does not answer (503).
     Basic auth is on when `password` is set, as with LinK's USER and PASSWORD; with
     `metrics_auth` False (METRICS_AUTH=false), GET /metrics is open to a scraper without it.
+    `guard` counts failed logins per peer (a fresh one by default) and blocks brute force.
     """
     app = _JsonBottle()
+    failures = guard if guard is not None else FailureGuard()
     expected_user, expected_password = user.encode("utf-8"), password.encode("utf-8")
     document = copy.deepcopy(dict(openapi_document()))
     # The document describes this very agent: its version is the agent's.
     document["info"] = {**document["info"], "version": version}
+
+    def client() -> str:
+        return str(bottle.request.environ.get("REMOTE_ADDR", "?"))
 
     if password:
 
@@ -159,16 +166,21 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
             # A hook rather than a route wrapper, so unknown paths are hidden behind auth too.
             if not metrics_auth and bottle.request.path == "/metrics":
                 return
+            peer = client()
+            # A blocked peer is refused before its credentials are even looked at, right ones
+            # included: otherwise the 429 would tell a brute force when it guessed right.
+            wait = failures.retry_after(peer)
+            if wait is not None:
+                raise json_response(429, {"error": f"too many failed logins from {peer}: try again in {wait} s"},
+                                    {"Retry-After": str(wait)})
             header = bottle.request.environ.get("HTTP_AUTHORIZATION", "")
             if header and credentials_match(header, expected_user, expected_password):
                 return
             error = "invalid user or password" if header else "authentication required"
             if header:
-                log.info("refused credentials from %s", bottle.request.environ.get("REMOTE_ADDR", "?"))
+                # Only attempts count: a first request without credentials is how clients start.
+                failures.failed(peer)
             raise json_response(401, {"error": error}, {"WWW-Authenticate": AUTH_CHALLENGE})
-
-    def client() -> str:
-        return str(bottle.request.environ.get("REMOTE_ADDR", "?"))
 
     @_endpoint
     def list_ips() -> bottle.HTTPResponse:

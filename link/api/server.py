@@ -19,9 +19,9 @@ from types import FrameType
 from typing import Any, Callable, Mapping, NoReturn
 
 import setproctitle
-import waitress
 
 from link import logs
+from link.api import http_server
 from link.api.app import make_app
 from link.config import Config
 
@@ -34,7 +34,7 @@ REQUEST_TIMEOUT = 30.0
 API_THREADS = 8
 # waitress buffers a whole request before calling the app: this bounds what a client can make
 # it buffer. The app refuses anything over 64 KiB with a JSON 413; waitress itself answers
-# (in plain text) only past this.
+# (JSON too, see http_server) only past this.
 MAX_REQUEST_BYTES = 1024 * 1024
 
 # Exit codes of the API process, read by the supervisor.
@@ -217,9 +217,10 @@ def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
     app = make_app(client.call, user=config.user, password=config.password, version=version,
                    metrics_auth=config.metrics_auth)
     try:
-        # create_server rather than waitress.serve: serve() prints a banner on stdout and calls
-        # logging.basicConfig(); the agent has its own logging and says one line itself.
-        server = waitress.create_server(
+        # Not waitress.serve: serve() prints a banner on stdout and calls logging.basicConfig();
+        # the agent has its own logging and says one line itself. http_server's LinkServer adds
+        # request deadlines, per-peer connection pools and JSON errors to waitress's.
+        server = http_server.create_server(
             app,
             listen=listen,
             threads=API_THREADS,
