@@ -151,6 +151,20 @@ class Etcd:
         kvs = body.get("kvs") or []
         return int(kvs[0].get("lease", 0)) if kvs else None
 
+    def put(self, key: str, value: str | bytes, lease: int = 0) -> None:
+        """What anyone with write access to etcd can do (`etcdctl put`): any bytes, by default
+        on no lease (then the key never expires)."""
+        raw = value if isinstance(value, bytes) else value.encode()
+        body = {"key": base64.b64encode(key.encode()).decode(), "value": base64.b64encode(raw).decode()}
+        self._call("/v3/kv/put", {**body, "lease": str(lease)} if lease else body)
+
+    def delete(self, key: str) -> None:
+        self._call("/v3/kv/deleterange", {"key": base64.b64encode(key.encode()).decode()})
+
+    def grant(self, ttl: int) -> int:
+        """A lease of `ttl` seconds, never refreshed (for `put`)."""
+        return int(self._call("/v3/lease/grant", {"TTL": str(ttl)})["ID"])
+
     def keys(self, prefix: str = "/") -> dict[str, str]:
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         body = self._call("/v3/kv/range", {"key": base64.b64encode(prefix.encode()).decode(),
