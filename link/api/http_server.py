@@ -29,12 +29,10 @@ import json
 import logging
 import re
 import socket
-import threading
 import time
 from collections import OrderedDict
 from typing import Any, Callable
 
-from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
@@ -291,13 +289,3 @@ def create_server(app: Callable[..., Any], *, listen: str, pools: Pools | None =
     listening = [(s.effective_host, s.effective_port) for s in servers]
     return MultiSocketServer(socket_map, adj, listening, dispatcher, servers[-1].log_info)
 
-
-def serve_until(server: Any, stop: threading.Event, tick: float = 0.2) -> None:
-    """Run `server`'s loop until `stop` is set, then close it (for tests that serve in a thread)."""
-    socket_map = getattr(server, "map", None)
-    if socket_map is None:
-        socket_map = server._map
-    while not stop.is_set() and socket_map:
-        wasyncore.loop(timeout=tick, map=socket_map, use_poll=True, count=1)
-    server.task_dispatcher.shutdown()
-    wasyncore.close_all(socket_map)

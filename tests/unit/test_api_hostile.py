@@ -14,6 +14,7 @@ import time
 from typing import Any, Iterator
 
 import pytest
+from waitress import wasyncore
 
 from link.api import http_server
 from link.api.app import make_app
@@ -27,14 +28,23 @@ RIGHT = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 WRONG = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}-not".encode()).decode()
 
 
+def serve_until(server: Any, stop: threading.Event) -> None:
+    """The server's loop, a turn at a time until `stop` is set; then close it all."""
+    socket_map = server._map
+    while not stop.is_set() and socket_map:
+        wasyncore.loop(timeout=0.2, map=socket_map, use_poll=True, count=1)
+    server.task_dispatcher.shutdown()
+    wasyncore.close_all(socket_map)
+
+
 @contextlib.contextmanager
 def serving(guard: FailureGuard | None = None, **kw: Any) -> Iterator[int]:
     """A LinkServer for the API app on an ephemeral 127.0.0.1 port, run in a thread; its port."""
     app = make_app(FakeSupervisor(), user=USER, password=PASSWORD, version="9.9.9", guard=guard)
     server = http_server.create_server(app, listen="127.0.0.1:0", threads=2, asyncore_use_poll=True,
-                                       max_request_body_size=1024 * 1024, **kw)
+                                       max_request_body_size=1024 * 1024, clear_untrusted_proxy_headers=True, **kw)
     stop = threading.Event()
-    thread = threading.Thread(target=http_server.serve_until, args=(server, stop), daemon=True)
+    thread = threading.Thread(target=serve_until, args=(server, stop), daemon=True)
     thread.start()
     try:
         yield server.effective_port
@@ -266,7 +276,7 @@ def test_pools_make_room_by_closing_the_oldest_idle_connection_and_keep_loopback
         pools.join(FakeChannel(f"203.0.113.{i}"), pools.admit(f"203.0.113.{i}"))  # type: ignore[arg-type]
     assert pools.count(REMOTE_POOL) == 5
     local = FakeChannel("127.0.0.1")
-    assert pools.admit("127.0.0.1") == (LOCAL_POOL,)
+    assert pools.admit("::1") == pools.admit("127.0.0.1") == (LOCAL_POOL,)
     pools.join(local, (LOCAL_POOL,))  # type: ignore[arg-type]
     pools.leave(local)  # type: ignore[arg-type]
     assert pools.count(LOCAL_POOL) == 0 and local.pools == ()
