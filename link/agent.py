@@ -7,7 +7,8 @@ import logging
 import sys
 
 from link import __version__, logs
-from link.config import ConfigError, load
+from link.config import ConfigError, load, origin
+from link.vip import VipSpec
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,15 @@ def _preload() -> None:
     import link.api.server  # noqa: F401
 
 
+def _warn_webhooks_not_allowed(stored: list[VipSpec], allowed: tuple[str, ...]) -> None:
+    """A kept VIP whose webhook is no longer on WEBHOOK_ALLOWED_URLS stays (deleting it is the
+    user's call), but its worker will not call the URL: say so once, at start."""
+    for spec in stored:
+        if spec.binder == "webhook" and spec.webhook and origin(str(spec.webhook["url"])) not in allowed:
+            logger.warning("%s (%s): its webhook %s is not on WEBHOOK_ALLOWED_URLS: it will not be called",
+                           spec.ip, spec.id, origin(str(spec.webhook["url"])))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="link-agent",
@@ -113,10 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     store = VipStore(config.state_dir)
     try:
         store.prepare()
-        store.load()
+        stored = store.load()
     except StoreError as exc:
         print(f"link-agent: {exc}", file=sys.stderr)
         return 2
+    if len(stored) > config.max_vips:
+        # Never a silent cut: which VIPs would go is not ours to choose.
+        print(f"link-agent: {store.path} lists {len(stored)} VIPs, more than MAX_VIPS={config.max_vips}: "
+              "raise MAX_VIPS or delete VIPs from the file", file=sys.stderr)
+        return 2
+    _warn_webhooks_not_allowed(stored, config.webhook_allowed_urls)
     _preload()
     # Move everything imported so far out of the garbage collector's reach: a collection in a
     # child would otherwise write to every object's header and copy the pages we share.

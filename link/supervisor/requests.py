@@ -9,7 +9,7 @@ import signal
 import time
 import uuid
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from link.config import Config
 from link.supervisor import observe, records
@@ -89,6 +89,11 @@ class RequestHandlers:
         if existing is not None:
             self.reply(request_id, False, status=409, error=f"ip {ip} is already configured on this host as {existing.id}")
             return
+        # Counted with the VIPs being deleted: their workers still run until they have let go.
+        if len(self.vips) >= self.config.max_vips:
+            self.reply(request_id, False, status=409, error=f"this agent has {len(self.vips)} VIPs, the most MAX_VIPS="
+                       f"{self.config.max_vips} allows: delete one, or raise MAX_VIPS (each VIP is a process)")
+            return
         spec = VipSpec(
             id=f"vip-{uuid.uuid4()}", ip=ip, checks=tuple(message.get("checks") or ()),
             healthcheck_interval=float(message.get("healthcheck_interval") or 0.0),
@@ -116,7 +121,7 @@ class RequestHandlers:
         changes = {k: message[k] for k in ("checks", "healthcheck_interval", "fault_policy", "priority", "preempt") if k in message}
         spec = VipSpec.from_json({**record.spec.to_json(), **changes})
         try:
-            self.store.save([spec if r is record else r.spec for r in self.vips.values()])
+            self._persist(self.vips.values(), replace=spec)
         except StoreError as exc:
             self.reply(request_id, False, status=503, error=str(exc))
             return
@@ -147,6 +152,13 @@ class RequestHandlers:
         record = self._find(request_id, message)
         if record is None:
             return
+        # Persisted first: a delete that cannot be written (a full disk) changes nothing, rather
+        # than unbinding the VIP and revoking its lease while the file still lists it.
+        try:
+            self._persist(r for r in self.vips.values() if r is not record)
+        except StoreError as exc:
+            self.reply(request_id, False, status=503, error=str(exc))
+            return
         record.delete_waiters.append(request_id)
         if record.pid is not None:
             if record.worker_state != records.STOPPING:
@@ -167,19 +179,20 @@ class RequestHandlers:
             self.ops.kill(record.pid, signal.SIGTERM)
 
     def _finish_delete(self, record: VipRecord) -> None:
+        # The file no longer lists it (op_delete wrote that before stopping the worker).
         waiters, record.delete_waiters = record.delete_waiters, []
-        try:
-            self._persist([r for r in self.vips.values() if r is not record])
-        except StoreError as exc:
-            for request_id in waiters:
-                self.reply(request_id, False, status=503, error=str(exc))
-            record.worker_state, record.respawn_at = records.BACKOFF, self.clock()  # keep serving it
-            return
         del self.vips[record.id]
         self._set_title()
         logger.info("deleted %s (%s)", record.ip, record.id)
         for request_id in waiters:
             self.reply(request_id, result=None)
 
-    def _persist(self, vips: list[VipRecord]) -> None:
-        self.store.save([r.spec for r in vips])
+    def _persist(self, vips: Iterable[VipRecord], replace: VipSpec | None = None) -> None:
+        """Write the list; `replace` stands for the record of the same id. VIPs whose delete is
+        under way are left out: their deletion was written already, and must stay written."""
+        specs = []
+        for record in vips:
+            if record.delete_waiters:
+                continue
+            specs.append(replace if replace is not None and replace.id == record.id else record.spec)
+        self.store.save(specs)

@@ -3,14 +3,24 @@
 Writes are atomic (temp file, fsync, rename, fsync of the directory): a crash mid-write
 leaves either the old list or the new one, never half of one. The file is readable by its
 owner only (0600): a webhook binder's secret is in it.
+
+The file is `{"version": 1, "vips": [<VipSpec.to_json()>, ...]}`. It is read through the
+API's own validation (`parse_add_body`, one definition of what a valid VIP is), plus the id:
+a file of another shape, a bad entry or two entries with one id or one ip stop the agent at
+start with one line naming the entry and the field, never a silent empty list. The webhook
+allow-list is not applied here: it is a setting of the agent, checked before every POST.
 """
 from __future__ import annotations
 
 import json
 import os
+from typing import Any
+
+from link.api.validation import ApiError, check_vip_id, json_type_name, parse_add_body
 from link.vip import VipSpec
 
 FORMAT_VERSION = 1
+_TOP_FIELDS = ("version", "vips")
 
 
 class StoreError(RuntimeError):
@@ -40,9 +50,9 @@ class VipStore:
             # Refuse to start rather than overwrite a file we cannot read: that would lose VIPs.
             raise StoreError(f"{self.path} cannot be read ({exc}); fix or remove it") from None
         try:
-            return [VipSpec.from_json(item) for item in data["vips"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"{self.path} is not a link VIP list ({exc!r}); fix or remove it") from None
+            return parse_stored(data)
+        except ValueError as exc:
+            raise StoreError(f"{self.path}: {exc}; fix or remove it (link-agent did not start)") from None
 
     def save(self, vips: list[VipSpec]) -> None:
         payload = {"version": FORMAT_VERSION, "vips": [v.to_json() for v in vips]}
@@ -66,3 +76,49 @@ class VipStore:
             except OSError:
                 pass
             raise StoreError(f"cannot write {self.path}: {exc.strerror}") from None
+
+
+def parse_stored(data: Any) -> list[VipSpec]:
+    """The VIPs of a decoded vips.json; ValueError naming the entry (index and id) and the field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"not a link VIP list: a JSON object {{\"version\": {FORMAT_VERSION}, \"vips\": [...]}} "
+                         f"was expected, not a JSON {json_type_name(data)}")
+    for key in data:
+        if key not in _TOP_FIELDS:
+            raise ValueError(f"not a link VIP list: unknown field {str(key)[:60]!r} (it holds version and vips)")
+    version = data.get("version", FORMAT_VERSION)
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise ValueError(f"version {json.dumps(version)[:20]} is not {FORMAT_VERSION}: written by another version of link?")
+    items = data.get("vips")
+    if not isinstance(items, list):
+        raise ValueError(f"not a link VIP list: vips must be a list, not a JSON {json_type_name(items)}")
+    specs: list[VipSpec] = []
+    ids: dict[str, int] = {}
+    ips: dict[str, int] = {}
+    for index, item in enumerate(items):
+        spec = _entry(index, item)
+        where = f"vips[{index}] ({spec.id})"
+        if spec.id in ids:
+            raise ValueError(f"{where}: id is also the id of vips[{ids[spec.id]}]")
+        if spec.ip in ips:
+            raise ValueError(f"{where}: ip {spec.ip} is also the ip of vips[{ips[spec.ip]}]")
+        ids[spec.id], ips[spec.ip] = index, index
+        specs.append(spec)
+    return specs
+
+
+def _entry(index: int, item: Any) -> VipSpec:
+    if not isinstance(item, dict):
+        raise ValueError(f"vips[{index}] must be a JSON object, not a JSON {json_type_name(item)}")
+    vip_id = item.get("id")
+    if not isinstance(vip_id, str):
+        raise ValueError(f"vips[{index}]: id is required (a string vip-<uuid4>)")
+    where = f"vips[{index}] ({vip_id[:60]})"
+    try:
+        check_vip_id(vip_id)
+        # The rest is read exactly as a POST /ips body: the same parsers, the same messages.
+        body = {key: value for key, value in item.items() if key != "id"}
+        parsed = parse_add_body(json.dumps(body).encode("utf-8"))
+    except ApiError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return VipSpec.from_json({"id": vip_id, **parsed})

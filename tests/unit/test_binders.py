@@ -145,7 +145,8 @@ def test_an_old_vips_json_still_loads_with_the_arp_binder(tmp_path):
 
 def test_the_spec_round_trips_and_the_store_is_private(tmp_path):
     command = {"activate": ["/bin/true"], "deactivate": ["/bin/true"], "ensure": None, "timeout": 10.0, "ensure_interval": 30.0}
-    specs = [VipSpec(id=VIP_ID, ip=VIP, binder="command", command=command), webhook_spec()]
+    other = {**webhook_spec().to_json(), "id": "vip-0d6a7e1c-9b2f-4e3a-8c5d-1f2e3d4c5b6a", "ip": "198.51.100.51/32"}
+    specs = [VipSpec(id=VIP_ID, ip=VIP, binder="command", command=command), VipSpec.from_json(other)]
     store = VipStore(str(tmp_path))
     store.save(specs)
     assert [s.to_json() for s in store.load()] == [s.to_json() for s in specs]
