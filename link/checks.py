@@ -134,6 +134,10 @@ def _http(check: dict, timeout: float) -> tuple[bool, str]:
         # No redirect is followed: the status we get is the one we judge.
         conn.request("GET", path, headers={"User-Agent": "link-healthcheck", "Connection": "close"})
         status = conn.getresponse().status
+    except http.client.HTTPException as exc:
+        # Only the status is ever shown: this exception's text quotes what the server sent
+        # (BadStatusLine carries its first line), and the check's detail reaches the API.
+        return False, f"the answer is not HTTP ({type(exc).__name__})"
     finally:
         conn.close()
     return status == check["expect_status"], f"status {status}"

@@ -28,6 +28,7 @@ from link.api.validation import (
     check_content_type,
     check_failover_body,
     check_vip_id,
+    check_webhook_allowed,
     parse_add_body,
     parse_update_body,
     read_body,
@@ -141,13 +142,17 @@ class _JsonBottle(bottle.Bottle):
 
 
 def make_app(call: Call, *, user: str = "", password: str = "", version: str, metrics_auth: bool = True,
-             guard: FailureGuard | None = None) -> bottle.Bottle:
+             guard: FailureGuard | None = None, webhook_allowed_urls: tuple[str, ...] = (),
+             reserved: Callable[[str, Callable[[], set[str]]], None] | None = None) -> bottle.Bottle:
     """The API app; `call` sends one request to the supervisor and returns its answer.
 
     `call` raises TimeoutError or ConnectionError when the supervisor does not answer (503).
     Basic auth is on when `password` is set, as with LinK's USER and PASSWORD; with
     `metrics_auth` False (METRICS_AUTH=false), GET /metrics is open to a scraper without it.
     `guard` counts failed logins per peer (a fresh one by default) and blocks brute force.
+    A new VIP's webhook must be on `webhook_allowed_urls` (WEBHOOK_ALLOWED_URLS; none: webhook
+    binders are refused), and `reserved(ip, managed_ips)` refuses addresses a VIP must not take
+    (link.api.reserved).
     """
     app = _JsonBottle()
     failures = guard if guard is not None else FailureGuard()
@@ -192,6 +197,9 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
         environ = bottle.request.environ
         check_content_type(environ.get("CONTENT_TYPE", ""))
         request = parse_add_body(read_body(environ))
+        check_webhook_allowed(request, webhook_allowed_urls)
+        if reserved is not None:
+            reserved(request["ip"], lambda: {str(ip.get("ip")) for ip in _unwrap(call({"op": "list"})) or ()})
         created = _unwrap(call({"op": "add", **request}))
         log.info("%s added %s", client(), request["ip"])
         # LinK answers the bare IP object here, unlike GET /ips/<id> which wraps it.

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, NoReturn
 
 import setproctitle
 
+import link.api.reserved
 from link import logs
 from link.api import http_server
 from link.api.app import make_app
@@ -214,8 +215,11 @@ def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
         _exit(EXIT_OK)
 
     client = SupervisorClient(conn, on_closed=supervisor_gone)
+    # Before any VIP is added: this host's addresses published for its peers (link.api.reserved).
+    reserved = link.api.reserved.start(config)
     app = make_app(client.call, user=config.user, password=config.password, version=version,
-                   metrics_auth=config.metrics_auth)
+                   metrics_auth=config.metrics_auth, webhook_allowed_urls=config.webhook_allowed_urls,
+                   reserved=reserved.check)
     try:
         # Not waitress.serve: serve() prints a banner on stdout and calls logging.basicConfig();
         # the agent has its own logging and says one line itself. http_server's LinkServer adds

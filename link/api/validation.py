@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from link.checks import CheckError, validate_checks
-from link.config import FAULT_POLICIES
+from link.config import FAULT_POLICIES, origin
 from link.vip import BINDERS, VipError, parse_vip
 
 # A VIP request is a few hundred bytes; the limit only stops a client from making us buffer junk.
@@ -301,6 +301,23 @@ def _webhook(value: object) -> dict[str, Any]:
         raise ApiError(400, f"webhook.secret must be {MIN_SECRET} to {MAX_SECRET} printable characters "
                             "(e.g. the output of `openssl rand -hex 32`)")
     return {"url": url, "secret": secret, "timeout": _seconds(settings.get("timeout"), "webhook.timeout", WEBHOOK_TIMEOUT)}
+
+
+def check_webhook_allowed(request: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    """Refuse a webhook binder whose URL's origin is not on WEBHOOK_ALLOWED_URLS (no open relay:
+    the agent would POST to any host an API user names). Apart from parse_add_body because the
+    list is this agent's setting, read again by the worker before every POST, while the rest
+    is what a VIP is (a state file is read through parse_add_body alone)."""
+    webhook = request.get("webhook")
+    if request.get("binder") != "webhook" or not isinstance(webhook, Mapping):
+        return
+    wanted = origin(str(webhook["url"]))
+    if not allowed:
+        raise ApiError(400, "webhook binders are off on this agent: set WEBHOOK_ALLOWED_URLS to the receivers' "
+                            f"origins (e.g. WEBHOOK_ALLOWED_URLS={wanted}) and restart it")
+    if wanted not in allowed:
+        raise ApiError(400, f"webhook.url: {wanted} is not on WEBHOOK_ALLOWED_URLS ({', '.join(allowed)}); "
+                            "the agent only calls the origins listed there")
 
 
 def _binder(data: Mapping[str, Any]) -> dict[str, Any]:

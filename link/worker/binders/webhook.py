@@ -6,6 +6,11 @@ sha256=<hex of HMAC-SHA256(secret, timestamp + "." + body)>`. Any 2xx is success
 else, a 3xx included (redirects are never followed), an error or a timeout is a failed
 attempt, retried with backoff (`runner.ActionRunner`) with a fresh timestamp each time. The
 secret is never logged nor shown by the API.
+
+No open relay: the URL's origin must be on WEBHOOK_ALLOWED_URLS, checked when the VIP is
+added and again before every POST (the setting may have changed across a restart while
+STATE_DIR kept the VIP). What the receiver answers is never shown (only its status): the URL
+may be any service of the network, and `binder_status.error` is read by every API user.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from link import __version__
-from link.config import Config
+from link.config import Config, origin
 from link.vip import VipSpec
 from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
 
@@ -63,9 +68,12 @@ def post(url: str, secret: str, body: bytes, timeout: float, now: Callable[[], f
     try:
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
-        answer = response.read(4096)
+        response.read(4096)  # read (so the exchange completes), never shown
         status = response.status
-    except (OSError, http.client.HTTPException) as exc:
+    except http.client.HTTPException as exc:
+        # Its text quotes what the server sent (BadStatusLine carries the first line): not shown.
+        raise ActionFailed(f"POST {_where(parts)} failed: the answer is not HTTP ({type(exc).__name__})") from None
+    except OSError as exc:
         raise ActionFailed(f"POST {_where(parts)} failed: {type(exc).__name__}: {exc}"[:MAX_ERROR + 60]) from None
     finally:
         conn.close()
@@ -73,8 +81,14 @@ def post(url: str, secret: str, body: bytes, timeout: float, now: Callable[[], f
         return status
     if 300 <= status < 400:
         raise ActionFailed(f"POST {_where(parts)} answered {status}: redirects are not followed")
-    text = answer.decode(errors="replace").strip().replace("\n", " ")[:MAX_ERROR]
-    raise ActionFailed(f"POST {_where(parts)} answered {status}" + (f": {text}" if text else ""))
+    raise ActionFailed(f"POST {_where(parts)} answered {status}")
+
+
+def refuse_unless_allowed(url: str, allowed: tuple[str, ...]) -> None:
+    """ActionFailed unless the URL's origin is on WEBHOOK_ALLOWED_URLS (as the agent runs now)."""
+    if origin(url) not in allowed:
+        raise ActionFailed(f"not called: {origin(url)} is not on WEBHOOK_ALLOWED_URLS "
+                           f"({', '.join(allowed) if allowed else 'unset'}); add it there, or delete this VIP")
 
 
 def _where(parts) -> str:
@@ -91,6 +105,7 @@ class WebhookBinder:
         self._secret = str(settings["secret"])
         self.timeout = float(settings.get("timeout") or DEFAULT_TIMEOUT)
         self.vip, self.vip_id, self.hostname = spec.ip, spec.id, config.hostname
+        self.allowed = config.webhook_allowed_urls
         self._active = False
         self.runner = ActionRunner(self._perform, wake, label=f"{self.vip}: webhook binder: ", **(runner_options or {}))
 
@@ -125,6 +140,7 @@ class WebhookBinder:
     def _perform(self, action: Action, attempt: int) -> None:
         body = payload(self.vip_id, self.vip, action.state, self.hostname)
         try:
+            refuse_unless_allowed(self.url, self.allowed)
             status = post(self.url, self._secret, body, self.timeout)
         except ActionFailed as exc:
             raise ActionFailed(f"{action.name} ({action.state}): {exc}") from None

@@ -1,0 +1,268 @@
+"""Addresses that must never become a VIP, checked by the API process when a VIP is added.
+
+Refused (409, the message names the reason): an address on any interface of this host that
+link did not put there (its own primary address: a DELETE would cut the host off), the etcd
+endpoints' addresses (taking one cuts every agent off etcd), and the addresses the peers
+publish as their own (the clients' traffic for that peer would come here).
+
+"link did not put there": the arp binder binds a VIP with a lifetime of one lease
+(KEEPALIVE_INTERVAL rounded up) and refreshes it while it holds the VIP, so an address whose
+remaining lifetime is at most one lease is link's. A VIP of this agent is refused as a
+duplicate by the supervisor; one left behind by an agent that died without its state file
+is refused here with "retry after KEEPALIVE_INTERVAL": it is gone by then, never for good.
+Addresses for ever (or with a longer lifetime: DHCP, SLAAC) are the host's.
+
+Why here, in the API process: the supervisor forks and may hold neither a thread nor a gRPC
+channel; the API process does not fork, runs threads already, and is the one process alive
+from start-up on, before any VIP exists. It publishes this host's INTERFACE addresses as
+`/link/hosts/<hostname>` = {"addresses": [...]} on a lease of its own (HOSTS_TTL), through
+the same etcd client the workers use (one implementation of TLS, deadlines and endpoint
+rotation), and reads the peers' keys when a VIP is added. Keys without a lease are ignored
+(anyone could have written them for ever). etcd unreachable: the add goes on with the other
+checks (availability first) and the log says so. Netlink is a short-lived IPRoute socket per
+request. LinK v2 neither reads nor writes /link/hosts/: its lock keys are untouched.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from link.api.validation import ApiError
+from link.config import Config
+from link.vip import ETCD_DIRECTORY
+from link.worker.etcd_port import EtcdError, EtcdPort, LeaseNotFound
+
+logger = logging.getLogger(__name__)
+
+HOSTS_PREFIX = f"{ETCD_DIRECTORY}/hosts/"
+# Lease of the /link/hosts key: a host gone for this long no longer reserves its addresses.
+HOSTS_TTL = 30
+PUBLISH_EVERY = HOSTS_TTL / 3  # three refreshes per lease, as the workers do
+MAX_PUBLISHED = 256  # addresses read from one peer's key (a bigger value is someone else's)
+RESOLVE_TIMEOUT = 2.0  # seconds for the etcd endpoints' names
+FOREVER = 0xFFFFFFFF  # the kernel's "infinite" lifetime
+
+
+def hosts_key(hostname: str) -> str:
+    return HOSTS_PREFIX + hostname
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    address: str  # compressed, without prefix
+    ifname: str
+    valid: int | None  # seconds left; None: for ever
+
+
+def host_addresses() -> list[HostAddress]:
+    """Every address on every interface of this host, both families (one short netlink dump)."""
+    from pyroute2 import IPRoute  # imported here: the supervisor imports this module's callers
+
+    found = []
+    ipr = IPRoute()
+    try:
+        for msg in ipr.get_addr():
+            address = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if not address:
+                continue
+            info = msg.get_attr("IFA_CACHEINFO")
+            valid = None if info is None or info["ifa_valid"] == FOREVER else int(info["ifa_valid"])
+            try:
+                ifname = socket.if_indextoname(msg["index"])
+            except OSError:
+                ifname = f"#{msg['index']}"
+            found.append(HostAddress(ipaddress.ip_address(address.split("%")[0]).compressed, ifname, valid))
+    finally:
+        ipr.close()
+    return found
+
+
+def put_by_link(address: HostAddress, lease_ttl: int) -> bool:
+    """True when the address looks bound by a link arp binder: a lifetime of one lease at most."""
+    return address.valid is not None and address.valid <= lease_ttl
+
+
+def own_addresses(addresses: Iterable[HostAddress], interface: str, lease_ttl: int) -> list[str]:
+    """What this host publishes: INTERFACE's addresses, less link's VIPs and loopback."""
+    return sorted({a.address for a in addresses if a.ifname == interface and not put_by_link(a, lease_ttl)
+                   and not ipaddress.ip_address(a.address).is_loopback})
+
+
+def resolve(host: str, timeout: float = RESOLVE_TIMEOUT) -> set[str]:
+    """The addresses of a name (or the address itself); {} when it does not resolve in time.
+
+    getaddrinfo has no timeout of its own, so it runs in a daemon thread we stop waiting for."""
+    try:
+        return {ipaddress.ip_address(host).compressed}
+    except ValueError:
+        pass
+    result: set[str] = set()
+
+    def lookup() -> None:
+        try:
+            for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP):
+                result.add(ipaddress.ip_address(str(info[4][0]).split("%")[0]).compressed)
+        except (OSError, ValueError, UnicodeError):
+            pass
+
+    thread = threading.Thread(target=lookup, name="link-resolve", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return set(result) if not thread.is_alive() else set()
+
+
+def decode_addresses(value: str) -> list[str]:
+    """The addresses of a peer's /link/hosts value; [] for anything malformed (never raises)."""
+    try:
+        data = json.loads(value)
+    except (ValueError, RecursionError):
+        return []
+    raw = data.get("addresses") if isinstance(data, dict) else None
+    if not isinstance(raw, list):
+        return []
+    found = []
+    for item in raw[:MAX_PUBLISHED]:
+        try:
+            found.append(ipaddress.ip_address(item).compressed)
+        except (ValueError, TypeError):
+            continue
+    return found
+
+
+class HostsDirectory:
+    """This host's /link/hosts key (published by a thread) and the peers' (read on demand).
+
+    One lock around every etcd call: the publishing thread and the API's request threads
+    share one client; each call is bounded by the client's deadline (ETCD deadline)."""
+
+    def __init__(self, etcd: EtcdPort, hostname: str, addresses: Callable[[], list[str]]) -> None:
+        self.etcd = etcd
+        self.hostname = hostname
+        self.addresses = addresses
+        self._lock = threading.Lock()
+        self._lease: int | None = None
+        self._published: list[str] | None = None
+        self._stop = threading.Event()
+        self._failing = False
+        self._thread: threading.Thread | None = None
+
+    def publish_once(self) -> None:
+        """Keep the lease alive and the key up to date; a failure is logged once per outage."""
+        try:
+            with self._lock:
+                if self._lease is not None:
+                    try:
+                        self.etcd.keepalive(self._lease)
+                    except LeaseNotFound:
+                        self._lease = None
+                if self._lease is None:
+                    self._lease, _ = self.etcd.grant_lease(HOSTS_TTL)
+                    self._published = None
+                current = self.addresses()
+                if current != self._published:
+                    self.etcd.put(hosts_key(self.hostname), json.dumps({"addresses": current}), self._lease)
+                    self._published = current
+        except (EtcdError, OSError) as exc:
+            if not self._failing:
+                logger.warning("could not publish this host's addresses in etcd (%s): retrying every %.0fs", exc, PUBLISH_EVERY)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("this host's addresses are published in etcd again")
+        self._failing = False
+
+    def peers(self) -> dict[str, str]:
+        """address -> peer host, from the peers' keys that live on a lease (EtcdError if etcd fails)."""
+        with self._lock:
+            keys = self.etcd.get_prefix(HOSTS_PREFIX)
+        found: dict[str, str] = {}
+        for key, info in keys.items():
+            host = key[len(HOSTS_PREFIX):]
+            if host == self.hostname or not info.lease:
+                continue
+            for address in decode_addresses(info.value):
+                found.setdefault(address, host)
+        return found
+
+    def start(self) -> None:
+        def loop() -> None:
+            while True:
+                self.publish_once()
+                if self._stop.wait(PUBLISH_EVERY):
+                    return
+
+        self._thread = threading.Thread(target=loop, name="link-hosts-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class ReservedAddresses:
+    """`check(vip, managed)`: ApiError(409) naming why the VIP's address may not be taken."""
+
+    def __init__(self, config: Config, directory: HostsDirectory | None,
+                 addresses: Callable[[], list[HostAddress]] = host_addresses,
+                 resolver: Callable[[str], set[str]] = resolve) -> None:
+        self.config = config
+        self.directory = directory
+        self.addresses = addresses
+        self.resolver = resolver
+
+    def check(self, vip: str, managed: Callable[[], set[str]]) -> None:
+        address = ipaddress.ip_interface(vip).ip.compressed
+        for endpoint in self.config.etcd_endpoints:
+            if address in self.resolver(endpoint.host):
+                raise ApiError(409, f"ip {vip} is the address of etcd (ETCD_HOSTS {endpoint}): "
+                                    "a VIP there would cut every agent off etcd")
+        self._check_local(vip, address, managed)
+        self._check_peers(vip, address)
+
+    def _check_local(self, vip: str, address: str, managed: Callable[[], set[str]]) -> None:
+        for found in self.addresses():
+            if found.address != address:
+                continue
+            if not put_by_link(found, self.config.lease_ttl):
+                raise ApiError(409, f"ip {vip} is already an address of this host (on {found.ifname}, not put there "
+                                    "by link): as a VIP it would be removed on DELETE and cut the host off")
+            if vip in managed():
+                return  # this agent's own VIP: the supervisor answers that it is a duplicate
+            raise ApiError(409, f"ip {vip} is bound on {found.ifname} with link's short lifetime ({found.valid}s left), "
+                                "but this agent does not manage it (left by an agent that stopped?): it goes away "
+                                f"by itself; retry after KEEPALIVE_INTERVAL ({self.config.lease_ttl}s)")
+
+    def _check_peers(self, vip: str, address: str) -> None:
+        if self.directory is None:
+            return
+        try:
+            peers = self.directory.peers()
+        except EtcdError as exc:
+            # Availability first: the other checks were made; the log says this one was not.
+            logger.warning("adding %s without comparing it to the peers' addresses: etcd did not answer (%s)", vip, exc)
+            return
+        host = peers.get(address)
+        if host is not None:
+            raise ApiError(409, f"ip {vip} is an address of the peer {host} (published in etcd under {hosts_key(host)}): "
+                                "as a VIP here it would take that host's traffic")
+
+
+def start(config: Config) -> ReservedAddresses:
+    """In the API process: publish this host's addresses, and the check for new VIPs. Without
+    an etcd client (it could not be made), the check runs without the peers' addresses."""
+    directory: HostsDirectory | None = None
+    try:
+        from link.worker.etcd_grpc import GrpcEtcd
+
+        etcd = GrpcEtcd.from_config(config)
+    except (OSError, EtcdError, ValueError) as exc:
+        logger.warning("no etcd client in the API process (%s): new VIPs are not compared to the peers' addresses", exc)
+    else:
+        directory = HostsDirectory(
+            etcd, config.hostname, lambda: own_addresses(host_addresses(), config.interface, config.lease_ttl))
+        directory.start()
+    return ReservedAddresses(config, directory)
