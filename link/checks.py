@@ -1,7 +1,8 @@
 """Health checks of a VIP: what a valid check is, and running one.
 
 Three kinds: TCP (connect and close, as LinK), HTTP (a GET whose status must match) and EXEC
-(a program whose exit status 0 means healthy). All checks of a VIP must pass.
+(a program whose exit status 0 means healthy; only from SCRIPTS_DIR, run as SCRIPT_USER: see
+link.scripts). All checks of a VIP must pass.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from link.scripts import ProgramPolicy, ScriptRefused
 
 logger = logging.getLogger(__name__)
 
@@ -107,23 +110,29 @@ class CheckResult:
     ok: bool
     detail: str
     seconds: float
+    refused: str = ""  # why an EXEC check's program was not run (link.scripts), "" if it ran
 
 
-def run_check(check: dict, timeout: float) -> CheckResult:
+def run_check(check: dict, timeout: float, programs: ProgramPolicy | None = None) -> CheckResult:
+    """Run one check; `programs` (SCRIPTS_DIR, SCRIPT_USER) is needed by EXEC checks, which
+    fail without it rather than run a program nobody vetted."""
     start = time.monotonic()
+    refused = ""
     try:
-        ok, detail = _RUNNERS[check["type"]](check, timeout)
+        ok, detail = _RUNNERS[check["type"]](check, timeout, programs)
+    except ScriptRefused as exc:
+        ok, detail, refused = False, f"program refused, not run: {exc}", str(exc)
     except Exception as exc:  # any failure of the probe is an unhealthy result, never a crash
         ok, detail = False, f"{type(exc).__name__}: {exc}"
-    return CheckResult(ok, f"{describe(check)}: {detail}", time.monotonic() - start)
+    return CheckResult(ok, f"{describe(check)}: {detail}", time.monotonic() - start, refused)
 
 
-def _tcp(check: dict, timeout: float) -> tuple[bool, str]:
+def _tcp(check: dict, timeout: float, _programs: ProgramPolicy | None) -> tuple[bool, str]:
     with socket.create_connection((check["host"], check["port"]), timeout=timeout):
         return True, "connected"
 
 
-def _http(check: dict, timeout: float) -> tuple[bool, str]:
+def _http(check: dict, timeout: float, _programs: ProgramPolicy | None) -> tuple[bool, str]:
     parts = urlsplit(check["url"])
     conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = conn_class(parts.hostname, parts.port, timeout=timeout)
@@ -143,13 +152,21 @@ def _http(check: dict, timeout: float) -> tuple[bool, str]:
     return status == check["expect_status"], f"status {status}"
 
 
-def _exec(check: dict, timeout: float) -> tuple[bool, str]:
-    # subprocess uses vfork+exec here (no preexec_fn): the child runs no Python and touches
-    # none of this worker's gRPC state, which a plain fork of a gRPC process would.
+def _exec(check: dict, timeout: float, programs: ProgramPolicy | None) -> tuple[bool, str]:
+    if programs is None:
+        raise ScriptRefused("no SCRIPTS_DIR to check the program against")
+    argv = check["command"]
+    # Checked right before the run: a program changed since the VIP was added (now writable by
+    # others, retargeted symlink...) is not run. The resolved path is what is executed, not
+    # the name given, so a symlink retargeted between the check and the exec changes nothing;
+    # the rest of the path can only change by root's hand (that is what the check verified).
+    program = programs.resolve(argv[0])
+    # No preexec_fn: vfork+exec, or fork+exec when switching to SCRIPT_USER; either way the
+    # child runs no Python and touches none of this worker's gRPC state.
     try:
         done = subprocess.run(
-            check["command"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            timeout=timeout, close_fds=True, check=False,
+            argv, executable=program, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            timeout=timeout, close_fds=True, check=False, **programs.popen_options(os.environ),
         )
     except subprocess.TimeoutExpired:
         return False, f"timed out after {timeout:g}s"

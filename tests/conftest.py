@@ -96,3 +96,18 @@ def lab(request: pytest.FixtureRequest):
         rep = getattr(request.node, "rep_call", None)
         failed = failed or rep is None or rep.failed
         the_lab.close(keep_workdir=failed)
+
+
+@pytest.fixture
+def scripts():
+    """A SCRIPTS_DIR of the test's own (tests/lab/scripts.py), removed at the end, also on failure."""
+    from tests.lab.scripts import ScriptsDir, ScriptsDirUnavailable
+
+    try:
+        directory = ScriptsDir()
+    except ScriptsDirUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield directory
+    finally:
+        directory.close()

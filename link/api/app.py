@@ -22,11 +22,13 @@ import bottle
 
 from link.api import metrics
 from link.api.guard import FailureGuard
+from link.config import DEFAULT_SCRIPTS_DIR
 from link.api.validation import (
     JSON_TYPE,
     ApiError,
     check_content_type,
     check_failover_body,
+    check_programs,
     check_vip_id,
     check_webhook_allowed,
     parse_add_body,
@@ -143,7 +145,8 @@ class _JsonBottle(bottle.Bottle):
 
 def make_app(call: Call, *, user: str = "", password: str = "", version: str, metrics_auth: bool = True,
              guard: FailureGuard | None = None, webhook_allowed_urls: tuple[str, ...] = (),
-             reserved: Callable[[str, Callable[[], set[str]]], None] | None = None) -> bottle.Bottle:
+             reserved: Callable[[str, Callable[[], set[str]]], None] | None = None,
+             scripts_dir: str = DEFAULT_SCRIPTS_DIR) -> bottle.Bottle:
     """The API app; `call` sends one request to the supervisor and returns its answer.
 
     `call` raises TimeoutError or ConnectionError when the supervisor does not answer (503).
@@ -152,7 +155,8 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
     `guard` counts failed logins per peer (a fresh one by default) and blocks brute force.
     A new VIP's webhook must be on `webhook_allowed_urls` (WEBHOOK_ALLOWED_URLS; none: webhook
     binders are refused), and `reserved(ip, managed_ips)` refuses addresses a VIP must not take
-    (link.api.reserved).
+    (link.api.reserved). EXEC checks and command binders name programs of `scripts_dir` only
+    (SCRIPTS_DIR, under link.scripts' rules).
     """
     app = _JsonBottle()
     failures = guard if guard is not None else FailureGuard()
@@ -198,6 +202,7 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
         check_content_type(environ.get("CONTENT_TYPE", ""))
         request = parse_add_body(read_body(environ))
         check_webhook_allowed(request, webhook_allowed_urls)
+        check_programs(request, scripts_dir)
         if reserved is not None:
             reserved(request["ip"], lambda: {str(ip.get("ip")) for ip in _unwrap(call({"op": "list"})) or ()})
         created = _unwrap(call({"op": "add", **request}))
@@ -216,6 +221,7 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
         check_vip_id(vip_id)
         check_content_type(environ.get("CONTENT_TYPE", ""))
         changes = parse_update_body(read_body(environ))
+        check_programs(changes, scripts_dir)
         updated = _unwrap(call({"op": "update", "vip_id": vip_id, **changes}), not_found=NOT_FOUND_BODY)
         log.info("%s updated %s: %s", client(), vip_id, ", ".join(sorted(changes)))
         # LinK's PATCH answers the bare IP object, as its POST does.

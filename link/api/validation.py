@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from link.checks import CheckError, validate_checks
 from link.config import FAULT_POLICIES, origin
+from link.scripts import ScriptRefused, check_program
 from link.vip import BINDERS, VipError, parse_vip
 
 # A VIP request is a few hundred bytes; the limit only stops a client from making us buffer junk.
@@ -232,8 +233,9 @@ def _seconds(value: object, field: str, limits: tuple[float, float, float]) -> f
 
 
 def _argv(value: object, field: str) -> list[str]:
-    """A program and its arguments: run without a shell, so the first is an absolute path."""
-    example = '["/usr/local/bin/fip", "attach"]'
+    """A program and its arguments: run without a shell, so the first is an absolute path
+    (whether it may run is `check_programs`' business, as it depends on the host's files)."""
+    example = '["/etc/link/scripts/fip", "attach"]'
     if not isinstance(value, list) or not value:
         raise ApiError(400, f"{field} must be a non-empty list of strings (a program and its arguments, no shell), e.g. {example}")
     if len(value) > MAX_ARGS:
@@ -243,12 +245,27 @@ def _argv(value: object, field: str) -> list[str]:
             raise ApiError(400, f"{field}[{i}] must be a non-empty string")
         if len(part) > MAX_ARG_LENGTH or "\0" in part:
             raise ApiError(400, f"{field}[{i}] must be at most {MAX_ARG_LENGTH} characters, without NUL")
-    program = value[0]
-    if not os.path.isabs(program):
-        raise ApiError(400, f"{field}[0] must be an absolute path (there is no shell to search PATH)")
-    if not (os.path.isfile(program) and os.access(program, os.X_OK)):
-        raise ApiError(400, f"{field}[0] {program[:200]!r} is not an executable file on this host")
+    if not os.path.isabs(value[0]):
+        raise ApiError(400, f"{field}[0] must be an absolute path in SCRIPTS_DIR (there is no shell to search PATH)")
     return list(value)
+
+
+def check_programs(request: Mapping[str, Any], scripts_dir: str, *, owner_uid: int = 0) -> None:
+    """Refuse (400, naming the field and the rule) the programs of a parsed add or update that
+    `link.scripts.check_program` refuses: outside SCRIPTS_DIR, not root's, writable by others...
+    Apart from parse_add_body because it depends on this host's files at this moment, while the
+    rest is what a VIP is (a state file is read through parse_add_body alone); the worker
+    checks again before every run."""
+    named = [(f"checks[{i}].command[0]", check["command"][0])
+             for i, check in enumerate(request.get("checks") or ()) if check.get("type") == "EXEC"]
+    command = request.get("command") if request.get("binder") == "command" else None
+    if isinstance(command, Mapping):
+        named += [(f"command.{action}[0]", command[action][0]) for action in COMMAND_ACTIONS if command.get(action)]
+    for field, program in named:
+        try:
+            check_program(program, scripts_dir, owner_uid=owner_uid)
+        except ScriptRefused as exc:
+            raise ApiError(400, f"{field} {exc}") from None
 
 
 def _object(value: object, field: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:

@@ -11,18 +11,22 @@ import logging
 import threading
 from typing import Callable
 
-from link.checks import CheckResult, run_check
+from link.checks import CheckResult, describe, run_check
+from link.scripts import ProgramPolicy, RefusalLog
 from link.worker.fsm import Event
 
 logger = logging.getLogger(__name__)
 
 
 class HealthMonitor:
-    def __init__(self, checks: list[dict], interval: float, timeout: float, wake: Callable[[], None]) -> None:
+    def __init__(self, checks: list[dict], interval: float, timeout: float, wake: Callable[[], None],
+                 programs: ProgramPolicy, label: str = "") -> None:
         self._checks = list(checks)
         self._interval = interval
         self._timeout = timeout
         self._wake = wake
+        self._programs = programs  # EXEC checks: checked again before every run
+        self._refusals = RefusalLog(f"{label}: " if label else "")
         self._lock = threading.Lock()
         self._results: collections.deque[list[CheckResult]] = collections.deque(maxlen=16)
         self._stop = threading.Event()
@@ -44,6 +48,7 @@ class HealthMonitor:
         with self._lock:
             self._checks, self._interval = list(checks), interval
             self._results.clear()
+            self._refusals.forget()
         self._changed.set()
         self._start_thread_if_needed()
 
@@ -53,13 +58,22 @@ class HealthMonitor:
             with self._lock:
                 checks, interval = list(self._checks), self._interval
             if checks:
-                results = [run_check(check, self._timeout) for check in checks]
+                results = [self._run(check) for check in checks]
                 with self._lock:
                     if checks == self._checks:  # drop results of checks replaced meanwhile
                         self._results.append(results)
                 self._wake()
             self._changed.wait(interval)
             self._changed.clear()
+
+    def _run(self, check: dict) -> CheckResult:
+        result = run_check(check, self._timeout, self._programs)
+        # A refused program fails the check every round; its reason is logged once per change.
+        if result.refused:
+            self._refusals.refused(describe(check), result.refused)
+        elif check["type"] == "EXEC":
+            self._refusals.accepted(describe(check))
+        return result
 
     def take_results(self) -> list[list[CheckResult]]:
         with self._lock:
@@ -81,20 +95,27 @@ class HealthJudge:
         self.fail_count = fail_count
         self.failures = 0
         self.failing = False
+        self._said = ""  # the failure last reported while failing
 
     def reset(self) -> None:
-        self.failures, self.failing = 0, False
+        self.failures, self.failing, self._said = 0, False, ""
 
     def judge(self, results: list[CheckResult]) -> tuple[Event | None, str]:
+        """The event the round calls for, and a line for the log ("" when there is nothing new:
+        a check that keeps failing the same way while FAILING is said once, not every round)."""
         bad = [r for r in results if not r.ok]
         if not bad:
-            self.failures = 0
+            self.failures, self._said = 0, ""
             if self.failing:
                 self.failing = False
                 return Event.HEALTH_CHECK_SUCCESS, "health checks pass again"
             return None, ""
         self.failures += 1
         if self.failures >= self.fail_count and not self.failing:
-            self.failing = True
+            self.failing, self._said = True, bad[0].detail
             return Event.HEALTH_CHECK_FAIL, f"health check {bad[0].detail}; failed {self.failures} times in a row"
+        if self.failing:
+            if bad[0].detail == self._said:
+                return None, ""
+            self._said = bad[0].detail
         return None, f"health check {bad[0].detail} ({self.failures}/{self.fail_count})"

@@ -18,6 +18,7 @@ from setproctitle import setproctitle
 
 from link import logs
 from link.config import Config
+from link.scripts import ProgramPolicy
 from link.vip import VipSpec
 from link.worker.announce import Announcer
 from link.worker.binders import Binder, make_binder
@@ -74,7 +75,8 @@ class Worker(SupervisorLink):
             on_enter={State.ACTIVATED: self._enter_activated, State.STANDBY: self._enter_standby, State.FAILING: self._enter_failing},
             label=f"{self.vip} ",
         )
-        self.health = HealthMonitor(list(spec.checks), self._check_interval(spec), config.health_check_timeout, self._wake)
+        self.health = HealthMonitor(list(spec.checks), self._check_interval(spec), config.health_check_timeout, self._wake,
+                                    ProgramPolicy.from_config(config), label=self.vip)
         self.judge = HealthJudge(config.fail_count_before_failover)
         self.metrics = WorkerMetrics()
         self._reported_state: str | None = None  # the `from` of the next transition report

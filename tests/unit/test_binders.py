@@ -62,12 +62,12 @@ def test_no_binder_given_is_the_arp_binder_as_before():
 
 
 def test_a_command_binder_gets_its_defaults():
-    got = parse_add_body(body(binder="command", command={"activate": ["/bin/true", "a"], "deactivate": ["/bin/true"]}))
-    assert got["command"] == {"activate": ["/bin/true", "a"], "deactivate": ["/bin/true"], "ensure": None,
+    got = parse_add_body(body(binder="command", command={"activate": ["/etc/link/scripts/fip", "a"], "deactivate": ["/etc/link/scripts/fip"]}))
+    assert got["command"] == {"activate": ["/etc/link/scripts/fip", "a"], "deactivate": ["/etc/link/scripts/fip"], "ensure": None,
                               "timeout": 10.0, "ensure_interval": 30.0}
-    got = parse_add_body(body(binder="command", command={"activate": ["/bin/true"], "deactivate": ["/bin/true"],
-                                                         "ensure": ["/bin/true"], "timeout": 2, "ensure_interval": 5}))
-    assert (got["command"]["ensure"], got["command"]["timeout"], got["command"]["ensure_interval"]) == (["/bin/true"], 2.0, 5.0)
+    got = parse_add_body(body(binder="command", command={"activate": ["/etc/link/scripts/fip"], "deactivate": ["/etc/link/scripts/fip"],
+                                                         "ensure": ["/etc/link/scripts/fip"], "timeout": 2, "ensure_interval": 5}))
+    assert (got["command"]["ensure"], got["command"]["timeout"], got["command"]["ensure_interval"]) == (["/etc/link/scripts/fip"], 2.0, 5.0)
 
 
 def test_a_webhook_binder_gets_its_default_timeout():
@@ -75,7 +75,7 @@ def test_a_webhook_binder_gets_its_default_timeout():
     assert got["webhook"] == {"url": "https://198.51.100.100/hook", "secret": SECRET, "timeout": 5.0}
 
 
-ACT = ["/bin/true"]
+ACT = ["/etc/link/scripts/fip"]  # the shape only: whether it may run is check_programs' (test_api_programs.py)
 
 
 @pytest.mark.parametrize("fields, words", [
@@ -94,9 +94,6 @@ ACT = ["/bin/true"]
     ({"binder": "command", "command": {"activate": ["true"], "deactivate": ACT}}, "command.activate[0] must be an absolute path"),
     ({"binder": "command", "command": {"activate": ACT, "deactivate": ["/bin/true", 3]}}, "command.deactivate[1] must be a non-empty string"),
     ({"binder": "command", "command": {"activate": ACT, "deactivate": ["/bin/true", "a\0b"]}}, "command.deactivate[1] must be at most"),
-    ({"binder": "command", "command": {"activate": ["/no/such/program"], "deactivate": ACT}},
-     "command.activate[0] '/no/such/program' is not an executable file"),
-    ({"binder": "command", "command": {"activate": ["/etc/passwd"], "deactivate": ACT}}, "is not an executable file"),
     ({"binder": "command", "command": {"activate": ACT, "deactivate": ACT, "ensure": ["x"]}}, "command.ensure[0] must be an absolute"),
     ({"binder": "command", "command": {"activate": ACT, "deactivate": ACT, "timeout": 0}}, "command.timeout must be between 0.1 and 600"),
     ({"binder": "command", "command": {"activate": ACT, "deactivate": ACT, "timeout": "10s"}}, "command.timeout must be a number"),
@@ -265,23 +262,18 @@ def test_an_unexpected_exception_is_a_failed_attempt_not_a_dead_thread():
 
 
 # ----------------------------------------------------------------------------- command binder
-def script(path, text: str) -> str:
-    path.write_text("#!/bin/sh\n" + text)
-    path.chmod(0o755)
-    return str(path)
-
-
-def command_binder(tmp_path, priority: int = 7, **settings) -> CommandBinder:
+def command_binder(tmp_path, scripts, priority: int = 7, **settings) -> CommandBinder:
+    """Programs in the test's SCRIPTS_DIR (run as this process); what they write goes to tmp_path."""
     log = tmp_path / "log"
     command = {
-        "activate": [script(tmp_path / "act", f'echo "activate $LINK_STATE $LINK_ATTEMPT" >> {log}\nenv > {tmp_path}/env.$LINK_ACTION\n')],
-        "deactivate": [script(tmp_path / "deact", f'echo "deactivate $LINK_STATE" >> {log}\n')],
+        "activate": [scripts.add("act", f'echo "activate $LINK_STATE $LINK_ATTEMPT" >> {log}\nenv > {tmp_path}/env.$LINK_ACTION\n')],
+        "deactivate": [scripts.add("deact", f'echo "deactivate $LINK_STATE" >> {log}\n')],
         "ensure": None, "timeout": 5.0, "ensure_interval": 30.0, **settings,
     }
     spec = VipSpec(id=VIP_ID, ip=VIP, binder="command", command=command, priority=priority)
     return CommandBinder(CONFIG, spec, lambda: None, lambda: priority,
-                         base_env={"PATH": "/usr/bin:/bin", "PASSWORD": "api-password", "LANG": "C.UTF-8"},
-                         runner_options=FAST)
+                         base_env={"PATH": "/usr/bin:/bin", "PASSWORD": "api-password", "LANG": "C.UTF-8", "HOME": "/agent-home"},
+                         runner_options=FAST, programs=scripts.policy())
 
 
 def lines(tmp_path) -> list[str]:
@@ -295,8 +287,8 @@ def read_env(path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
-def test_the_command_binder_runs_the_programs_with_the_vip_in_the_environment(tmp_path):
-    binder = command_binder(tmp_path)
+def test_the_command_binder_runs_the_programs_with_the_vip_in_the_environment(tmp_path, scripts):
+    binder = command_binder(tmp_path, scripts)
     try:
         binder.activate("elected")
         wait_for(lambda: lines(tmp_path) == ["activate ACTIVATED 1"], what="activate")
@@ -310,12 +302,13 @@ def test_the_command_binder_runs_the_programs_with_the_vip_in_the_environment(tm
         "LINK_VIP_FAMILY": "4", "LINK_VIP_ID": VIP_ID, "LINK_HOSTNAME": "h1", "LINK_INTERFACE": "lo",
         "LINK_STATE": "ACTIVATED", "LINK_REASON": "elected", "LINK_PRIORITY": "7", "LINK_ATTEMPT": "1",
     }
-    assert env["PATH"] == "/usr/bin:/bin" and "PASSWORD" not in env
+    assert env["PATH"] == "/usr/bin:/bin" and "PASSWORD" not in env and env["PWD"] == "/"
+    assert env["HOME"] in ("/", os.path.expanduser("~"))  # the script user's home, never the agent's HOME
     assert binder.status()["ok"] and binder.status()["action"] == "deactivate"
 
 
-def test_a_host_that_never_activated_runs_no_deactivate(tmp_path):
-    binder = command_binder(tmp_path)
+def test_a_host_that_never_activated_runs_no_deactivate(tmp_path, scripts):
+    binder = command_binder(tmp_path, scripts)
     try:
         binder.deactivate("STANDBY", "demoted")
         binder.deactivate("FAILING", "health")
@@ -325,9 +318,9 @@ def test_a_host_that_never_activated_runs_no_deactivate(tmp_path):
     assert lines(tmp_path) == [] and binder.status()["action"] is None
 
 
-def test_a_failing_activate_reports_its_exit_and_output_and_is_retried(tmp_path):
+def test_a_failing_activate_reports_its_exit_and_output_and_is_retried(tmp_path, scripts):
     flag = tmp_path / "ok"
-    binder = command_binder(tmp_path, activate=[script(tmp_path / "fail", f'test -e {flag} && exit 0\necho "no floating IP"; echo "quota" >&2; exit 3\n')])
+    binder = command_binder(tmp_path, scripts, activate=[scripts.add("fail", f'test -e {flag} && exit 0\necho "no floating IP"; echo "quota" >&2; exit 3\n')])
     try:
         binder.activate("elected")
         status = wait_for(lambda: (s := binder.status())["attempts"] >= 3 and s, what="three attempts")
@@ -339,8 +332,8 @@ def test_a_failing_activate_reports_its_exit_and_output_and_is_retried(tmp_path)
         binder.close(1.0)
 
 
-def test_output_in_an_error_is_cut_at_200_characters(tmp_path):
-    binder = command_binder(tmp_path, activate=[script(tmp_path / "long", 'printf "%0300d" 0; exit 2\n')])
+def test_output_in_an_error_is_cut_at_200_characters(tmp_path, scripts):
+    binder = command_binder(tmp_path, scripts, activate=[scripts.add("long", 'printf "%0300d" 0; exit 2\n')])
     try:
         binder.activate("elected")
         status = wait_for(lambda: (s := binder.status())["error"] and s, what="the failure")
@@ -349,8 +342,8 @@ def test_output_in_an_error_is_cut_at_200_characters(tmp_path):
     assert status["error"] == "activate exited 2: " + "0" * 200 + "…"
 
 
-def test_a_program_that_hangs_is_killed_at_its_timeout(tmp_path):
-    binder = command_binder(tmp_path, timeout=0.3, activate=[script(tmp_path / "hang", "sleep 30\n")])
+def test_a_program_that_hangs_is_killed_at_its_timeout(tmp_path, scripts):
+    binder = command_binder(tmp_path, scripts, timeout=0.3, activate=[scripts.add("hang", "sleep 30\n")])
     try:
         started = time.monotonic()
         binder.activate("elected")
@@ -360,20 +353,41 @@ def test_a_program_that_hangs_is_killed_at_its_timeout(tmp_path):
         binder.close(1.0)
 
 
-def test_a_program_that_cannot_start_is_a_failure(tmp_path):
-    binder = command_binder(tmp_path, activate=[str(tmp_path / "gone")])
+def test_a_program_that_cannot_start_is_a_failure(tmp_path, scripts):
+    broken = scripts.path / "broken"
+    broken.write_text("#!/no/such/interpreter\n")
+    broken.chmod(0o755)
+    binder = command_binder(tmp_path, scripts, activate=[str(broken)])
     try:
         binder.activate("elected")
         status = wait_for(lambda: (s := binder.status())["error"] and s, what="the failure")
     finally:
         binder.close(1.0)
-    assert status["error"].startswith(f"activate could not start {tmp_path / 'gone'}: No such file")
+    assert status["error"].startswith(f"activate could not start {broken}: No such file")
 
 
-def test_a_failing_ensure_runs_activate_again(tmp_path):
+def test_a_program_refused_before_its_run_is_a_failed_attempt_and_never_runs(tmp_path, scripts):
+    mark = tmp_path / "ran"
+    binder = command_binder(tmp_path, scripts, activate=[scripts.add("fip", f"touch {mark}\n"), "attach"])
+    os.chmod(scripts.path / "fip", 0o757)  # changed after the VIP was added: anyone could rewrite it
+    try:
+        binder.activate("elected")
+        status = wait_for(lambda: (s := binder.status())["attempts"] >= 2 and s, what="two attempts")
+        assert status["ok"] is False and not mark.exists()
+        assert status["error"] == (f"activate: program refused, not run: {str(scripts.path / 'fip')!r} "
+                                   "is writable by group or others (mode 0757)")
+        os.chmod(scripts.path / "fip", 0o755)  # put right: the next retry runs it
+        wait_for(lambda: binder.status()["ok"], what="the activate to succeed")
+    finally:
+        binder.close(1.0)
+    assert mark.exists()
+    assert ("activate", 1, False) in binder.runner.history and binder.runner.history[-1][2] is True
+
+
+def test_a_failing_ensure_runs_activate_again(tmp_path, scripts):
     gone = tmp_path / "gone"
     clock = [0.0]
-    binder = command_binder(tmp_path, ensure=[script(tmp_path / "ensure", f"test ! -e {gone}\n")], ensure_interval=10.0)
+    binder = command_binder(tmp_path, scripts, ensure=[scripts.add("ensure", f"test ! -e {gone}\n")], ensure_interval=10.0)
     binder._clock = lambda: clock[0]
     try:
         binder.activate("elected")
@@ -508,15 +522,18 @@ def test_the_webhook_binder_tells_each_change_and_retries_failures(receiver, cap
 
 
 # ------------------------------------------------------------------- worker and supervisor
-def test_the_workers_enter_actions_never_wait_on_a_slow_binder(tmp_path, monkeypatch):
+def test_the_workers_enter_actions_never_wait_on_a_slow_binder(tmp_path, scripts, monkeypatch):
     from multiprocessing import Pipe
 
+    from link.scripts import ProgramPolicy
     from link.worker import main as worker_main
     from link.worker.fsm import Event, State
 
     monkeypatch.setattr(worker_main, "setproctitle", lambda title: None)
-    command = {"activate": [script(tmp_path / "slow", f"sleep 1\necho activated >> {tmp_path}/log\n")],
-               "deactivate": [script(tmp_path / "deact", f"echo deactivated >> {tmp_path}/log\n")],
+    # The test's SCRIPTS_DIR, its programs run as this process (owned by a non-root developer too).
+    monkeypatch.setattr(ProgramPolicy, "from_config", classmethod(lambda cls, config: scripts.policy()))
+    command = {"activate": [scripts.add("slow", f"sleep 1\necho activated >> {tmp_path}/log\n")],
+               "deactivate": [scripts.add("deact", f"echo deactivated >> {tmp_path}/log\n")],
                "ensure": None, "timeout": 5.0, "ensure_interval": 30.0}
     spec = VipSpec(id=VIP_ID, ip=VIP, binder="command", command=command)
     ours, theirs = Pipe()

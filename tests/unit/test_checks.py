@@ -88,14 +88,18 @@ def test_http_check_judges_the_status():
         server.server_close()
 
 
-def test_exec_check_exit_status_output_and_timeout(tmp_path):
-    assert run_check({"type": "EXEC", "command": ["/bin/true"]}, 1.0).ok
-    failed = run_check({"type": "EXEC", "command": ["/bin/sh", "-c", "echo db down; exit 2"]}, 1.0)
-    assert not failed.ok and "exit 2" in failed.detail and "db down" in failed.detail
-    slow = run_check({"type": "EXEC", "command": ["/bin/sleep", "5"]}, 0.2)
+def test_exec_check_exit_status_output_and_timeout(scripts):
+    policy = scripts.policy()
+    true, fail = scripts.add("true", "exit 0\n"), scripts.add("fail", "echo db down; exit 2\n")
+    assert run_check({"type": "EXEC", "command": [true]}, 1.0, policy).ok
+    failed = run_check({"type": "EXEC", "command": [fail]}, 1.0, policy)
+    assert not failed.ok and "exit 2" in failed.detail and "db down" in failed.detail and not failed.refused
+    slow = run_check({"type": "EXEC", "command": [scripts.add("slow", "exec sleep 5\n")]}, 0.2, policy)
     assert not slow.ok and "timed out" in slow.detail
-    missing = run_check({"type": "EXEC", "command": [str(tmp_path / "nope")]}, 1.0)
-    assert not missing.ok
+    missing = run_check({"type": "EXEC", "command": [str(scripts.path / "nope")]}, 1.0, policy)
+    assert not missing.ok and "does not exist" in missing.refused
+    outside = run_check({"type": "EXEC", "command": ["/bin/true"]}, 1.0, policy)
+    assert not outside.ok and "is not inside SCRIPTS_DIR" in outside.refused
 
 
 def result(ok: bool) -> CheckResult:
@@ -126,19 +130,76 @@ def test_a_success_in_between_resets_the_count():
     assert judge.judge([result(False)])[0] is None
 
 
-def test_a_vip_without_checks_has_no_health_thread_until_it_gets_some():
+def test_a_vip_without_checks_has_no_health_thread_until_it_gets_some(scripts):
     import threading
 
     from link.worker.health import HealthMonitor
 
     woken = threading.Event()
-    monitor = HealthMonitor([], 0.05, 1.0, woken.set)
+    monitor = HealthMonitor([], 0.05, 1.0, woken.set, scripts.policy())
     monitor.start()
     try:
         assert monitor._thread.ident is None
-        monitor.replace([{"type": "EXEC", "command": ["/bin/true"]}], 0.05)
+        monitor.replace([{"type": "EXEC", "command": [scripts.add("true", "exit 0\n")]}], 0.05)
         assert woken.wait(5), "the checks added later never ran"
         results = monitor.take_results()
         assert results and results[0][0].ok
     finally:
         monitor.stop()
+
+
+def test_a_program_changed_after_it_was_accepted_is_not_run_and_said_once(scripts, caplog):
+    import logging
+    import os
+    import threading
+    import time
+
+    from link.worker.health import HealthMonitor
+
+    runs = scripts.out / "runs"
+    program = scripts.add("check", f"echo ran >> {runs}\n")
+    monitor = HealthMonitor([{"type": "EXEC", "command": [program, "--quick"]}], 0.02, 1.0, threading.Event().set,
+                            scripts.policy(), label="198.51.100.50/32")
+    rounds: list = []
+
+    def collect(count: int, want) -> list:
+        """The next `count` rounds whose only result passes `want` (bounded in time)."""
+        got: list = []
+        deadline = time.monotonic() + 10
+        while len(got) < count and time.monotonic() < deadline:
+            got += [r[0] for r in monitor.take_results() if want(r[0])]
+            time.sleep(0.02)
+        assert len(got) >= count, f"only {len(got)} rounds as wanted in 10 s"
+        rounds.extend(got)
+        return got
+
+    with caplog.at_level(logging.INFO, logger="link.scripts"):
+        monitor.start()
+        try:
+            collect(1, lambda r: r.ok)
+            os.chmod(program, 0o777)  # now anyone could change what runs
+            collect(1, lambda r: r.refused)
+            ran = runs.read_text().count("ran")
+            refused = collect(5, lambda r: r.refused)
+            assert runs.read_text().count("ran") == ran, "a refused program ran"
+            assert all(not r.ok and "writable by group or others (mode 0777)" in r.detail for r in refused)
+            os.chmod(program, 0o755)
+            collect(1, lambda r: r.ok)
+        finally:
+            monitor.stop()
+    said = [r.getMessage() for r in caplog.records if r.name == "link.scripts"]
+    assert said == [f"198.51.100.50/32: EXEC {program} --quick: program refused, not run: {program!r} "
+                    "is writable by group or others (mode 0777)",
+                    f"198.51.100.50/32: EXEC {program} --quick: program accepted again"]
+
+
+def test_a_check_failing_the_same_way_is_said_once_while_failing():
+    judge = HealthJudge(fail_count=2)
+    down = CheckResult(False, "EXEC /x: program refused, not run: '/x' is writable by group or others", 0.0)
+    lines = [judge.judge([down])[1] for _ in range(6)]
+    assert lines[0].endswith("(1/2)") and "failed 2 times in a row" in lines[1]
+    assert lines[2:] == ["", "", "", ""], "a failure that does not change is logged once, not every round"
+    assert judge.failures == 6  # still counted each round
+    other = CheckResult(False, "EXEC /x: program refused, not run: '/x' does not exist", 0.0)
+    assert "does not exist" in judge.judge([other])[1]
+    assert judge.judge([CheckResult(True, "EXEC /x: exit 0", 0.0)])[0] is Event.HEALTH_CHECK_SUCCESS

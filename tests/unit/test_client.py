@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from link import __version__
 from link.api import make_app
 from link.client import EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, main, parse_health_check, parse_host
 from link.client_http import _server_error
+from tests.lab.scripts import ScriptsDir, ScriptsDirUnavailable
 from tests.unit.api_fakes import FakeSupervisor
 
 
@@ -35,14 +37,29 @@ class Relay:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[Relay, str, str]]:
+def module_scripts() -> Iterator[ScriptsDir | None]:
+    """The servers' SCRIPTS_DIR (None where no directory qualifies: a non-root developer)."""
+    try:
+        directory = ScriptsDir()
+    except ScriptsDirUnavailable:
+        yield None
+        return
+    try:
+        yield directory
+    finally:
+        directory.close()
+
+
+@pytest.fixture(scope="module")
+def servers(module_scripts: ScriptsDir | None) -> Iterator[tuple[Relay, str, str]]:
     """Two API servers on ephemeral 127.0.0.1 ports, without and with basic auth (admin/pw),
     started once per module: stopping waitress takes a second (its poll timeout)."""
     relay = Relay()
     started = []
+    scripts_dir = {"scripts_dir": str(module_scripts.path)} if module_scripts else {}
     for auth in ({}, {"user": "admin", "password": "pw"}):
-        server = waitress.create_server(make_app(relay, version="7.7.7", **auth), host="127.0.0.1", port=0, threads=2,
-                                         clear_untrusted_proxy_headers=True)
+        server = waitress.create_server(make_app(relay, version="7.7.7", **auth, **scripts_dir), host="127.0.0.1", port=0,
+                                         threads=2, clear_untrusted_proxy_headers=True)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         started.append((server, thread))
@@ -273,14 +290,12 @@ def test_add_with_health_checks_and_settings(capsys: pytest.CaptureFixture[str],
         capsys, "--host", host, "create", "198.51.100.50",
         "--health-check", "TCP:198.51.100.20:5432",
         "--health-check", "http:204:http://198.51.100.20/ready",
-        "--health-check", "EXEC:/usr/local/bin/check-db --quick 'two words'",
         "--health-check-interval", "2", "--fault-policy", "release",
     )
     assert (code, err) == (0, "")
     checks = [
         TCP,
         {"type": "HTTP", "expect_status": 204, "url": "http://198.51.100.20/ready"},
-        {"type": "EXEC", "command": ["/usr/local/bin/check-db", "--quick", "two words"]},
     ]
     assert sup.requests[-1] == {
         "op": "add", "ip": "198.51.100.50/32", "checks": checks, "healthcheck_interval": 2.0, "fault_policy": "release",
@@ -288,8 +303,21 @@ def test_add_with_health_checks_and_settings(capsys: pytest.CaptureFixture[str],
     lines = out.splitlines()
     assert fields(out)["checks"] == "TCP 198.51.100.20:5432"
     assert any(line.strip() == "HTTP http://198.51.100.20/ready (expects 204)" for line in lines)
-    assert any(line.strip() == "EXEC /usr/local/bin/check-db --quick two words" for line in lines)
     assert fields(out)["interval"] == "2 s" and fields(out)["fault policy"] == "release"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the API takes only root's programs (CI runs as root)")
+def test_add_with_an_exec_check_of_the_scripts_dir(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor,
+                                                    module_scripts: ScriptsDir | None) -> None:
+    assert module_scripts is not None
+    program = module_scripts.add("check-db", "exit 0\n")
+    code, out, err = run(capsys, "--host", host, "create", "198.51.100.50",
+                         "--health-check", f"EXEC:{program} --quick 'two words'")
+    assert (code, err) == (0, "")
+    assert sup.requests[-1]["checks"] == [{"type": "EXEC", "command": [program, "--quick", "two words"]}]
+    assert fields(out)["checks"] == f"EXEC {program} --quick two words"
+    code, out, err = run(capsys, "--host", host, "create", "198.51.100.51", "--health-check", "EXEC:/bin/sh -c id")
+    assert code == EXIT_SERVER and "checks[0].command[0] '/bin/sh'" in err and "is not inside SCRIPTS_DIR" in err
 
 
 def test_add_sends_only_what_was_given(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor) -> None:

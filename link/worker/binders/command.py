@@ -1,14 +1,18 @@
 """The `command` binder: the user's programs put the VIP in place (e.g. a cloud floating IP).
 
 `{"activate": [argv], "deactivate": [argv], "ensure": [argv] or null, "timeout": s,
-"ensure_interval": s}`. Programs run without a shell, with the agent's environment (minus
-PASSWORD) and LINK_* variables describing the VIP (`environment()`). A non-zero exit, a
-timeout or a program that cannot start is a failed attempt, retried with backoff
+"ensure_interval": s}`. Programs come only from SCRIPTS_DIR and are checked again right before
+every run (link.scripts: a program changed since the VIP was added is not run, a failed
+attempt); they run without a shell, as SCRIPT_USER, in "/", with the agent's environment
+(minus PASSWORD, HOME the user's) and LINK_* variables describing the VIP (`environment()`).
+A non-zero exit, a timeout, a refused program or one that cannot start is a failed attempt,
+retried with backoff
 (`runner.ActionRunner`). `ensure`, while ACTIVATED, runs every `ensure_interval` seconds; when it
 fails, `activate` runs again.
 
-Run from the worker, which holds a gRPC channel: subprocess uses vfork+exec here (no
-preexec_fn), so the child runs no Python and touches none of the worker's gRPC state.
+Run from the worker, which holds a gRPC channel: subprocess uses vfork+exec here (fork+exec
+when switching user; never a preexec_fn), so the child runs no Python and touches none of the
+worker's gRPC state.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import time
 from typing import Callable, Mapping
 
 from link.config import Config
+from link.scripts import HIDDEN_VARIABLES, ProgramPolicy, ScriptRefused
 from link.vip import VipSpec
 from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
 
@@ -29,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ENSURE_INTERVAL = 30.0
-HIDDEN_VARIABLES = ("PASSWORD",)  # the API's password is no business of the user's programs
 
 
 def environment(base: Mapping[str, str], *, vip: str, vip_id: str, hostname: str, interface: str, action: str,
@@ -64,7 +68,7 @@ class CommandBinder:
 
     def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int], *,
                  base_env: Mapping[str, str] | None = None, runner_options: dict | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, programs: ProgramPolicy | None = None) -> None:
         settings = spec.command or {}
         self.vip, self.vip_id = spec.ip, spec.id
         self.hostname, self.interface = config.hostname, config.interface
@@ -74,6 +78,7 @@ class CommandBinder:
         self._priority = priority
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._clock = clock
+        self._programs = ProgramPolicy.from_config(config) if programs is None else programs
         self._active = False  # the desired state: activate asked last
         self._next_ensure = 0.0
         self._proc_lock = threading.Lock()
@@ -131,10 +136,20 @@ class CommandBinder:
             priority=int(action.context.get("priority", 0)), attempt=attempt,
         )
         try:
-            # No preexec_fn: vfork+exec. A session of its own, so a timeout kills the
-            # program's children too (a shell script's commands).
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    env=env, close_fds=True, start_new_session=True, cwd="/")
+            # Checked right before the run: a program changed since the VIP was added is not run.
+            # The resolved path is executed, not the name given (argv[0] stays as given), so a
+            # symlink retargeted between the check and the exec changes nothing; the rest of
+            # the path can only change by root's hand, which is what the check verified.
+            program = self._programs.resolve(argv[0])
+        except ScriptRefused as exc:
+            # The runner logs each attempt (with backoff) and binder_status.error shows it.
+            raise ActionFailed(f"{action.name}: program refused, not run: {exc}") from None
+        try:
+            # No preexec_fn (see the module's docstring). A session of its own, so a timeout
+            # kills the program's children too (a shell script's commands).
+            proc = subprocess.Popen(argv, executable=program, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
+                                    **self._programs.popen_options(env))
         except OSError as exc:
             raise ActionFailed(f"{action.name} could not start {argv[0]}: {exc.strerror or exc}") from None
         with self._proc_lock:
