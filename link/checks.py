@@ -155,18 +155,14 @@ def _http(check: dict, timeout: float, _programs: ProgramPolicy | None) -> tuple
 def _exec(check: dict, timeout: float, programs: ProgramPolicy | None) -> tuple[bool, str]:
     if programs is None:
         raise ScriptRefused("no SCRIPTS_DIR to check the program against")
-    argv = check["command"]
     # Checked right before the run: a program changed since the VIP was added (now writable by
-    # others, retargeted symlink...) is not run. The resolved path is what is executed, not
-    # the name given, so a symlink retargeted between the check and the exec changes nothing;
-    # the rest of the path can only change by root's hand (that is what the check verified).
-    program = programs.resolve(argv[0])
-    # No preexec_fn: vfork+exec, or fork+exec when switching to SCRIPT_USER; either way the
-    # child runs no Python and touches none of this worker's gRPC state.
+    # others, retargeted symlink...) is not run (ScriptRefused). vfork+exec, no preexec_fn: the
+    # child runs no Python and touches none of this worker's gRPC state (see prepare()).
+    args, options = programs.prepare(check["command"], os.environ)
     try:
         done = subprocess.run(
-            argv, executable=program, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            timeout=timeout, close_fds=True, check=False, **programs.popen_options(os.environ),
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            timeout=timeout, close_fds=True, check=False, **options,
         )
     except subprocess.TimeoutExpired:
         return False, f"timed out after {timeout:g}s"

@@ -6,7 +6,7 @@ A program is named by an absolute path. After resolving symlinks it must be insi
 neither it nor any directory above it may be writable by group or others or owned by another
 user: then only root can change what runs. `check_program` is that rule, written once; the API
 applies it when a VIP is added or its checks change, the worker again right before every run.
-Arguments stay free. Programs run as SCRIPT_USER (`ProgramPolicy.popen_options`).
+Arguments stay free. Programs run as SCRIPT_USER (`ProgramPolicy.prepare`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import os
 import pwd
 import stat
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from link.config import ScriptUser
 
@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 # The API's password is no business of the user's programs (ETCD_TLS_* name files, not secrets).
 HIDDEN_VARIABLES = ("PASSWORD",)
 _SHOWN = 200  # characters of a path quoted in a message
+# Switches to SCRIPT_USER (root only) then execs the program; util-linux is Essential on Debian.
+SETPRIV = "/usr/bin/setpriv"
 
 
 class ScriptRefused(ValueError):
@@ -116,20 +118,29 @@ class ProgramPolicy:
     def resolve(self, path: str) -> str:
         return check_program(path, self.scripts_dir, owner_uid=self.owner_uid)
 
-    def popen_options(self, env: Mapping[str, str]) -> dict[str, Any]:
-        """subprocess keyword arguments: the environment (PASSWORD hidden, HOME the user's),
-        cwd "/", and the user switch when SCRIPT_USER is not the agent's own identity.
+    def prepare(self, argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, Any]]:
+        """Check the program now (ScriptRefused) and return what to give subprocess: the
+        arguments and the keyword arguments (environment with PASSWORD hidden and HOME the
+        user's, cwd "/", the resolved program).
 
-        No preexec_fn: the worker holds a gRPC channel and threads. With user=/group= CPython's
-        _posixsubprocess uses fork() instead of vfork(), but the child still runs no Python
-        code, only setgroups/setgid/setuid and exec."""
+        The resolved path is executed, not the name given, so a symlink retargeted between this
+        check and the exec changes nothing; the rest of the path can only change by root's
+        hand, which is what the check verified.
+
+        To run as SCRIPT_USER the program is started through setpriv (util-linux), never with
+        subprocess's user=/group=: those make CPython fork() instead of vfork(), and a fork()
+        of the worker runs gRPC's at-fork handlers in the child, which crashed it with SIGSEGV
+        in about 1 run in 100 while the worker's gRPC threads were busy. vfork runs no handler.
+        No preexec_fn either, for the same reason."""
+        program = self.resolve(argv[0])
         options: dict[str, Any] = {
             "env": {**{k: v for k, v in env.items() if k not in HIDDEN_VARIABLES}, "HOME": home_of(self.user.uid)},
             "cwd": "/",
         }
-        if self.user.switches:
-            options.update(user=self.user.uid, group=self.user.gid, extra_groups=[])
-        return options
+        if not self.user.switches:
+            return list(argv), {**options, "executable": program}  # argv[0] stays the name given
+        switch = [SETPRIV, f"--reuid={self.user.uid}", f"--regid={self.user.gid}", "--clear-groups", "--"]
+        return [*switch, program, *argv[1:]], options
 
 
 class RefusalLog:

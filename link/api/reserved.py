@@ -192,7 +192,10 @@ class HostsDirectory:
     def start(self) -> None:
         def loop() -> None:
             while True:
-                self.publish_once()
+                try:
+                    self.publish_once()
+                except Exception:  # a netlink surprise: logged, tried again, never the end of the thread
+                    logger.exception("publishing this host's addresses failed")
                 if self._stop.wait(PUBLISH_EVERY):
                     return
 

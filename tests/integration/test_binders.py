@@ -25,12 +25,6 @@ RECEIVER_PORT = 8089
 RECEIVER = Path(__file__).resolve().parent.parent / "lab" / "webhook_receiver.py"
 
 
-def write_script(path: Path, body: str) -> str:
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
-    return str(path)
-
-
 def runs(directory: Path, action: str) -> list[tuple[str, str]]:
     """(host, state) of each run of `action`, one file per run, oldest first."""
     found = []
@@ -40,13 +34,14 @@ def runs(directory: Path, action: str) -> list[tuple[str, str]]:
     return found
 
 
-def command_scripts(directory: Path) -> dict:
-    directory.mkdir(parents=True, exist_ok=True)
+def command_scripts(scripts, directory: Path) -> dict:
+    """activate and deactivate in the agents' SCRIPTS_DIR; they run as nobody (the agents run as
+    root without SCRIPT_USER) and record each run in `directory`, which nobody may write to."""
+    directory.mkdir()
+    directory.chmod(0o1777)
     # One file per run: mktemp makes a new one each time ($LINK_ACTION.<host>.XXXXXX).
     record = 'echo "$LINK_STATE $LINK_HOSTNAME" > "$(mktemp "%s/$LINK_ACTION.$LINK_HOSTNAME.XXXXXX")"\n' % directory
-    (directory / "bin").mkdir()
-    return {"activate": [write_script(directory / "bin" / "activate", record)],
-            "deactivate": [write_script(directory / "bin" / "deactivate", record)]}
+    return {"activate": [scripts.add("activate", record)], "deactivate": [scripts.add("deactivate", record)]}
 
 
 def add(lab, body: dict, hosts=None) -> dict[str, str]:
@@ -73,10 +68,10 @@ def agreed_holder(lab, ids: dict[str, str]) -> str | None:
     return holder
 
 
-def test_a_command_binder_runs_activate_on_the_holder_and_follows_it(lab):
-    directory = lab.workdir / "command-binder"
-    command = command_scripts(directory)
-    lab.start_agents()
+def test_a_command_binder_runs_activate_on_the_holder_and_follows_it(lab, scripts):
+    directory = scripts.out / "command-binder"
+    command = command_scripts(scripts, directory)
+    lab.start_agents(SCRIPTS_DIR=str(scripts.path))
     ids = add(lab, {"ip": VIP, "binder": "command", "command": command})
     holder = wait_until(lambda: agreed_holder(lab, ids), 15, 0.05, "one agreed holder")
     wait_until(lambda: runs(directory, "activate") == [(holder, "ACTIVATED")], 10, what=f"{holder} to run activate")
@@ -101,17 +96,14 @@ def test_a_command_binder_runs_activate_on_the_holder_and_follows_it(lab):
     assert status["ok"] and status["action"] == "activate" and status["attempts"] == 1, status
 
 
-def test_a_failing_activate_is_retried_and_shown_in_binder_status(lab):
-    directory = lab.workdir / "failing-binder"
-    directory.mkdir()
-    allow = directory / "allow"
+def test_a_failing_activate_is_retried_and_shown_in_binder_status(lab, scripts):
+    allow = scripts.out / "allow"
     command = {
-        "activate": [write_script(directory / "activate.sh",
-                                  f'test -e {allow} && exit 0\necho "no floating IP for $LINK_VIP (try $LINK_ATTEMPT)"\nexit 3\n')],
-        "deactivate": [write_script(directory / "deactivate.sh", "exit 0\n")],
+        "activate": [scripts.add("activate.sh", f'test -e {allow} && exit 0\necho "no floating IP for $LINK_VIP (try $LINK_ATTEMPT)"\nexit 3\n')],
+        "deactivate": [scripts.add("deactivate.sh", "exit 0\n")],
     }
     h1 = lab.host(1)
-    lab.start_agents([h1])
+    lab.start_agents([h1], SCRIPTS_DIR=str(scripts.path))
     [vip_id] = add(lab, {"ip": VIP, "binder": "command", "command": command}).values()
 
     def failing_three_times():
@@ -183,7 +175,7 @@ def test_a_webhook_binder_posts_signed_changes_to_a_receiver_in_the_lab(lab):
     receiver = Receiver(lab)
     try:
         receiver.start()
-        lab.start_agents()
+        lab.start_agents(WEBHOOK_ALLOWED_URLS=f"http://{CLIENT_IP}:{RECEIVER_PORT}")  # none: webhook binders refused
         url = f"http://{CLIENT_IP}:{RECEIVER_PORT}/hook"
         ids = add(lab, {"ip": VIP, "binder": "webhook", "webhook": {"url": url, "secret": SECRET}})
         holder = wait_until(lambda: agreed_holder(lab, ids), 15, 0.05, "one agreed holder")

@@ -26,13 +26,22 @@ def holds_for(predicate, seconds: float, interval: float = 0.05, what: str = "")
         time.sleep(interval)
 
 
-def add_with_checks(lab, flags):
+def start(lab, scripts):
+    """Agents whose SCRIPTS_DIR holds `healthy FLAG` (passes while FLAG does not exist); flag
+    files of their own per host, in a directory the checks (run as nobody) can look into."""
+    scripts.add("healthy", 'test ! -e "$1"\n')
+    lab.start_agents(HEALTH_CHECK_INTERVAL=f"{int(INTERVAL * 1000)}ms", FAIL_COUNT_BEFORE_FAILOVER=str(FAIL_COUNT),
+                     SCRIPTS_DIR=str(scripts.path))
+    return {h.name: scripts.out / f"{h.name}.unhealthy" for h in lab.hosts}
+
+
+def add_with_checks(lab, scripts, flags):
     """The VIP on every host, each with two checks: a flag file of its own that must not exist
     (the first check) and the agent's own API port (the second, always passing)."""
     ids = {}
     for host in lab.hosts:
         checks = [
-            {"type": "EXEC", "command": ["/bin/sh", "-c", f"test ! -e {flags[host.name]}"]},
+            {"type": "EXEC", "command": [str(scripts.path / "healthy"), str(flags[host.name])]},
             {"type": "TCP", "host": "127.0.0.1", "port": 1313},
         ]
         resp = host.api("POST", "/ips", {"ip": VIP, "checks": checks})
@@ -42,10 +51,9 @@ def add_with_checks(lab, flags):
     return ids
 
 
-def test_only_the_first_of_two_checks_failing_moves_the_vip_and_recovery_does_not_flap(lab):
-    lab.start_agents(HEALTH_CHECK_INTERVAL=f"{int(INTERVAL * 1000)}ms", FAIL_COUNT_BEFORE_FAILOVER=str(FAIL_COUNT))
-    flags = {h.name: lab.workdir / f"{h.name}.unhealthy" for h in lab.hosts}
-    ids = add_with_checks(lab, flags)
+def test_only_the_first_of_two_checks_failing_moves_the_vip_and_recovery_does_not_flap(lab, scripts):
+    flags = start(lab, scripts)
+    ids = add_with_checks(lab, scripts, flags)
     old = lab.wait_agreement(VIP, ids)
 
     with BoundWatch(lab, VIP) as watch:
@@ -65,10 +73,9 @@ def test_only_the_first_of_two_checks_failing_moves_the_vip_and_recovery_does_no
     assert watch.overlaps() == [], watch.history()
 
 
-def test_checks_replaced_live_keep_the_vip_bound(lab):
-    lab.start_agents(HEALTH_CHECK_INTERVAL=f"{int(INTERVAL * 1000)}ms", FAIL_COUNT_BEFORE_FAILOVER=str(FAIL_COUNT))
-    flags = {h.name: lab.workdir / f"{h.name}.unhealthy" for h in lab.hosts}
-    ids = add_with_checks(lab, flags)
+def test_checks_replaced_live_keep_the_vip_bound(lab, scripts):
+    flags = start(lab, scripts)
+    ids = add_with_checks(lab, scripts, flags)
     holder = lab.wait_agreement(VIP, ids)
     worker_pid = lab.ip_object(holder, ids[holder])["worker"]["pid"]
     with BoundWatch(lab, VIP) as watch:

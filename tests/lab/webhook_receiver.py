@@ -3,6 +3,9 @@ and records what it accepted and refused (one JSON object per line in the log fi
 
     python webhook_receiver.py ADDRESS PORT LOG   (the shared secret in WEBHOOK_SECRET)
 
+A POST to /redirect... is answered 307 to /hook (link must not follow it); a refused POST
+is answered 401 with the reason in the body (link must not show it).
+
 Runs inside the lab's client namespace (`ip netns exec`), stopped by PID. Standard library only.
 """
 from __future__ import annotations
@@ -46,6 +49,15 @@ def main() -> None:
 
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path.startswith("/redirect"):
+                # A receiver that sends link elsewhere: link must not follow (it would call an
+                # origin that WEBHOOK_ALLOWED_URLS does not name).
+                record({"path": self.path, "accepted": False, "why": "redirected", "from": self.client_address[0]})
+                self.send_response(307)
+                self.send_header("Location", "/hook")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             why = verify(secret, self.headers.get("X-Link-Timestamp", ""), self.headers.get("X-Link-Signature", ""), body)
             entry = {"path": self.path, "accepted": why is None, "why": why, "from": self.client_address[0]}
             if why is None:

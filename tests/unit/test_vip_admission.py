@@ -243,3 +243,18 @@ def test_what_a_host_publishes_leaves_out_link_vips_other_interfaces_and_loopbac
                                    "\udcff", '{"addresses": [' + "[" * 5000 + "]" * 5000 + "]}"])
 def test_a_malformed_published_value_is_no_address_and_never_raises(value):
     assert decode_addresses(value) == []
+
+
+def test_the_api_asks_the_reserved_check_before_the_supervisor_with_the_vips_it_manages():
+    sup = FakeSupervisor()
+    lease = config().lease_ttl
+    guard = reserved([HostAddress("198.51.100.11", "eth1", None), HostAddress("198.51.100.50", "eth1", lease)])
+    app = make_app(sup, version="1", reserved=guard.check)
+    res = wsgi_request(app, "POST", "/ips", {"ip": "198.51.100.11/24"}, JSON_HEADERS)
+    assert res.status == 409 and "already an address of this host" in res.json()["error"]
+    res = wsgi_request(app, "POST", "/ips", {"ip": VIP}, JSON_HEADERS)  # link's, but not this agent's
+    assert res.status == 409 and "retry after KEEPALIVE_INTERVAL" in res.json()["error"]
+    assert not [r for r in sup.requests if r["op"] == "add"]
+    sup.ips["vip-1"] = {"id": "vip-1", "ip": VIP}  # now it is this agent's: the supervisor decides (duplicate)
+    wsgi_request(app, "POST", "/ips", {"ip": VIP}, JSON_HEADERS)
+    assert [r["ip"] for r in sup.requests if r["op"] == "add"] == [VIP]

@@ -10,9 +10,9 @@ retried with backoff
 (`runner.ActionRunner`). `ensure`, while ACTIVATED, runs every `ensure_interval` seconds; when it
 fails, `activate` runs again.
 
-Run from the worker, which holds a gRPC channel: subprocess uses vfork+exec here (fork+exec
-when switching user; never a preexec_fn), so the child runs no Python and touches none of the
-worker's gRPC state.
+Run from the worker, which holds a gRPC channel: subprocess uses vfork+exec here (no
+preexec_fn, no user=: setpriv switches user, see link.scripts), so the child runs no Python and
+touches none of the worker's gRPC state.
 """
 from __future__ import annotations
 
@@ -136,22 +136,19 @@ class CommandBinder:
             priority=int(action.context.get("priority", 0)), attempt=attempt,
         )
         try:
-            # Checked right before the run: a program changed since the VIP was added is not run.
-            # The resolved path is executed, not the name given (argv[0] stays as given), so a
-            # symlink retargeted between the check and the exec changes nothing; the rest of
-            # the path can only change by root's hand, which is what the check verified.
-            program = self._programs.resolve(argv[0])
+            # Checked right before the run: a program changed since the VIP was added is not
+            # run; what runs is the resolved path (see ProgramPolicy.prepare).
+            args, options = self._programs.prepare(argv, env)
         except ScriptRefused as exc:
             # The runner logs each attempt (with backoff) and binder_status.error shows it.
             raise ActionFailed(f"{action.name}: program refused, not run: {exc}") from None
         try:
             # No preexec_fn (see the module's docstring). A session of its own, so a timeout
             # kills the program's children too (a shell script's commands).
-            proc = subprocess.Popen(argv, executable=program, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
-                                    **self._programs.popen_options(env))
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    close_fds=True, start_new_session=True, **options)
         except OSError as exc:
-            raise ActionFailed(f"{action.name} could not start {argv[0]}: {exc.strerror or exc}") from None
+            raise ActionFailed(f"{action.name} could not start {args[0]}: {exc.strerror or exc}") from None
         with self._proc_lock:
             self._proc = proc
         try:
