@@ -21,6 +21,7 @@ import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import warnings
 from pathlib import Path
@@ -38,6 +39,7 @@ VERSION = link.__version__
 DEB = REPO / "dist" / f"link_{VERSION}_all.deb"
 UNIT = Path("/lib/systemd/system/link.service")
 VIP = "198.51.100.50/32"
+OTHER_VIP = "198.51.100.51/32"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 APT_ENV = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive", "HOME": "/root"}
 # Debian's libraries that the installed agent must import (not a copy from PyPI).
@@ -157,6 +159,13 @@ def test_installed_files(package):
     assert "/etc/default/link" in conffiles, "/etc/default/link must be a conffile (kept on upgrade)"
     assert (REPO / "packaging" / "debian" / "link.default").read_text() == Path("/etc/default/link").read_text()
     assert pwd.getpwnam("link").pw_uid != 0
+    # SCRIPTS_DIR: the only programs the agent runs live there, so only root may change it.
+    scripts = Path("/etc/link/scripts")
+    assert str(scripts) in listing, "the package does not create /etc/link/scripts"
+    info = scripts.lstat()
+    assert stat.S_ISDIR(info.st_mode) and (info.st_uid, info.st_gid) == (0, 0), info
+    assert stat.S_IMODE(info.st_mode) == 0o755, f"{scripts} is {stat.S_IMODE(info.st_mode):04o}, not 0755"
+    assert stat.S_IMODE(Path("/etc/link").stat().st_mode) & 0o022 == 0 and Path("/etc/link").stat().st_uid == 0
     # Not enabled on install: INTERFACE is not set yet.
     assert not Path("/etc/systemd/system/multi-user.target.wants/link.service").exists()
 
@@ -263,6 +272,29 @@ def test_installed_agent_binds_a_vip_in_a_lab(package, lab, monkeypatch):
         assert status["Uid"].split()[0] == str(user.pw_uid), (title, status["Uid"])
         assert status["CapEff"] == want_caps and status["CapAmb"] == want_caps, (title, status["CapEff"], status["CapAmb"])
         assert status["NoNewPrivs"] == "1", title
+
+    # An EXEC check: only from /etc/link/scripts, and run as the agent's user, link.
+    program = Path("/etc/link/scripts/link-package-test")
+    program.write_text("#!/bin/sh\nid -u > \"$1\"\n")
+    program.chmod(0o755)
+    uid_file = host.state_dir / "check-uid"
+    try:
+        def add(checks: list) -> tuple[int, dict]:
+            out = run(["ip", "netns", "exec", host.ns, "curl", "-sS", "--max-time", "20", "-o", "/dev/stdout",
+                       "-w", "\n%{http_code}", "-X", "POST", "-H", "Content-Type: application/json",
+                       "-d", json.dumps({"ip": OTHER_VIP, "checks": checks}), "http://127.0.0.1:1313/ips"], timeout=30)
+            body, _, code = out.stdout.rpartition("\n")
+            return int(code), json.loads(body)
+
+        code, body = add([{"type": "EXEC", "command": ["/bin/sh", "-c", f"id -u > {uid_file}"]}])
+        assert code == 400 and "is not inside SCRIPTS_DIR /etc/link/scripts" in body["error"], body
+        code, body = add([{"type": "EXEC", "command": [str(program), str(uid_file)]}])
+        assert code == 201, body
+        wait_until(lambda: uid_file.exists() and uid_file.read_text().strip(), 15, 0.05, "the EXEC check to run")
+        assert uid_file.read_text().split() == [str(user.pw_uid)]
+        assert host.api("DELETE", f"/ips/{body['id']}").status == 204
+    finally:
+        program.unlink()
 
     state = json.loads((host.state_dir / "vips.json").read_text())
     assert [v["ip"] for v in state["vips"]] == [VIP]
