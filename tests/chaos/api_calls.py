@@ -74,6 +74,9 @@ class ApiBursts:
             ("DELETE", "/ips/not-an-id", None, None),
             ("PATCH", f"/ips/{vip_id}", {"fault_policy": "sometimes"}, None),
             ("PATCH", f"/ips/{vip_id}", {"priority": -1}, None),
+            # Programs outside SCRIPTS_DIR: refused, never run.
+            ("POST", "/ips", {"ip": "203.0.113.223/32", "checks": [{"type": "EXEC", "command": ["/bin/sh", "-c", "id"]}]}, None),
+            ("PATCH", f"/ips/{vip_id}", {"healthchecks": [{"type": "EXEC", "command": ["/usr/bin/id"]}]}, None),
             ("GET", "/nowhere", None, None),
         ]
         method, path, body, raw = self.rng.choice(cases)

@@ -47,6 +47,7 @@ from typing import Any, Callable
 from tests.lab import netns
 from tests.lab.etcd_members import Cluster, _healthy
 from tests.lab.lab import IFACE, Host, Lab
+from tests.lab.scripts import ScriptsDir
 from tests.lab.waiting import wait_until
 
 from .api_calls import ApiBursts, ApiCall
@@ -87,14 +88,16 @@ WEIGHTS = {"worker-kill": 3, "agent-kill": 2, "host-crash": 2, "link-flap": 2, "
 
 # ---------------------------------------------------------------- the run
 class Chaos(ApiBursts):
-    def __init__(self, lab: Lab, seed: int, log: Callable[[str], None] = print) -> None:
+    def __init__(self, lab: Lab, seed: int, scripts: ScriptsDir, log: Callable[[str], None] = print) -> None:
         self.lab = lab
+        self.scripts = scripts  # the agents' SCRIPTS_DIR: the health check program lives there
         self.seed = seed
         self.rng = random.Random(seed)
         self.say = log
         self.cluster = Cluster(lab)
         self.env: dict[str, str] = {}
-        self.flags_dir = lab.workdir / "flags"
+        # The checks run as nobody (agents as root, no SCRIPT_USER): flags where nobody can look.
+        self.flags_dir = scripts.out / "flags"
         self.ids: dict[str, dict[str, str]] = {}  # vip -> {host: id}
         self.timeline = Timeline()
         self.faults: dict[str, int] = {k: 0 for k in WEIGHTS}
@@ -125,8 +128,9 @@ class Chaos(ApiBursts):
     # -- setting up -----------------------------------------------------------------------
     def setup(self) -> None:
         self.flags_dir.mkdir(parents=True, exist_ok=True)
+        self.healthy = self.scripts.add("healthy", 'test ! -e "$1"\n')  # healthy while the flag is absent
         self.cluster.start()
-        self.env = {**AGENT_ENV, "ETCD_HOSTS": self.cluster.urls}
+        self.env = {**AGENT_ENV, "ETCD_HOSTS": self.cluster.urls, "SCRIPTS_DIR": str(self.scripts.path)}
         self.lab.start_agents(**self.env)
         for plan in PLANS:
             self.ids[plan.ip] = {}
@@ -142,7 +146,7 @@ class Chaos(ApiBursts):
 
     def vip_body(self, plan: VipPlan, host: str) -> dict:
         body: dict[str, Any] = {"ip": plan.ip, "checks": [
-            {"type": "EXEC", "command": ["/bin/sh", "-c", f"test ! -e {self.flag(host, plan.ip)}"]}]}
+            {"type": "EXEC", "command": [self.healthy, str(self.flag(host, plan.ip))]}]}
         if plan.priorities.get(host) is not None:
             body["priority"] = plan.priorities[host]
         if plan.preempt is not None:

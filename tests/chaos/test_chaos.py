@@ -12,10 +12,10 @@ from tests.chaos.engine import Chaos
 pytestmark = pytest.mark.lab
 
 
-def test_promises_hold_under_random_faults(lab, chaos_settings):
+def test_promises_hold_under_random_faults(lab, scripts, chaos_settings):
     seconds, seed = chaos_settings
     print(f"chaos: seed {seed}, {seconds:g} s (reproduce with --chaos-seed {seed}); journal {lab.workdir / 'chaos.log'}")
-    chaos = Chaos(lab, seed)
+    chaos = Chaos(lab, seed, scripts)
     try:
         chaos.setup()
         chaos.run(seconds)
