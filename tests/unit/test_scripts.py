@@ -159,13 +159,13 @@ def test_the_environment_hides_the_password_and_sets_home(scripts):
 
 def test_another_user_is_switched_to_by_setpriv_not_by_a_fork(scripts):
     program = scripts.add("fip", "exit 0\n")
-    policy = ProgramPolicy(str(scripts.path), ScriptUser("nobody", NOBODY, NOBODY), owner_uid=scripts.owner_uid)
+    other = 4242424  # a uid that is not this process's, with no passwd entry (so no home)
+    policy = ProgramPolicy(str(scripts.path), ScriptUser("someone", other, other), owner_uid=scripts.owner_uid)
     args, options = policy.prepare([program, "attach"], {})
     # subprocess's user= would make CPython fork() the worker, whose gRPC at-fork handlers can
     # crash the child: setpriv, started by vfork, switches instead.
-    assert args == [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", program, "attach"]
+    assert args == [SETPRIV, f"--reuid={other}", f"--regid={other}", "--clear-groups", "--", program, "attach"]
     assert os.access(SETPRIV, os.X_OK)
-    # nobody's home (/nonexistent on Debian) does not exist: "/".
     assert options == {"env": {"HOME": "/"}, "cwd": "/"}
 
 
