@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from link.config import ScriptUser
+from link.config import Config, ScriptUser
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class ProgramPolicy:
     owner_uid: int = 0  # see check_program
 
     @classmethod
-    def from_config(cls, config: Any) -> "ProgramPolicy":
+    def from_config(cls, config: Config) -> "ProgramPolicy":
         return cls(config.scripts_dir, config.script_user)
 
     def resolve(self, path: str) -> str:
