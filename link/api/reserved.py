@@ -15,12 +15,18 @@ Addresses for ever (or with a longer lifetime: DHCP, SLAAC) are the host's.
 Why here, in the API process: the supervisor forks and may hold neither a thread nor a gRPC
 channel; the API process does not fork, runs threads already, and is the one process alive
 from start-up on, before any VIP exists. It publishes this host's INTERFACE addresses as
-`/link/hosts/<hostname>` = {"addresses": [...]} on a lease of its own (HOSTS_TTL), through
+`/link/agents/<hostname>` = {"addresses": [...]} on a lease of its own (HOSTS_TTL), through
 the same etcd client the workers use (one implementation of TLS, deadlines and endpoint
 rotation), and reads the peers' keys when a VIP is added. Keys without a lease are ignored
 (anyone could have written them for ever). etcd unreachable: the add goes on with the other
 checks (availability first) and the log says so. Netlink is a short-lived IPRoute socket per
-request. LinK v2 neither reads nor writes /link/hosts/: its lock keys are untouched.
+request.
+
+Not under /link/hosts/: LinK v2 keeps each host's VIP configs there and lists them with the
+prefix `/link/hosts/<HOSTNAME>` *without* a trailing slash (models/etcd_storage.go, GetIPs),
+so a key `/link/hosts/h1` (or `/link/hosts/h10`) would be read by LinK on h1 as a VIP with
+no id and no ip, and LinK v2.0.7 panics at start on it (scheduler.Start: "IP already
+assigned"). No LinK version uses /link/agents/.
 """
 from __future__ import annotations
 
@@ -39,8 +45,8 @@ from link.worker.etcd_port import EtcdError, EtcdPort, LeaseNotFound
 
 logger = logging.getLogger(__name__)
 
-HOSTS_PREFIX = f"{ETCD_DIRECTORY}/hosts/"
-# Lease of the /link/hosts key: a host gone for this long no longer reserves its addresses.
+HOSTS_PREFIX = f"{ETCD_DIRECTORY}/agents/"
+# Lease of the /link/agents key: a host gone for this long no longer reserves its addresses.
 HOSTS_TTL = 30
 PUBLISH_EVERY = HOSTS_TTL / 3  # three refreshes per lease, as the workers do
 MAX_PUBLISHED = 256  # addresses read from one peer's key (a bigger value is someone else's)
@@ -117,7 +123,7 @@ def resolve(host: str, timeout: float = RESOLVE_TIMEOUT) -> set[str]:
 
 
 def decode_addresses(value: str) -> list[str]:
-    """The addresses of a peer's /link/hosts value; [] for anything malformed (never raises)."""
+    """The addresses of a peer's /link/agents value; [] for anything malformed (never raises)."""
     try:
         data = json.loads(value)
     except (ValueError, RecursionError):
@@ -135,7 +141,7 @@ def decode_addresses(value: str) -> list[str]:
 
 
 class HostsDirectory:
-    """This host's /link/hosts key (published by a thread) and the peers' (read on demand).
+    """This host's /link/agents key (published by a thread) and the peers' (read on demand).
 
     One lock around every etcd call: the publishing thread and the API's request threads
     share one client; each call is bounded by the client's deadline (ETCD deadline)."""

@@ -28,9 +28,9 @@ def test_the_hosts_a_peers_and_etcds_addresses_are_refused_and_nothing_is_touche
     lab.start_agents()
     h1, h2 = lab.host(1), lab.host(2)
     # h2's API process publishes its addresses on a lease of its own, before any VIP exists.
-    wait_until(lambda: "/link/hosts/h2" in lab.etcd.keys("/link/hosts/"), 10, 0.1, "h2's addresses in etcd")
-    assert lab.etcd.lease("/link/hosts/h2"), "published without a lease"
-    assert set(json.loads(lab.etcd.keys("/link/hosts/")["/link/hosts/h2"])["addresses"]) >= {h2.ip, "2001:db8::12"}
+    wait_until(lambda: "/link/agents/h2" in lab.etcd.keys("/link/agents/"), 10, 0.1, "h2's addresses in etcd")
+    assert lab.etcd.lease("/link/agents/h2"), "published without a lease"
+    assert set(json.loads(lab.etcd.keys("/link/agents/")["/link/agents/h2"])["addresses"]) >= {h2.ip, "2001:db8::12"}
     before = h1.addresses()
     for vip, words in ((f"{h1.ip}/24", "already an address of this host (on eth1"),
                        ("2001:db8::11/64", "already an address of this host (on eth1"),
