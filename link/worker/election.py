@@ -134,11 +134,13 @@ class Election:
         self._better_since = None
         if info.value == self.hostname and eligible:
             # Our hostname on another lease: a previous worker of this very host (killed, or
-            # the agent restarted) still holds it until its lease expires. Take it over in
-            # place; no other host competes for this key under our name.
+            # the agent restarted), or LinK v2 stopped on this host, still holds it until its
+            # lease expires. Take it over in place; no other host competes for this key under
+            # our name. The old lease is left to expire, never revoked: LinK v2 keeps one lease
+            # per host, and revoking it would delete the locks of this host's other VIPs
+            # before their workers take them over (free locks: a failover window).
             self._lock_seen = _UNKNOWN
             if self.etcd.replace_if_unchanged(self.lock, self.hostname, self.lease_id, info.mod_revision):
-                self._revoke_quietly(info.lease)
                 return CycleResult(Event.ELECTED, f"took over the lock left by a previous worker of this host (lease {info.lease:x})", self.hostname)
             return CycleResult(None, "the lock changed while taking it over", None)
         holder = as_name(info.value)
@@ -233,12 +235,6 @@ class Election:
             return
         self.etcd.put(self.info_key, encode(self.priority, state), self.lease_id)
         self._published = (self.priority, state)
-
-    def _revoke_quietly(self, lease: int) -> None:
-        try:
-            self.etcd.revoke_lease(lease)
-        except EtcdError as exc:
-            logger.debug("could not revoke the previous lease %x: %s", lease, exc)
 
     def _failed(self, exc: EtcdError) -> CycleResult:
         """What an etcd failure means for this VIP: the only place that decides it."""

@@ -101,7 +101,20 @@ def test_a_respawned_worker_takes_over_its_own_hosts_lock_in_place():
     result = reborn.run_cycle()
     assert result.event is Event.ELECTED and "previous worker of this host" in result.sentence
     assert store.keys[LOCK].lease == reborn.lease_id
-    assert old_lease not in store.leases  # the dead worker's lease was revoked
+    # The old lease is left to expire, not revoked: LinK v2 holds all of a host's locks on one
+    # lease, and revoking it would free the locks of the host's other VIPs (a failover window).
+    assert old_lease in store.leases
+
+
+def test_taking_over_linkv2s_lock_leaves_its_other_locks_on_its_lease():
+    store = FakeEtcd()
+    linkv2_lease = store.client().grant_lease(15)[0]  # LinK v2: one lease per host, for every lock
+    other = "/link/default/198.51.100.61_32"
+    store.put_raw(LOCK, "h1", linkv2_lease)
+    store.put_raw(other, "h1", linkv2_lease)
+    result = election(store, "h1").run_cycle()
+    assert result.event is Event.ELECTED and "took over the lock" in result.sentence
+    assert (store.keys[other].value, store.keys[other].lease) == ("h1", linkv2_lease)
 
 
 def test_another_hosts_lock_is_never_taken_over():
