@@ -58,6 +58,13 @@ ARP_GRATUITOUS_COUNT and ARP_GRATUITOUS_INTERVAL are read):
   exit status: 0 done (already bound/unbound is said), 1 failed (e.g. netlink refused),
   2 usage or configuration error (bad IP, INTERFACE missing)
   e.g. INTERFACE=eth1 link-agent associate 198.51.100.50/32
+
+coming from LinK v2 (reads the agent's variables: HOSTNAME, ETCD_*, STATE_DIR, MAX_VIPS):
+  link-agent import-link [--dry-run] [--env-file PATH]
+                              add this host's VIPs kept by LinK v2 in etcd (/link/hosts/HOSTNAME/)
+                              to STATE_DIR; done by the agent itself at its first start
+  exit status: 0 done (nothing new to import included), 1 etcd failed or a LinK key is bad (nothing
+  written), 2 usage or configuration error (an agent runs on STATE_DIR, MAX_VIPS...)
 """
 
 
@@ -93,14 +100,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="the file the environment came from (e.g. /etc/default/link): SIGHUP rereads "
                              "LOGGER_LEVEL and PRIORITY from it")
     # Without a mode the agent runs; a mode does one change and exits (link.oneshot).
-    modes = parser.add_subparsers(dest="mode", metavar="[associate IP | dissociate IP]")
+    modes = parser.add_subparsers(dest="mode", metavar="[associate IP | dissociate IP | import-link]")
     for mode, what in (("associate", "bind IP on INTERFACE, announce it, exit"),
                        ("dissociate", "unbind IP from INTERFACE, exit")):
         sub = modes.add_parser(mode, help=what, description=f"{what} (no etcd, no API: only INTERFACE, "
                                "ARP_GRATUITOUS_COUNT and ARP_GRATUITOUS_INTERVAL are read). Exit status: 0 done, "
                                "1 failed, 2 usage or configuration error.")
         sub.add_argument("ip", metavar="IP", help="the address, e.g. 198.51.100.50/32 (a bare address means /32 or /128)")
+    importer = modes.add_parser("import-link", help="add this host's LinK v2 VIPs (etcd) to STATE_DIR",
+                                description="Add the VIPs LinK v2 keeps for HOSTNAME in etcd (/link/hosts/HOSTNAME/) "
+                                "to link's STATE_DIR, once each; never touches the locks. Not while an agent runs on "
+                                "STATE_DIR. Exit status: 0 done, 1 etcd failed or a LinK key is bad (nothing written), "
+                                "2 usage or configuration error.")
+    importer.add_argument("--dry-run", action="store_true", help="say what would be imported, write nothing")
+    importer.add_argument("--env-file", dest="import_env_file", metavar="PATH",
+                          help="read the variables from this file too (e.g. /etc/default/link)")
     args = parser.parse_args(argv)
+    if args.mode == "import-link":
+        from link import linkv2_import
+
+        return linkv2_import.run(args.import_env_file or args.env_file, args.dry_run)
     if args.mode is not None:
         from link import oneshot
 
@@ -116,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("the API listens on %s without a password (ALLOW_UNAUTHENTICATED_API=true): anyone who "
                        "reaches port %d can add, move and delete this host's VIPs", config.bind_address, config.port)
 
+    from link import state_lock
     from link.supervisor.arbiter import Arbiter
     from link.supervisor.ops import RealOps
     from link.supervisor.store import StoreError, VipStore
@@ -123,6 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     store = VipStore(config.state_dir)
     try:
         store.prepare()
+        # Held (by this process only, not its children) until the agent exits.
+        state_lock.hold(config.state_dir, "link-agent")
+    except (StoreError, state_lock.StateDirBusy) as exc:
+        print(f"link-agent: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"link-agent: cannot lock {state_lock.lock_path(config.state_dir)}: {exc.strerror}", file=sys.stderr)
+        return 2
+    from link.linkv2_import import import_at_first_start
+
+    import_at_first_start(config, store)
+    try:
         stored = store.load()
     except StoreError as exc:
         print(f"link-agent: {exc}", file=sys.stderr)
