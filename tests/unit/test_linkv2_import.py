@@ -246,3 +246,12 @@ def test_first_start_gives_up_on_a_child_that_hangs(tmp_path, monkeypatch, caplo
     linkv2_import.import_at_first_start(config, VipStore(str(tmp_path)), timeout=0.3)
     assert "was stopped; the agent starts without it" in caplog.text
     assert not (tmp_path / "vips.json").exists()
+
+
+def test_links_own_per_host_key_is_outside_what_linkv2_lists():
+    from link.api.reserved import hosts_key
+
+    # LinK v2 lists `/link/hosts/<HOSTNAME>` as a prefix, without the final "/"
+    # (models/etcd_storage.go, GetIPs), and panics at start on a value that is not a VIP.
+    for ours, theirs in (("h1", "h1"), ("h10", "h1")):
+        assert not hosts_key(ours).startswith(f"/link/hosts/{theirs}")
