@@ -6,18 +6,22 @@ owner only (0600): a webhook binder's secret is in it.
 
 The file is `{"version": 1, "vips": [<VipSpec.to_json()>, ...]}`. It is read through the
 API's own validation (`parse_add_body`, one definition of what a valid VIP is), plus the id:
-a file of another shape, a bad entry or two entries with one id or one ip stop the agent at
-start with one line naming the entry and the field, never a silent empty list. The webhook
+a file of another shape, a bad entry or two entries with one id or one address (whatever
+their prefix lengths) stop the agent at start with one line naming the entry and the field,
+never a silent empty list. The webhook
 allow-list is not applied here: it is a setting of the agent, checked before every POST.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from typing import Any
 
 from link.api.validation import ApiError, check_vip_id, json_type_name, parse_add_body
-from link.vip import VipSpec
+from link.vip import VipSpec, address_of
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 FORMAT_VERSION = 1
 _TOP_FIELDS = ("version", "vips")
@@ -49,10 +53,17 @@ class VipStore:
         except (OSError, ValueError) as exc:
             # Refuse to start rather than overwrite a file we cannot read: that would lose VIPs.
             raise StoreError(f"{self.path} cannot be read ({exc}); fix or remove it") from None
+        except RecursionError:
+            # json nests one Python call per level: a few thousand "[" exhaust the stack.
+            raise StoreError(f"{self.path} cannot be read (nested too deeply to be a link VIP list); "
+                             "fix or remove it") from None
         try:
             return parse_stored(data)
         except ValueError as exc:
             raise StoreError(f"{self.path}: {exc}; fix or remove it (link-agent did not start)") from None
+        except RecursionError:  # an entry nested just below json's limit, encoded again by _entry
+            raise StoreError(f"{self.path}: an entry is nested too deeply to be a VIP; fix or remove it "
+                             "(link-agent did not start)") from None
 
     def save(self, vips: list[VipSpec]) -> None:
         payload = {"version": FORMAT_VERSION, "vips": [v.to_json() for v in vips]}
@@ -94,15 +105,18 @@ def parse_stored(data: Any) -> list[VipSpec]:
         raise ValueError(f"not a link VIP list: vips must be a list, not a JSON {json_type_name(items)}")
     specs: list[VipSpec] = []
     ids: dict[str, int] = {}
-    ips: dict[str, int] = {}
+    addresses: dict[IPAddress, int] = {}
     for index, item in enumerate(items):
         spec = _entry(index, item)
         where = f"vips[{index}] ({spec.id})"
         if spec.id in ids:
             raise ValueError(f"{where}: id is also the id of vips[{ids[spec.id]}]")
-        if spec.ip in ips:
-            raise ValueError(f"{where}: ip {spec.ip} is also the ip of vips[{ips[spec.ip]}]")
-        ids[spec.id], ips[spec.ip] = index, index
+        # One address under two prefix lengths is two lock keys: two hosts could bind it.
+        address = address_of(spec.ip)
+        if address in addresses:
+            first = addresses[address]
+            raise ValueError(f"{where}: ip {spec.ip} is also the address of vips[{first}] ({specs[first].ip})")
+        ids[spec.id], addresses[address] = index, index
         specs.append(spec)
     return specs
 

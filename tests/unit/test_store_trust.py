@@ -68,13 +68,27 @@ def test_an_empty_list_is_no_vip_and_no_error(tmp_path):
     ({"vips": [entry(binder="webhook", webhook={"url": "http://198.51.100.100/"})]},
      f"vips[0] ({VIP_ID}): webhook.secret is required"),
     ({"vips": [entry(), entry(ip="198.51.100.51/32")]}, f"vips[1] ({VIP_ID}): id is also the id of vips[0]"),
-    ({"vips": [entry(), entry(id=OTHER_ID)]}, f"vips[1] ({OTHER_ID}): ip 198.51.100.50/32 is also the ip of vips[0]"),
+    ({"vips": [entry(), entry(id=OTHER_ID)]},
+     f"vips[1] ({OTHER_ID}): ip 198.51.100.50/32 is also the address of vips[0] (198.51.100.50/32)"),
+    # One address under two prefix lengths: two lock keys, so two hosts could bind it.
+    ({"vips": [entry(), entry(id=OTHER_ID, ip="198.51.100.50/24")]},
+     f"vips[1] ({OTHER_ID}): ip 198.51.100.50/24 is also the address of vips[0] (198.51.100.50/32)"),
+    ({"vips": [entry(ip="2001:db8::50/64"), entry(id=OTHER_ID, ip="2001:DB8:0::50/128")]},
+     f"vips[1] ({OTHER_ID}): ip 2001:db8::50/128 is also the address of vips[0] (2001:db8::50/64)"),
 ])
 def test_a_malformed_file_or_entry_is_refused_naming_the_entry_and_the_field(tmp_path, data, words):
     with pytest.raises(StoreError) as exc:
         write(tmp_path, data).load()
     message = str(exc.value)
     assert words in message and "\n" not in message and str(tmp_path / "vips.json") in message
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000,
+                                  '{"version": 1, "vips": [' + "[" * 100_000 + "]" * 100_000 + "]}"])
+def test_a_file_nested_too_deeply_is_refused_in_one_line_not_a_recursion_error(tmp_path, text):
+    with pytest.raises(StoreError) as exc:
+        write(tmp_path, text).load()
+    assert "nested too deeply" in str(exc.value) and "\n" not in str(exc.value)
 
 
 def run_agent(tmp_path, monkeypatch, capsys, **env: str) -> tuple[int, str]:
@@ -95,6 +109,12 @@ def test_the_agent_stops_at_start_on_a_bad_entry_with_one_line_and_exit_2(tmp_pa
     code, err = run_agent(tmp_path, monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("link-agent: ")
     assert f"vips[0] ({VIP_ID}): checks must be a list of checks" in err
+
+
+def test_a_deeply_nested_file_stops_the_agent_with_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    write(tmp_path, '{"vips": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    code, err = run_agent(tmp_path, monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "nested too deeply" in err
 
 
 # ------------------------------------------------------------------------------ point 11
