@@ -159,13 +159,106 @@ def test_a_blocked_peer_is_forgotten_only_after_its_block(caplog: pytest.LogCapt
     for _ in range(20):
         guard.failed("198.51.100.9")
     assert guard.retry_after("198.51.100.9") == 60
-    blocks = [r for r in caplog.records if "gets 429" in r.getMessage()]
-    assert len(blocks) == 1 and blocks[0].levelno == logging.WARNING
     clock.now += 59
     guard.failed("203.0.113.1")  # expiry runs; the blocked peer stays
     assert guard.retry_after("198.51.100.9") == 1
+    # Its first failure had a line at once: the block is told a minute after that line.
+    assert not [r for r in caplog.records if "429" in r.getMessage()]
     clock.now += 2
     assert guard.retry_after("198.51.100.9") is None
+    blocks = [r for r in caplog.records if "429" in r.getMessage()]
+    assert len(blocks) == 1 and blocks[0].levelno == logging.WARNING
+    assert blocks[0].getMessage() == ("198.51.100.9 failed to authenticate 20 times within 60 s, 61 s ago: it got 429 "
+                                      "for 60 s (19 more since the last line)")
+
+
+class TimedLines(logging.Handler):
+    """The guard's lines with the injected clock's time when each was logged."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(logging.DEBUG)
+        self.clock = clock
+        self.lines: list[tuple[float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((self.clock.now, record.getMessage()))
+
+
+@contextlib.contextmanager
+def timed_lines(clock: Clock) -> Iterator[list[tuple[float, str]]]:
+    handler = TimedLines(clock)
+    logger = logging.getLogger("link.api.guard")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def about(lines: list[tuple[float, str]], address: str) -> list[tuple[float, str]]:
+    return [(at, text) for at, text in lines if text.startswith(address + " ") or f"from {address} " in text
+            or text.endswith(f"from {address}")]
+
+
+def test_a_peer_blocked_within_a_minute_of_its_last_line_is_told_a_minute_after_that_line() -> None:
+    clock = Clock()
+    guard = FailureGuard(clock=clock)
+    with timed_lines(clock) as lines:
+        guard.failed("198.51.100.9")  # t=0: "refused credentials"
+        clock.now += 10
+        for _ in range(19):
+            guard.failed("198.51.100.9")  # t=10: the 20th within the minute: blocked until t=70
+        assert guard.retry_after("198.51.100.9") == 60
+        for _ in range(49):  # it keeps asking once a second (429), t=10..58
+            clock.now += 1
+            assert guard.retry_after("198.51.100.9") is not None
+        assert [text for _, text in lines] == ["refused credentials from 198.51.100.9"]
+        clock.now = 1000.0 + 60  # a minute after its line, still blocked
+        assert guard.retry_after("198.51.100.9") == 10
+        assert len(lines) == 2
+        assert lines[1] == (1060.0, "198.51.100.9 failed to authenticate 20 times within 60 s, 50 s ago: it got 429 "
+                                    "for 60 s (19 more since the last line)")
+
+
+def test_no_peer_ever_gets_two_lines_within_a_minute() -> None:
+    """A scripted mix of bursts, blocks, pauses past the window and the log interval, and other
+    peers' failures that make the guard forget; each peer's lines are a minute apart at least."""
+    clock = Clock()
+    guard = FailureGuard(clock=clock)
+    peers = ["198.51.100.9", "198.51.100.10", "2001:db8:1::9"]
+    with timed_lines(clock) as lines:
+        for step in range(3000):
+            peer = peers[step % 7 % 3]
+            # As the app does: a blocked peer gets 429 before its credentials are looked at.
+            if guard.retry_after(peer) is None and step % 13:
+                guard.failed(peer)
+            # Mostly bursts, now and then a pause long enough to be forgotten (121 s).
+            clock.now += (0.3, 0.3, 2.0, 0.3, 45.0, 0.3, 121.0, 0.3, 0.3, 61.0)[step * 7 % 10] if step % 11 == 0 else 0.5
+        blocks = [text for _, text in lines if "429" in text]
+        assert blocks and any("refused credentials" in text for _, text in lines)
+        for peer in peers:
+            times = [at for at, _ in about(lines, peer)]
+            assert len(times) > 3, peer
+            assert all(later - earlier >= 60 for earlier, later in zip(times, times[1:])), (peer, times)
+
+
+def test_a_peer_forgotten_with_failures_untold_gets_no_new_line_within_the_minute() -> None:
+    clock = Clock()
+    guard = FailureGuard(clock=clock)
+    with timed_lines(clock) as lines:
+        guard.failed("198.51.100.9")
+        guard.failed("198.51.100.9")  # held back
+        clock.now += 121
+        guard.failed("203.0.113.1")  # expiry: "1 more times after the last line about it"
+        guard.failed("198.51.100.9")  # at once: back, but told about a moment ago
+        told = about(lines, "198.51.100.9")
+        assert [at for at, _ in told] == [1000.0, 1121.0] and "1 more times" in told[1][1]
+        clock.now += 60
+        guard.failed("198.51.100.9")
+        assert about(lines, "198.51.100.9")[-1] == (1181.0, "refused credentials from 198.51.100.9 (1 more since the last line)")
 
 
 def test_ipv6_peers_count_per_64() -> None:
