@@ -2,8 +2,11 @@
 
 Refused (409, the message names the reason): an address on any interface of this host that
 link did not put there (its own primary address: a DELETE would cut the host off), the etcd
-endpoints' addresses (taking one cuts every agent off etcd), and the addresses the peers
-publish as their own (the clients' traffic for that peer would come here).
+endpoints' addresses (taking one cuts every agent off etcd), the addresses the peers
+publish as their own (the clients' traffic for that peer would come here), and the address of
+a VIP already known under another prefix length, on this host or in etcd (one address under
+two prefix lengths is two lock keys: two hosts would bind it; "the same address" is
+link.vip.address_of, nothing else).
 
 "link did not put there": the arp binder binds a VIP with a lifetime of one lease
 (KEEPALIVE_INTERVAL rounded up) and refreshes it while it holds the VIP, so an address whose
@@ -20,7 +23,8 @@ the same etcd client the workers use (one implementation of TLS, deadlines and e
 rotation), and reads the peers' keys when a VIP is added. Keys without a lease are ignored
 (anyone could have written them for ever). etcd unreachable: the add goes on with the other
 checks (availability first) and the log says so. Netlink is a short-lived IPRoute socket per
-request.
+request. The etcd endpoints' names are resolved at start and on every add; when a name does
+not resolve, its last known addresses are used and one WARNING per outage says so.
 
 Not under /link/hosts/: LinK v2 keeps each host's VIP configs there and lists them with the
 prefix `/link/hosts/<HOSTNAME>` *without* a trailing slash (models/etcd_storage.go, GetIPs),
@@ -40,8 +44,10 @@ from typing import Callable, Iterable
 
 from link.api.validation import ApiError
 from link.config import Config
-from link.vip import ETCD_DIRECTORY
+from link.vip import ETCD_DIRECTORY, address_of, candidates_prefix_of_address, lock_prefix_of_address, same_address_as
 from link.worker.etcd_port import EtcdError, EtcdPort, LeaseNotFound
+# A leaf module (logging only): how values read from etcd are shown, shared with the workers.
+from link.worker.etcd_values import as_name
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +126,42 @@ def resolve(host: str, timeout: float = RESOLVE_TIMEOUT) -> set[str]:
     thread.start()
     thread.join(timeout)
     return set(result) if not thread.is_alive() else set()
+
+
+class EndpointAddresses:
+    """The etcd endpoints' addresses, resolved at start and on every call of `current()`.
+
+    A name that does not resolve (DNS down, a timeout) keeps its last known addresses, so the
+    check does not open when DNS fails; one WARNING per outage of a name says what is used
+    instead, and one line says when it resolves again (not one line per add)."""
+
+    def __init__(self, hosts: Iterable[str], resolver: Callable[[str], set[str]] = resolve) -> None:
+        self.hosts = tuple(dict.fromkeys(hosts))
+        self.resolver = resolver
+        self._lock = threading.Lock()
+        self._known: dict[str, set[str]] = {}
+        self._failing: set[str] = set()
+
+    def current(self) -> dict[str, set[str]]:
+        """host -> its addresses (the last known for a name that does not resolve now)."""
+        found = {host: self.resolver(host) for host in self.hosts}
+        with self._lock:
+            for host, addresses in found.items():
+                if addresses:
+                    self._known[host] = addresses
+                    if host in self._failing:
+                        self._failing.discard(host)
+                        logger.info("the etcd endpoint %s resolves again: %s", host, ", ".join(sorted(addresses)))
+                elif host not in self._failing:
+                    self._failing.add(host)
+                    last = ", ".join(sorted(self._known.get(host, ()))) or "none known: no VIP is refused as its address"
+                    logger.warning("the etcd endpoint %s (ETCD_HOSTS) does not resolve within %gs: new VIPs are "
+                                   "compared to its last known addresses (%s) until it does", host, RESOLVE_TIMEOUT, last)
+            return {host: set(self._known.get(host, ())) for host in self.hosts}
+
+    def start(self) -> None:
+        """Resolve once now, in a thread (a slow DNS must not hold up the API's start)."""
+        threading.Thread(target=self.current, name="link-resolve-etcd", daemon=True).start()
 
 
 def decode_addresses(value: str) -> list[str]:
@@ -212,6 +254,31 @@ class HostsDirectory:
         self._stop.set()
 
 
+    def same_address_elsewhere(self, vip: str) -> list[tuple[str, str]]:
+        """(key, who), fit to show, of the locks (lease or not) and leased candidates in etcd of
+        a VIP with the address of `vip` and another prefix length (EtcdError if etcd fails)."""
+        own_suffix = "_" + vip.rsplit("/", 1)[1]
+        lock_prefix, candidate_prefix = lock_prefix_of_address(vip), candidates_prefix_of_address(vip)
+        with self._lock:
+            locks = self.etcd.get_prefix(lock_prefix)
+            candidates = self.etcd.get_prefix(candidate_prefix)
+        found = []
+        for key, info in sorted(locks.items()):
+            # A lock without a lease counts too: the workers take it over, then bind that VIP.
+            if not key.endswith(own_suffix) and _prefix_length(key[len(lock_prefix):]):
+                found.append((key, f"held by {as_name(info.value)}"))
+        for key, info in sorted(candidates.items()):
+            length, _, host = key[len(candidate_prefix):].partition("/")
+            if info.lease and "_" + length != own_suffix and _prefix_length(length):
+                found.append((f"{candidate_prefix}{length}/{as_name(host)}", f"{as_name(host)} competes for it"))
+        return found
+
+
+def _prefix_length(text: str) -> bool:
+    """Whether the end of a key names a prefix length (a key of a VIP, not someone's junk)."""
+    return text.isdigit() and len(text) <= 3 and int(text) <= 128
+
+
 class ReservedAddresses:
     """`check(vip, managed)`: ApiError(409) naming why the VIP's address may not be taken."""
 
@@ -221,43 +288,57 @@ class ReservedAddresses:
         self.config = config
         self.directory = directory
         self.addresses = addresses
-        self.resolver = resolver
+        self.endpoints = EndpointAddresses((e.host for e in config.etcd_endpoints), resolver)
 
     def check(self, vip: str, managed: Callable[[], set[str]]) -> None:
-        address = ipaddress.ip_interface(vip).ip.compressed
+        address = address_of(vip).compressed
+        known = managed()
+        other = same_address_as(vip, (ip for ip in known if ip != vip))
+        if other is not None:
+            raise ApiError(409, f"ip {vip} is the address of this agent's VIP {other}: one address is one VIP "
+                                "(delete that one first to change its prefix length)")
+        resolved = self.endpoints.current()
         for endpoint in self.config.etcd_endpoints:
-            if address in self.resolver(endpoint.host):
+            if address in resolved.get(endpoint.host, ()):
                 raise ApiError(409, f"ip {vip} is the address of etcd (ETCD_HOSTS {endpoint}): "
                                     "a VIP there would cut every agent off etcd")
-        self._check_local(vip, address, managed)
-        self._check_peers(vip, address)
+        self._check_local(vip, address, known)
+        self._check_etcd(vip, address)
 
-    def _check_local(self, vip: str, address: str, managed: Callable[[], set[str]]) -> None:
+    def _check_local(self, vip: str, address: str, managed: set[str]) -> None:
         for found in self.addresses():
             if found.address != address:
                 continue
             if not put_by_link(found, self.config.lease_ttl):
                 raise ApiError(409, f"ip {vip} is already an address of this host (on {found.ifname}, not put there "
                                     "by link): as a VIP it would be removed on DELETE and cut the host off")
-            if vip in managed():
+            if vip in managed:
                 return  # this agent's own VIP: the supervisor answers that it is a duplicate
             raise ApiError(409, f"ip {vip} is bound on {found.ifname} with link's short lifetime ({found.valid}s left), "
                                 "but this agent does not manage it (left by an agent that stopped?): it goes away "
                                 f"by itself; retry after KEEPALIVE_INTERVAL ({self.config.lease_ttl}s)")
 
-    def _check_peers(self, vip: str, address: str) -> None:
+    def _check_etcd(self, vip: str, address: str) -> None:
         if self.directory is None:
             return
         try:
             peers = self.directory.peers()
+            elsewhere = self.directory.same_address_elsewhere(vip)
         except EtcdError as exc:
-            # Availability first: the other checks were made; the log says this one was not.
-            logger.warning("adding %s without comparing it to the peers' addresses: etcd did not answer (%s)", vip, exc)
+            # Availability first: the other checks were made; the log says these were not.
+            logger.warning("adding %s without comparing it to the peers' addresses and VIPs: etcd did not answer (%s)",
+                           vip, exc)
             return
         host = peers.get(address)
         if host is not None:
-            raise ApiError(409, f"ip {vip} is an address of the peer {host} (published in etcd under {hosts_key(host)}): "
-                                "as a VIP here it would take that host's traffic")
+            # The host name is the end of a key anyone with etcd access may have written.
+            name = as_name(host)
+            raise ApiError(409, f"ip {vip} is an address of the peer {name} (published in etcd under "
+                                f"{HOSTS_PREFIX}{name}): as a VIP here it would take that host's traffic")
+        if elsewhere:
+            key, who = elsewhere[0]
+            raise ApiError(409, f"ip {vip}: its address is already a VIP with another prefix length in etcd "
+                                f"({key}, {who}); one address is one VIP: use that prefix length")
 
 
 def start(config: Config) -> ReservedAddresses:
@@ -274,4 +355,6 @@ def start(config: Config) -> ReservedAddresses:
         directory = HostsDirectory(
             etcd, config.hostname, lambda: own_addresses(host_addresses(), config.interface, config.lease_ttl))
         directory.start()
-    return ReservedAddresses(config, directory)
+    reserved = ReservedAddresses(config, directory)
+    reserved.endpoints.start()
+    return reserved

@@ -3,7 +3,9 @@ never shows. Fakes only at the seams: the supervisor (pipe), etcd (EtcdPort), ne
 (the functions ReservedAddresses is given), and a real socket on 127.0.0.1 for the HTTP answers."""
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import socket
 import threading
 
@@ -20,10 +22,21 @@ from link.api.reserved import (
     hosts_key,
     own_addresses,
 )
-from link.api.validation import ApiError, check_webhook_allowed, parse_add_body
+from link.api.admission import check_webhook_allowed
+from link.api.validation import ApiError, parse_add_body
 from link.checks import run_check
 from link.config import load
-from link.vip import VipSpec
+from link.vip import (
+    VipError,
+    VipSpec,
+    address_of,
+    candidate_key,
+    candidates_prefix_of_address,
+    lock_key,
+    lock_prefix_of_address,
+    parse_vip,
+    same_address_as,
+)
 from link.worker.binders.runner import Action, ActionFailed
 from link.worker.binders.webhook import WebhookBinder, post
 from tests.unit.api_fakes import FakeSupervisor, wsgi_request
@@ -258,3 +271,123 @@ def test_the_api_asks_the_reserved_check_before_the_supervisor_with_the_vips_it_
     sup.ips["vip-1"] = {"id": "vip-1", "ip": VIP}  # now it is this agent's: the supervisor decides (duplicate)
     wsgi_request(app, "POST", "/ips", {"ip": VIP}, JSON_HEADERS)
     assert [r["ip"] for r in sup.requests if r["op"] == "add"] == [VIP]
+
+
+# ------------------------------------------------------------------------------ one address, one VIP
+def test_address_of_is_the_one_notion_of_the_same_vip_whatever_the_prefix():
+    assert address_of("198.51.100.5/32") == address_of("198.51.100.5/24") == ipaddress.ip_address("198.51.100.5")
+    assert address_of("2001:db8::5/64") == address_of("2001:db8::5/128")
+    assert address_of("198.51.100.5/32") != address_of("198.51.100.50/32")
+    # What the supervisor's duplicate test on add calls (link/supervisor/requests.py, op_add).
+    assert same_address_as("198.51.100.5/32", ["198.51.100.50/32", "198.51.100.5/24"]) == "198.51.100.5/24"
+    assert same_address_as("198.51.100.5/32", ["198.51.100.50/32", "2001:db8::5/128"]) is None
+    assert lock_prefix_of_address("198.51.100.5/24") == "/link/default/198.51.100.5_"
+    assert candidates_prefix_of_address("2001:db8::5/64") == "/link/ips/2001:db8::5_"
+
+
+def test_this_agents_vip_under_another_prefix_is_refused_and_the_same_one_left_to_the_supervisor():
+    guard = reserved()
+    assert "this agent's VIP 198.51.100.5/24" in refused(guard, "198.51.100.5/32", {"198.51.100.5/24"})
+    assert "this agent's VIP 2001:db8::5/64" in refused(guard, "2001:db8::5/128", {"2001:db8::5/64"})
+    guard.check("198.51.100.5/24", lambda: {"198.51.100.5/24"})  # the same VIP: "duplicate" is the supervisor's
+    guard.check("198.51.100.5/32", lambda: {"198.51.100.50/32"})
+
+
+def test_a_lock_or_a_leased_candidate_of_the_address_under_another_prefix_in_etcd_is_refused():
+    etcd = FakeEtcd()
+    guard = reserved(etcd=etcd)
+    lease, _ = etcd.client().grant_lease(30)
+    # Another host's VIP 198.51.100.5/24: its lock, with no lease (it still gets bound: taken over).
+    etcd.put_raw(lock_key("198.51.100.5/24"), "h2")
+    message = refused(guard, "198.51.100.5/32")
+    assert "/link/default/198.51.100.5_24, held by h2" in message and "use that prefix length" in message
+    guard.check("198.51.100.5/24", lambda: set())  # the same VIP on another host: what link is for
+    guard.check("198.51.100.50/32", lambda: set())  # .5_ is not .50_
+    etcd.keys.clear()
+    etcd.put_raw(candidate_key("2001:db8::5/64", "h3"), "{}", lease)
+    assert "/link/ips/2001:db8::5_64/h3, h3 competes for it" in refused(guard, "2001:db8::5/128")
+    etcd.keys.clear()
+    etcd.put_raw(candidate_key("2001:db8::5/64", "mallory"), "{}")  # no lease: anyone's, not a host's
+    etcd.put_raw("/link/default/2001:db8::5_junk", "x")  # not a VIP's key
+    guard.check("2001:db8::5/128", lambda: set())
+
+
+def test_a_peers_name_read_from_etcd_is_escaped_in_the_409():
+    etcd = FakeEtcd()
+    lease, _ = etcd.client().grant_lease(30)
+    etcd.put_raw(HOSTS_PREFIX + "h2\n<script>\x1b[2J", json.dumps({"addresses": ["198.51.100.12"]}), lease)
+    message = refused(reserved(etcd=etcd), "198.51.100.12/32")
+    assert "\n" not in message and "\x1b" not in message and "'h2\\n<script>\\x1b[2J'" in message
+    etcd.put_raw(lock_key("198.51.100.13/24"), "h9\r\nforged")
+    message = refused(reserved(etcd=etcd), "198.51.100.13/32")
+    assert "\r" not in message and "\n" not in message and "'h9\\r\\nforged'" in message
+
+
+# ------------------------------------------------------------------------------ etcd's names
+def test_etcds_name_is_resolved_at_start_and_its_last_addresses_kept_with_one_warning_per_outage(caplog):
+    caplog.set_level(logging.INFO, logger="link.api.reserved")
+    answers = {"etcd.example.net": {"203.0.113.5"}}
+    calls = []
+
+    def resolver(host: str) -> set[str]:
+        calls.append(host)
+        return set(answers.get(host, ()))
+
+    guard = ReservedAddresses(config(ETCD_HOSTS="https://etcd.example.net:2379"), None, addresses=lambda: [],
+                              resolver=resolver)
+    guard.endpoints.current()  # what start() runs in a thread
+    assert calls == ["etcd.example.net"]
+    answers.clear()  # DNS goes down
+    for _ in range(3):
+        assert "address of etcd" in refused(guard, "203.0.113.5/32")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "last known addresses (203.0.113.5)" in warnings[0].getMessage()
+    answers["etcd.example.net"] = {"203.0.113.6"}  # back, moved
+    guard.check("203.0.113.5/32", lambda: set())
+    assert "address of etcd" in refused(guard, "203.0.113.6/32")
+    assert any("resolves again" in r.getMessage() for r in caplog.records)
+    answers.clear()
+    refused(guard, "203.0.113.6/32")
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2  # a second outage, a second line
+
+
+def test_a_name_never_resolved_says_so_once_and_the_add_goes_on(caplog):
+    caplog.set_level(logging.INFO, logger="link.api.reserved")
+    guard = ReservedAddresses(config(ETCD_HOSTS="https://etcd.example.net:2379"), None, addresses=lambda: [],
+                              resolver=lambda host: set())
+    guard.check("203.0.113.5/32", lambda: set())
+    guard.check("203.0.113.6/32", lambda: set())
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "etcd.example.net (ETCD_HOSTS) does not resolve" in warning and "none known" in warning
+
+
+# ------------------------------------------------------------------------------ not a host's address
+@pytest.mark.parametrize("ip, words", [
+    ("::ffff:198.51.100.11", "IPv4-mapped"),
+    ("::ffff:127.0.0.1/128", "IPv4-mapped"),
+    ("::198.51.100.11", "IPv4-compatible"),
+    ("::2/128", "IPv4-compatible"),
+    ("255.255.255.255", "240.0.0.0/4"),
+    ("240.0.0.1/32", "240.0.0.0/4"),
+    ("0.1.2.3/32", "0.0.0.0/8"),
+    ("127.0.0.2/32", "loopback"),
+    ("::1", "loopback"),
+    ("224.0.0.18", "multicast"),
+    ("ff02::12", "multicast"),
+    ("::/128", "unspecified"),
+    ("fe80::1%eth0/64", "a zone (%...)"),
+    ("fe80::1%\udcff", "a zone (%...)"),
+])
+def test_addresses_that_are_no_hosts_unicast_address_are_refused_with_400_naming_why(ip, words):
+    with pytest.raises(VipError) as exc:
+        parse_vip(ip)
+    assert words in str(exc.value)
+    sup = FakeSupervisor()
+    res = wsgi_request(make_app(sup, version="1"), "POST", "/ips", {"ip": ip}, JSON_HEADERS)
+    assert res.status == 400 and words in res.json()["error"]
+    assert not [r for r in sup.requests if r["op"] == "add"]
+
+
+@pytest.mark.parametrize("ip", ["169.254.1.1/16", "fe80::5/64", "2001:db8::ffff:c633:640b/64", "198.51.100.11/24"])
+def test_link_local_and_ordinary_addresses_stay_accepted_as_linkv2_takes_them(ip):
+    assert parse_vip(ip) == ip
