@@ -1,17 +1,19 @@
 """What link-client prints for people: a table of IPs, one IP as `key: value` lines.
 
 Everything shown comes from the network, so it goes through `clean` (no terminal escapes),
-and fields a newer agent adds are shown rather than hidden.
+and fields a newer agent adds are shown rather than hidden. No JSON reaches people: true and
+false read yes and no, objects (the binder's settings and status) become indented fields.
 """
 from __future__ import annotations
 
-import json
+import shlex
 from typing import Any, Sequence
 
 from link.client_http import clean
 
 TABLE_HEADER = ("ID", "IP", "STATUS", "HOLDER", "SINCE", "CHECKS")
-_SHOWN = ("id", "ip", "status", "holder", "since", "checks", "healthcheck_interval", "fault_policy", "worker")
+_SHOWN = ("id", "ip", "status", "holder", "since", "checks", "healthcheck_interval", "fault_policy", "worker", "priority",
+          "preempt", "candidates", "candidates_error", "binder", "command", "webhook", "binder_status")
 
 
 def describe_check(check: object) -> str:
@@ -28,7 +30,8 @@ def describe_check(check: object) -> str:
     if kind == "EXEC":
         command = check.get("command")
         return clean("EXEC " + (" ".join(map(str, command)) if isinstance(command, list) else "?"))
-    return clean(json.dumps(check, sort_keys=True))
+    # A kind this client does not know (a newer agent's): its fields, in words.
+    return f"{clean(kind)} " + _inline({key: value for key, value in check.items() if key != "type"})
 
 
 def _checks_summary(checks: object) -> str:
@@ -98,15 +101,101 @@ def format_events(events: Sequence[Any]) -> str:
 def _interval(value: object) -> str:
     if value == 0:
         return "agent's default (HEALTH_CHECK_INTERVAL)"
+    return _seconds(value)
+
+
+def _seconds(value: object) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{value:g} s"
+    return _scalar(value)
+
+
+def _scalar(value: object) -> str:
+    """A JSON scalar for people: true/false as yes/no, null as `-`."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     return clean(value)
+
+
+def _inline(value: object) -> str:
+    """A value on one line: a list as its items, an object as `key value` pairs."""
+    if isinstance(value, list):
+        return ", ".join(_inline(item) for item in value) if value else "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{_label(k)} {_inline(v)}" for k, v in value.items()) if value else "-"
+    return _scalar(value)
+
+
+def _label(key: object) -> str:
+    return clean(key).replace("_", " ")
+
+
+Lines = list[tuple[str, str]]
+
+
+def _fields(label: str, value: object, indent: str = "") -> Lines:
+    """`label: value` lines for any JSON value: an object as one indented line per field
+    (nested objects further in), a list of objects as one line per item, never raw JSON."""
+    if isinstance(value, dict):
+        lines: Lines = [(indent + label, "")]
+        for key, item in value.items():
+            lines += _fields(_label(key), item, indent + "  ")
+        return lines
+    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        return [(indent + label if index == 0 else "", _inline(item)) for index, item in enumerate(value)]
+    return [(indent + label, _inline(value))]
+
+
+def _candidates(candidates: object) -> Lines:
+    if not isinstance(candidates, list):
+        return _fields("candidates", candidates)
+    if not candidates:
+        return [("candidates", "none known")]
+    lines: Lines = []
+    for index, candidate in enumerate(candidates):
+        if isinstance(candidate, dict) and "host" in candidate:
+            text = f"{clean(candidate['host'])} (priority {clean(candidate.get('priority'))}, {clean(candidate.get('state'))})"
+        else:
+            text = _inline(candidate)
+        lines.append(("candidates" if index == 0 else "", text))
+    return lines
+
+
+# The binders' settings in seconds, shown with their unit.
+_BINDER_SECONDS = ("timeout", "ensure_interval")
+
+
+def _setting(key: str, value: object) -> str:
+    if key in _BINDER_SECONDS:
+        return _seconds(value)
+    if isinstance(value, list):  # a program and its arguments, as a shell would take them
+        return clean(shlex.join(str(item) for item in value))
+    return _inline(value)
+
+
+def _binder(ip: dict[str, Any]) -> Lines:
+    lines: Lines = [("binder", clean(ip.get("binder")))] if "binder" in ip else []
+    for kind in ("command", "webhook"):
+        settings = ip.get(kind)
+        if settings is None:
+            continue
+        if not isinstance(settings, dict):
+            lines += _fields(kind, settings)
+            continue
+        lines += [(f"  {_label(key)}", _setting(key, value)) for key, value in settings.items() if value is not None]
+    status = ip.get("binder_status")
+    if isinstance(status, dict):
+        lines.append(("binder status", ""))
+        lines += [(f"  {_label(key)}", _scalar(value)) for key, value in status.items()]
+    elif "binder_status" in ip:
+        lines += _fields("binder status", status)
+    return lines
 
 
 def format_ip(ip: Any) -> str:
     if not isinstance(ip, dict):
         return clean(ip)
-    lines: list[tuple[str, str]] = []
+    lines: Lines = []
     for key, label in (("id", "id"), ("ip", "ip"), ("status", "status"), ("holder", "holder"), ("since", "since")):
         if key in ip:
             lines.append((label, clean(ip[key])))
@@ -120,6 +209,9 @@ def format_ip(ip: Any) -> str:
         lines.append(("interval", _interval(ip["healthcheck_interval"])))
     if "fault_policy" in ip:
         lines.append(("fault policy", clean(ip["fault_policy"])))
+    for key in ("priority", "preempt"):
+        if key in ip:
+            lines.append((key, _scalar(ip[key])))
     worker = ip.get("worker")
     if isinstance(worker, dict):
         lines.append(("worker", _worker_summary(worker)))
@@ -127,8 +219,13 @@ def format_ip(ip: Any) -> str:
             lines.append(("pid", clean(worker["pid"])))
         if worker.get("error"):
             lines.append(("error", clean(worker["error"])))
+    if "candidates" in ip:
+        lines += _candidates(ip["candidates"])
+    if "candidates_error" in ip:
+        lines.append(("candidates error", clean(ip["candidates_error"])))
+    lines += _binder(ip)
     for key, value in ip.items():
         if key not in _SHOWN:
-            lines.append((clean(key), clean(json.dumps(value) if isinstance(value, (dict, list)) else value)))
+            lines += _fields(_label(key), value)
     width = max(len(label) for label, _ in lines) + 1 if lines else 0
     return "\n".join(f"{(label + ':') if label else '':<{width}} {value}".rstrip() for label, value in lines)

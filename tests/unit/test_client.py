@@ -446,6 +446,62 @@ def test_list_shows_a_worker_in_trouble(capsys: pytest.CaptureFixture[str], host
     assert fields(out)["worker"] == "FATAL (5 restarts)" and fields(out)["error"] == "interface eth9 is gone"
 
 
+def sub_fields(out: str, parent: str) -> dict[str, str]:
+    """The indented `key: value` lines under the line `parent:` of format_ip."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(parent + ":"))
+    shown = {}
+    for line in lines[start + 1:]:
+        if not line.startswith("  ") or not line.strip():
+            break
+        key, _, value = line.strip().partition(":")
+        shown[key] = value.strip()
+    return shown
+
+
+def test_get_shows_settings_binder_and_candidates_for_people(capsys: pytest.CaptureFixture[str], host: str,
+                                                             sup: FakeSupervisor) -> None:
+    run(capsys, "--host", host, "add", "198.51.100.50")
+    [ip] = sup.ips.values()
+    ip.update({
+        "preempt": False, "priority": 7, "binder": "command",
+        "command": {"activate": ["/etc/link/scripts/fip", "attach", "two words"], "deactivate": ["/etc/link/scripts/fip", "detach"],
+                    "ensure": None, "timeout": 10, "ensure_interval": 30},
+        "binder_status": {"ok": False, "action": "activate", "error": "activate exited 3: no such floating IP",
+                          "attempts": 4, "since": "2026-11-22T01:02:04Z"},
+        "candidates": [{"host": "h1", "priority": 7, "state": "STANDBY"}, {"host": "h2", "priority": 10, "state": "ACTIVATED"}],
+        "shiny_new_field": {"enabled": True, "peers": ["h2", "h3"]},
+    })
+    code, out, err = run(capsys, "--host", host, "get", ip["id"])
+    assert (code, err) == (0, "")
+    shown = fields(out)
+    assert shown["preempt"] == "no" and shown["priority"] == "7" and shown["binder"] == "command"
+    assert shown["candidates"] == "h1 (priority 7, STANDBY)"
+    assert any(line.strip() == "h2 (priority 10, ACTIVATED)" for line in out.splitlines())
+    assert sub_fields(out, "binder") == {
+        "activate": "/etc/link/scripts/fip attach 'two words'", "deactivate": "/etc/link/scripts/fip detach",
+        "timeout": "10 s", "ensure interval": "30 s",
+    }
+    assert sub_fields(out, "binder status") == {
+        "ok": "no", "action": "activate", "error": "activate exited 3: no such floating IP", "attempts": "4",
+        "since": "2026-11-22T01:02:04Z",
+    }
+    assert sub_fields(out, "shiny new field") == {"enabled": "yes", "peers": "h2, h3"}
+    # For people: no JSON anywhere (no braces, brackets, quotes around keys, true/false/null).
+    assert not any(token in out for token in ("{", "[", '"', "true", "false", "null", "True", "False", "None")), out
+
+    # --json: the agent's JSON, untouched.
+    code, out, _ = run(capsys, "--host", host, "get", ip["id"], "--json")
+    assert code == 0 and json.loads(out) == {"ip": ip}
+
+
+def test_an_arp_vip_reads_yes_and_a_quiet_binder(capsys: pytest.CaptureFixture[str], host: str, sup: FakeSupervisor) -> None:
+    code, out, _ = run(capsys, "--host", host, "add", "198.51.100.50")
+    assert code == 0 and fields(out)["preempt"] == "yes" and fields(out)["binder"] == "arp"
+    assert sub_fields(out, "binder status") == {"ok": "yes", "action": "-", "error": "-", "attempts": "0", "since": "-"}
+    assert "{" not in out and "True" not in out
+
+
 @pytest.mark.parametrize(
     ("text", "check"),
     [
