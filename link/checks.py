@@ -81,9 +81,22 @@ def _validate_one(raw: object, where: str) -> dict:
     if any("\0" in part for part in command):
         # exec() cannot take a NUL byte: refused here rather than failing every round.
         raise CheckError(f"{where}.command must not contain NUL characters")
+    for i, part in enumerate(command):
+        if not utf8(part):
+            # A lone surrogate ("\ud800", which JSON can spell) has no bytes exec could take.
+            raise CheckError(f"{where}.command[{i}] must be valid UTF-8 text (no lone surrogate)")
     if not os.path.isabs(command[0]):
         raise CheckError(f"{where}.command[0] must be an absolute path")
     return {"type": "EXEC", "command": list(command)}
+
+
+def utf8(text: str) -> bool:
+    """Whether `text` can be encoded as UTF-8, as anything passed to exec must be."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_checks(value: object, field: str = "checks") -> list[dict]:

@@ -1,21 +1,25 @@
 """The agent's settings, read from LinK's environment variables and checked once at start-up."""
 from __future__ import annotations
 
-import grp
-import ipaddress
 import math
 import os
-import pwd
 import re
 import socket
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
 
-
-class ConfigError(ValueError):
-    """A setting is missing or wrong; the message is one line that names the variable."""
-
+from link.scripts import ScriptRefused, check_scripts_dir
+from link.security_settings import (
+    LOOPBACK_ADDRESSES,
+    ConfigError,
+    ScriptUser,
+    is_loopback,
+    origin,  # noqa: F401 - link.worker.binders.webhook imports it from here
+    parse_bind_addresses,
+    parse_script_user,
+    parse_webhook_allowed_urls,
+)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -39,41 +43,9 @@ def parse_duration(name: str, text: str) -> float:
     return total
 
 
-LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
 DEFAULT_SCRIPTS_DIR = "/etc/link/scripts"
 DEFAULT_MAX_VIPS = 100
 MAX_MAX_VIPS = 1000
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class ScriptUser:
-    """Who EXEC checks and command binders run as; `name` "" means this process's own identity."""
-
-    name: str
-    uid: int
-    gid: int
-
-    @property
-    def switches(self) -> bool:
-        """True when a program must be started under another uid or gid than the agent's."""
-        return (self.uid, self.gid) != (os.geteuid(), os.getegid())
-
-    def __str__(self) -> str:
-        return f"{self.name or pwd_name(self.uid)} (uid {self.uid}, gid {self.gid})"
-
-
-def pwd_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
 
 
 @dataclass(frozen=True)
@@ -231,82 +203,6 @@ def _readable_file(env: Mapping[str, str], name: str) -> str:
     return path
 
 
-def parse_bind_addresses(raw: str, password: str) -> tuple[str, ...]:
-    """BIND_ADDRESS: comma-separated IP addresses; default loopback, or 0.0.0.0 (LinK's) with a PASSWORD."""
-    items = [part.strip().strip("[]") for part in raw.split(",") if part.strip()]
-    if not items:
-        return ("0.0.0.0",) if password else LOOPBACK_ADDRESSES
-    addresses = []
-    for item in items:
-        try:
-            addresses.append(ipaddress.ip_address(item).compressed)
-        except ValueError:
-            raise ConfigError(f"BIND_ADDRESS entry {item[:60]!r} is not an IP address (e.g. 127.0.0.1, ::1, 0.0.0.0)") from None
-    if len(set(addresses)) != len(addresses):
-        raise ConfigError(f"BIND_ADDRESS={raw!r} names an address twice")
-    return tuple(addresses)
-
-
-def parse_script_user(raw: str, euid: int | None = None) -> ScriptUser:
-    """SCRIPT_USER "user" or "user:group" (keepalived's script_user). Unset: as root, nobody
-    (never root); otherwise the agent's own user, as a non-root process cannot switch."""
-    euid = os.geteuid() if euid is None else euid
-    text = raw.strip()
-    if not text:
-        if euid != 0:
-            return ScriptUser("", os.geteuid(), os.getegid())
-        text = "nobody"
-    user_name, _, group_name = text.partition(":")
-    try:
-        entry = pwd.getpwnam(user_name)
-    except KeyError:
-        raise ConfigError(f"SCRIPT_USER={text!r}: no user {user_name!r} on this host") from None
-    gid = entry.pw_gid
-    if group_name:
-        try:
-            gid = grp.getgrnam(group_name).gr_gid
-        except KeyError:
-            raise ConfigError(f"SCRIPT_USER={text!r}: no group {group_name!r} on this host") from None
-    elif user_name == "nobody" and not raw.strip():
-        # Debian's nobody has the group nogroup; keep it if it exists.
-        try:
-            gid = grp.getgrnam("nogroup").gr_gid
-        except KeyError:
-            pass
-    user = ScriptUser(user_name, entry.pw_uid, gid)
-    if euid != 0 and (user.uid, user.gid) != (os.geteuid(), os.getegid()):
-        raise ConfigError(f"SCRIPT_USER={text!r}: the agent runs as {pwd_name(euid)}, not root, "
-                          "so its programs can only run as that user: unset SCRIPT_USER")
-    return user
-
-
-def parse_webhook_allowed_urls(raw: str) -> tuple[str, ...]:
-    """WEBHOOK_ALLOWED_URLS: comma-separated origins, scheme://host[:port], as `origin()` spells them."""
-    origins = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        try:
-            parts = urlsplit(item)
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ConfigError(f"WEBHOOK_ALLOWED_URLS entry {item[:80]!r} has a bad host or port") from None
-        if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
-                or parts.query or parts.fragment or parts.username is not None):
-            raise ConfigError(f"WEBHOOK_ALLOWED_URLS entry {item[:80]!r} is not an origin such as https://hooks.example.net:8443")
-        origins.append(origin(item))
-    return tuple(dict.fromkeys(origins))
-
-
-def origin(url: str) -> str:
-    """scheme://host:port of a URL, lower case, with the scheme's default port written out."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    shown = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme.lower()}://{shown}:{port}"
-
-
 def interface_exists(name: str) -> bool:
     try:
         socket.if_nametoindex(name)
@@ -367,6 +263,12 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
     scripts_dir = env.get("SCRIPTS_DIR", "").strip() or DEFAULT_SCRIPTS_DIR
     if not os.path.isabs(scripts_dir) or "\0" in scripts_dir:
         raise ConfigError(f"SCRIPTS_DIR={scripts_dir[:200]!r} must be an absolute path")
+    scripts_dir = os.path.normpath(scripts_dir)
+    try:
+        # Whether it exists is said at start (link.scripts.warn_stored_programs): not an error.
+        check_scripts_dir(scripts_dir)
+    except ScriptRefused as exc:
+        raise ConfigError(f"SCRIPTS_DIR {exc}") from None
     return Config(
         interface=interface,
         hostname=hostname,
@@ -394,7 +296,7 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         priority=_int(env, "PRIORITY", 10, 0, 255),
         preempt=_bool(env, "PREEMPT", True),
         preempt_delay=_duration(env, "PREEMPT_DELAY", 3.0, 0.0, 3600.0),
-        scripts_dir=os.path.normpath(scripts_dir),
+        scripts_dir=scripts_dir,
         script_user=parse_script_user(env.get("SCRIPT_USER", "")),
         webhook_allowed_urls=parse_webhook_allowed_urls(env.get("WEBHOOK_ALLOWED_URLS", "")),
         max_vips=_int(env, "MAX_VIPS", DEFAULT_MAX_VIPS, 1, MAX_MAX_VIPS),

@@ -23,14 +23,13 @@ import bottle
 from link.api import metrics
 from link.api.guard import FailureGuard
 from link.config import DEFAULT_SCRIPTS_DIR
+from link.api.admission import check_programs, check_webhook_allowed
 from link.api.validation import (
     JSON_TYPE,
     ApiError,
     check_content_type,
     check_failover_body,
-    check_programs,
     check_vip_id,
-    check_webhook_allowed,
     parse_add_body,
     parse_update_body,
     read_body,

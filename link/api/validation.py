@@ -14,9 +14,8 @@ import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from link.checks import CheckError, validate_checks
-from link.config import FAULT_POLICIES, origin
-from link.scripts import ScriptRefused, check_program
+from link.checks import CheckError, utf8, validate_checks
+from link.config import FAULT_POLICIES
 from link.vip import BINDERS, VipError, parse_vip
 
 # A VIP request is a few hundred bytes; the limit only stops a client from making us buffer junk.
@@ -234,7 +233,7 @@ def _seconds(value: object, field: str, limits: tuple[float, float, float]) -> f
 
 def _argv(value: object, field: str) -> list[str]:
     """A program and its arguments: run without a shell, so the first is an absolute path
-    (whether it may run is `check_programs`' business, as it depends on the host's files)."""
+    (whether it may run is `link.api.admission.check_programs`' business, as it depends on the host's files)."""
     example = '["/etc/link/scripts/fip", "attach"]'
     if not isinstance(value, list) or not value:
         raise ApiError(400, f"{field} must be a non-empty list of strings (a program and its arguments, no shell), e.g. {example}")
@@ -245,27 +244,11 @@ def _argv(value: object, field: str) -> list[str]:
             raise ApiError(400, f"{field}[{i}] must be a non-empty string")
         if len(part) > MAX_ARG_LENGTH or "\0" in part:
             raise ApiError(400, f"{field}[{i}] must be at most {MAX_ARG_LENGTH} characters, without NUL")
+        if not utf8(part):
+            raise ApiError(400, f"{field}[{i}] must be valid UTF-8 text (no lone surrogate): exec takes bytes")
     if not os.path.isabs(value[0]):
         raise ApiError(400, f"{field}[0] must be an absolute path in SCRIPTS_DIR (there is no shell to search PATH)")
     return list(value)
-
-
-def check_programs(request: Mapping[str, Any], scripts_dir: str, *, owner_uid: int = 0) -> None:
-    """Refuse (400, naming the field and the rule) the programs of a parsed add or update that
-    `link.scripts.check_program` refuses: outside SCRIPTS_DIR, not root's, writable by others...
-    Apart from parse_add_body because it depends on this host's files at this moment, while the
-    rest is what a VIP is (a state file is read through parse_add_body alone); the worker
-    checks again before every run."""
-    named = [(f"checks[{i}].command[0]", check["command"][0])
-             for i, check in enumerate(request.get("checks") or ()) if check.get("type") == "EXEC"]
-    command = request.get("command") if request.get("binder") == "command" else None
-    if isinstance(command, Mapping):
-        named += [(f"command.{action}[0]", command[action][0]) for action in COMMAND_ACTIONS if command.get(action)]
-    for field, program in named:
-        try:
-            check_program(program, scripts_dir, owner_uid=owner_uid)
-        except ScriptRefused as exc:
-            raise ApiError(400, f"{field} {exc}") from None
 
 
 def _object(value: object, field: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
@@ -318,23 +301,6 @@ def _webhook(value: object) -> dict[str, Any]:
         raise ApiError(400, f"webhook.secret must be {MIN_SECRET} to {MAX_SECRET} printable characters "
                             "(e.g. the output of `openssl rand -hex 32`)")
     return {"url": url, "secret": secret, "timeout": _seconds(settings.get("timeout"), "webhook.timeout", WEBHOOK_TIMEOUT)}
-
-
-def check_webhook_allowed(request: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    """Refuse a webhook binder whose URL's origin is not on WEBHOOK_ALLOWED_URLS (no open relay:
-    the agent would POST to any host an API user names). Apart from parse_add_body because the
-    list is this agent's setting, read again by the worker before every POST, while the rest
-    is what a VIP is (a state file is read through parse_add_body alone)."""
-    webhook = request.get("webhook")
-    if request.get("binder") != "webhook" or not isinstance(webhook, Mapping):
-        return
-    wanted = origin(str(webhook["url"]))
-    if not allowed:
-        raise ApiError(400, "webhook binders are off on this agent: set WEBHOOK_ALLOWED_URLS to the receivers' "
-                            f"origins (e.g. WEBHOOK_ALLOWED_URLS={wanted}) and restart it")
-    if wanted not in allowed:
-        raise ApiError(400, f"webhook.url: {wanted} is not on WEBHOOK_ALLOWED_URLS ({', '.join(allowed)}); "
-                            "the agent only calls the origins listed there")
 
 
 def _binder(data: Mapping[str, Any]) -> dict[str, Any]:

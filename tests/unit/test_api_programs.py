@@ -12,7 +12,8 @@ import os
 import pytest
 
 from link.api import make_app
-from link.api.validation import ApiError, check_programs, parse_add_body, parse_update_body
+from link.api.admission import check_programs
+from link.api.validation import ApiError, parse_add_body, parse_update_body
 from tests.unit.api_fakes import FakeSupervisor, wsgi_request
 from tests.unit.test_api import JSON_HEADERS, VERSION, add, assert_json_error
 
@@ -94,3 +95,59 @@ def test_the_app_passes_programs_of_its_scripts_dir_to_the_supervisor(scripts):
     assert res.status == 200, res.body
     assert [r["op"] for r in sup.requests] == ["add", "add", "update"]
     assert sup.requests[0]["checks"] == [check] and sup.requests[1]["command"]["activate"] == [fip, "attach"]
+
+
+# A lone surrogate is valid JSON ("\ud800") but no bytes exec could take: 400 naming the field, never 500.
+SURROGATE = "\ud800"
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"ip": VIP, "checks": [{"type": "EXEC", "command": ["/" + SURROGATE]}]}, "checks[0].command[0]"),
+    ({"ip": VIP, "checks": [{"type": "EXEC", "command": ["/etc/link/scripts/check", "-x" + SURROGATE]}]},
+     "checks[0].command[1]"),
+    (command(["/" + SURROGATE], ["/etc/link/scripts/fip"]), "command.activate[0]"),
+    (command(["/etc/link/scripts/fip"], ["/etc/link/scripts/fip", SURROGATE]), "command.deactivate[1]"),
+    (command(["/etc/link/scripts/fip"], ["/etc/link/scripts/fip"], ["/a/" + SURROGATE + "/b"]), "command.ensure[0]"),
+])
+def test_strings_exec_cannot_take_are_refused_with_400(body, field):
+    sup = FakeSupervisor()
+    app = make_app(sup, version=VERSION)
+    assert_json_error(wsgi_request(app, "POST", "/ips", body, JSON_HEADERS), 400, field, "UTF-8")
+    assert sup.requests == []
+
+
+def test_a_patch_with_a_string_exec_cannot_take_is_refused_with_400():
+    sup = FakeSupervisor()
+    app = make_app(sup, version=VERSION)
+    created = add(app)
+    res = wsgi_request(app, "PATCH", f"/ips/{created['id']}", {"healthchecks": [{"type": "EXEC", "command": ["/" + SURROGATE]}]})
+    assert_json_error(res, 400, "healthchecks[0].command[0]", "UTF-8")
+    assert [r["op"] for r in sup.requests] == ["add"]
+
+
+def test_a_setuid_program_is_refused_naming_the_rule(scripts):
+    suid = scripts.add("suid", "exit 0\n", mode=0o4755)
+    assert refusal(command([suid], [suid]), scripts).startswith(
+        f"command.activate[0] {suid!r} is setuid or setgid (mode 4755)")
+
+
+def test_a_program_script_user_cannot_run_is_refused_naming_it(scripts):
+    from link.security_settings import ScriptUser
+
+    private = scripts.add("private", "exit 0\n", mode=0o700)
+    other = ScriptUser("someone", 4242424, 4242424)
+    request = {"ip": VIP, "checks": [{"type": "EXEC", "command": [private]}]}
+    with pytest.raises(ApiError) as exc:
+        check_programs(request, str(scripts.path), owner_uid=scripts.owner_uid, run_as=other)
+    assert str(exc.value) == f"checks[0].command[0] {private!r} is not executable by SCRIPT_USER {other} (mode 0700)"
+
+
+@needs_root
+def test_the_app_refuses_a_root_only_program_for_nobody(scripts, monkeypatch):
+    monkeypatch.delenv("SCRIPT_USER", raising=False)  # the agent as root: programs run as nobody
+    sup = FakeSupervisor()
+    app = make_app(sup, version=VERSION, scripts_dir=str(scripts.path))
+    private = scripts.add("private", "exit 0\n", mode=0o700)
+    res = wsgi_request(app, "POST", "/ips", {"ip": VIP, "checks": [{"type": "EXEC", "command": [private]}]}, JSON_HEADERS)
+    assert_json_error(res, 400, f"checks[0].command[0] {private!r} is not executable by SCRIPT_USER nobody")
+    assert sup.requests == []

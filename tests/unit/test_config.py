@@ -141,7 +141,7 @@ def test_bad_security_settings_name_the_variable(variables, name):
 
 
 def test_programs_never_run_as_root_by_default():
-    from link.config import parse_script_user
+    from link.security_settings import parse_script_user
 
     as_root = parse_script_user("", euid=0)
     assert as_root.name == "nobody" and as_root.uid != 0
@@ -156,3 +156,63 @@ def test_webhook_origins_are_normalised():
     config = load(env(WEBHOOK_ALLOWED_URLS="https://Hooks.Example.net, http://198.51.100.7:8080/,http://[2001:db8::7]"))
     assert config.webhook_allowed_urls == ("https://hooks.example.net:443", "http://198.51.100.7:8080",
                                            "http://[2001:db8::7]:80")
+
+
+@pytest.mark.parametrize("directory", ["/", "/usr", "/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local", "/usr/local/bin",
+                                       "/etc", "/lib", "/usr/lib", os.path.dirname(os.path.realpath("/bin/sh"))])
+def test_scripts_dir_may_not_be_where_shells_and_interpreters_live(directory):
+    # API users choose the arguments: with /bin/sh allowed, they would run `sh -c` anything.
+    with pytest.raises(ConfigError) as info:
+        load(env(SCRIPTS_DIR=directory))
+    message = str(info.value)
+    assert message.startswith(f"SCRIPTS_DIR {directory!r}") and "put no shell or interpreter in SCRIPTS_DIR" in message
+    assert "\n" not in message
+
+
+def test_scripts_dir_is_refused_through_a_symlink_to_a_system_directory(tmp_path):
+    (tmp_path / "scripts").symlink_to("/usr")
+    with pytest.raises(ConfigError, match=r"resolved to '/usr'\) is or holds the system directory /usr/"):
+        load(env(SCRIPTS_DIR=str(tmp_path / "scripts")))
+
+
+def test_the_dynamic_loaders_directory_is_refused_too():
+    import glob
+
+    loaders = [p for p in glob.glob("/lib*/ld-*.so*") if os.path.isfile(p)]
+    if not loaders:
+        pytest.skip("no dynamic loader under /lib* on this host")
+    with pytest.raises(ConfigError, match="SCRIPTS_DIR"):
+        load(env(SCRIPTS_DIR=os.path.dirname(os.path.realpath(loaders[0]))))
+
+
+def test_an_existing_scripts_dir_others_could_change_stops_the_agent(tmp_path):
+    shared = tmp_path / "scripts"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(ConfigError, match=r"^SCRIPTS_DIR '.*/scripts' is writable by group or others \(mode 0777\)$"):
+        load(env(SCRIPTS_DIR=str(shared)))
+    shared.chmod(0o755)  # but it is under /tmp (1777), or owned by a non-root developer
+    with pytest.raises(ConfigError, match=r"^SCRIPTS_DIR '.*/scripts' (is in .*, which is writable by group or others"
+                                          r" \(mode 1777\)|is in .*, owned by uid \d+, not root|is owned by uid)"):
+        load(env(SCRIPTS_DIR=str(shared)))
+
+
+def test_a_scripts_dir_that_does_not_exist_yet_lets_the_agent_start(tmp_path):
+    assert load(env(SCRIPTS_DIR=str(tmp_path / "later"))).scripts_dir == str(tmp_path / "later")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SCRIPTS_DIR must be root's: only root can make one that passes")
+def test_a_root_owned_scripts_dir_is_accepted(scripts):
+    assert load(env(SCRIPTS_DIR=str(scripts.path) + "/")).scripts_dir == str(scripts.path)
+    os.chown(scripts.path, 65534, 65534)
+    with pytest.raises(ConfigError, match="is owned by uid 65534, not root"):
+        load(env(SCRIPTS_DIR=str(scripts.path)))
+
+
+def test_webhook_origins_spell_ip_literals_one_way():
+    from link.security_settings import origin
+
+    config = load(env(WEBHOOK_ALLOWED_URLS="http://[2001:DB8:0::7], https://[2001:db8:0:0:0:0:0:8]:8443"))
+    assert config.webhook_allowed_urls == ("http://[2001:db8::7]:80", "https://[2001:db8::8]:8443")
+    assert origin("http://[2001:db8:0000::7]/hook") in config.webhook_allowed_urls
+    assert origin("http://[2001:DB8::7]:80/x") == "http://[2001:db8::7]:80"

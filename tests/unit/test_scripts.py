@@ -7,14 +7,18 @@ user) are skipped.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import threading
 
 import pytest
 
 from link.checks import run_check
-from link.config import ScriptUser
-from link.scripts import SETPRIV, ProgramPolicy, RefusalLog, ScriptRefused, check_program
+from link.config import Config
+from link.scripts import SETPRIV, ProgramPolicy, RefusalLog, ScriptRefused, check_program, warn_stored_programs
+from link.security_settings import ScriptUser
+from link.vip import VipSpec
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="chown and switching user need root (CI runs as root)")
@@ -164,7 +168,8 @@ def test_another_user_is_switched_to_by_setpriv_not_by_a_fork(scripts):
     args, options = policy.prepare([program, "attach"], {})
     # subprocess's user= would make CPython fork() the worker, whose gRPC at-fork handlers can
     # crash the child: setpriv, started by vfork, switches instead.
-    assert args == [SETPRIV, f"--reuid={other}", f"--regid={other}", "--clear-groups", "--", program, "attach"]
+    assert args == [SETPRIV, f"--reuid={other}", f"--regid={other}", "--clear-groups", "--inh-caps=-all",
+                    "--no-new-privs", "--", program, "attach"]
     assert os.access(SETPRIV, os.X_OK)
     assert options == {"env": {"HOME": "/"}, "cwd": "/"}
 
@@ -247,3 +252,150 @@ def test_runs_as_another_user_survive_a_busy_grpc_client_in_the_process(scripts)
         channel.close()
     failed = [r.detail for r in results if not r.ok]
     assert failed == [], f"{len(failed)} of 300 runs failed, e.g. {failed[0]}"
+
+
+# ------------------------------------------------------------ review of issue 14 (programs part)
+@pytest.mark.parametrize("mode", [0o4755, 0o2755, 0o6755])
+def test_a_setuid_or_setgid_program_is_refused(scripts, mode):
+    program = scripts.add("suid", "exit 0\n", mode=mode)
+    assert f"is setuid or setgid (mode {mode:04o}): a program must not change who it runs as" in refused(program, scripts)
+
+
+@pytest.mark.parametrize("path", ["/\ud800", "/bin/\udcff"])
+def test_a_path_exec_cannot_take_is_refused_not_raised(scripts, path):
+    assert "is not valid UTF-8 text" in refused(path, scripts)
+    assert "is not valid UTF-8 text" in refused(f"{scripts.path}/check\ud800", scripts)
+
+
+def test_any_value_error_of_a_check_is_a_refusal(scripts, monkeypatch):
+    def broken(path: str) -> str:
+        raise ValueError("embedded null byte")
+
+    monkeypatch.setattr(os.path, "realpath", broken)
+    assert "cannot be checked: embedded null byte" in refused(f"{scripts.path}/x", scripts)
+
+
+OTHER = ScriptUser("someone", 4242424, 4242424)  # neither the owner nor in the file's group
+
+
+def test_a_program_script_user_cannot_execute_is_refused(scripts):
+    program = scripts.add("root-only", "exit 0\n", mode=0o700)
+    message = refused(program, scripts, run_as=OTHER)
+    assert f"is not executable by SCRIPT_USER {OTHER} (mode 0700)" in message
+    assert check_program(program, str(scripts.path), owner_uid=scripts.owner_uid) == program  # no user: not checked
+    group_only = scripts.add("group-only", "exit 0\n", mode=0o750)
+    assert "is not executable by SCRIPT_USER" in refused(group_only, scripts, run_as=OTHER)
+    in_group = ScriptUser("member", OTHER.uid, os.stat(group_only).st_gid)
+    assert check_program(group_only, str(scripts.path), owner_uid=scripts.owner_uid, run_as=in_group) == group_only
+    owner = ScriptUser("owner", os.stat(program).st_uid, OTHER.gid)
+    assert check_program(program, str(scripts.path), owner_uid=scripts.owner_uid, run_as=owner) == program
+
+
+def test_a_script_script_user_cannot_read_is_refused_a_binary_is_not(scripts):
+    script = scripts.add("unreadable", "exit 0\n", mode=0o711)
+    assert "is a script that SCRIPT_USER" in refused(script, scripts, run_as=OTHER)
+    binary = scripts.path / "true"
+    binary.write_bytes(open("/bin/true", "rb").read())
+    binary.chmod(0o711)
+    assert check_program(str(binary), str(scripts.path), owner_uid=scripts.owner_uid, run_as=OTHER) == str(binary)
+
+
+def test_a_directory_script_user_cannot_enter_is_refused(scripts):
+    sub = scripts.path / "closed"
+    sub.mkdir(mode=0o700)
+    program = scripts.add("closed/check", "exit 0\n")
+    sub.chmod(0o700)
+    assert f"is in {str(sub)!r}, which SCRIPT_USER {OTHER} cannot enter (mode 0700)" in refused(program, scripts,
+                                                                                                 run_as=OTHER)
+
+
+@needs_root
+def test_the_worker_does_not_run_what_nobody_cannot_execute(scripts):
+    mark = scripts.out / "ran"
+    program = scripts.add("root-only", f"touch {mark}\n", mode=0o700)
+    result = run_check({"type": "EXEC", "command": [program]}, 5.0, scripts.policy(ScriptUser("nobody", NOBODY, NOBODY)))
+    assert not result.ok and "is not executable by SCRIPT_USER nobody" in result.refused and not mark.exists()
+
+
+def _status_of_a_program(scripts, policy: ProgramPolicy, before=lambda: None) -> dict[str, str]:
+    """/proc/<pid>/status of an EXEC check's program, run from a thread of its own (`before`
+    runs in it first): the privileges dropped for exec are the thread's, not this process's."""
+    out = scripts.out / "status"
+    program = scripts.add("status", f"grep -E '^(Cap[A-Za-z]+|NoNewPrivs):' /proc/$$/status > {out}\n")
+    results = []
+
+    def run() -> None:
+        before()
+        results.append(run_check({"type": "EXEC", "command": [program]}, 5.0, policy))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    assert results and results[0].ok, results
+    status = dict(line.split(":", 1) for line in out.read_text().splitlines())
+    return {k: v.strip() for k, v in status.items()}
+
+
+def test_programs_run_with_no_new_privs(scripts):
+    # Before: a program could gain privileges through sudo or a setuid file it runs.
+    assert _status_of_a_program(scripts, scripts.policy())["NoNewPrivs"] == "1"
+
+
+def _raise_ambient_net_admin() -> None:
+    """What the Debian unit gives the agent (AmbientCapabilities=CAP_NET_ADMIN...), for this thread."""
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()
+    assert libc.capget(ctypes.byref(header), data) == 0
+    data[0].inheritable |= 1 << 12  # CAP_NET_ADMIN
+    assert libc.capset(ctypes.byref(header), data) == 0, os.strerror(ctypes.get_errno())
+    assert libc.prctl(47, 2, 12, 0, 0) == 0, os.strerror(ctypes.get_errno())  # PR_CAP_AMBIENT_RAISE
+
+
+@needs_root
+def test_programs_do_not_inherit_the_agents_ambient_capabilities(scripts):
+    status = _status_of_a_program(scripts, scripts.policy(), before=_raise_ambient_net_admin)
+    assert status["CapAmb"] == "0" * 16 and status["NoNewPrivs"] == "1", status
+
+
+@needs_root
+def test_programs_run_as_another_user_have_no_capability_at_all(scripts):
+    status = _status_of_a_program(scripts, scripts.policy(ScriptUser("nobody", NOBODY, NOBODY)),
+                                  before=_raise_ambient_net_admin)
+    assert {k: status[k] for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == dict.fromkeys(
+        ("CapInh", "CapPrm", "CapEff", "CapAmb"), "0" * 16)
+    assert status["NoNewPrivs"] == "1"
+
+
+def test_stored_programs_refused_now_are_logged_at_start_once_per_vip_and_field(scripts, caplog):
+    fine = scripts.add("fine", "exit 0\n")
+    open_one = scripts.add("open", "exit 0\n", mode=0o777)
+    stored = [
+        VipSpec("vip-1", "198.51.100.61/32", checks=({"type": "EXEC", "command": ["/usr/local/bin/check-db"]},
+                                                     {"type": "TCP", "host": "198.51.100.20", "port": 5432})),
+        VipSpec("vip-2", "198.51.100.62/32", binder="command",
+                command={"activate": [open_one, "up"], "deactivate": [fine], "ensure": None, "timeout": 10.0,
+                         "ensure_interval": 30.0}),
+    ]
+    config = Config(interface="lo", hostname="h1", etcd_endpoints=(), scripts_dir=str(scripts.path),
+                    script_user=ScriptUser("", os.geteuid(), os.getegid()))
+    with caplog.at_level(logging.WARNING, logger="link.scripts"):
+        warn_stored_programs(stored, config)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("198.51.100.61/32 (vip-1): checks[0].command[0] '/usr/local/bin/check-db' is not inside "
+                               f"SCRIPTS_DIR {scripts.path}")
+    assert lines[1].startswith(f"198.51.100.62/32 (vip-2): command.activate[0] {open_one!r} is writable by group or others")
+    if ROOT:  # deactivate is root's and fine: no line (as another user it is refused as not root's)
+        assert len(lines) == 2, lines
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="link.scripts"):
+        warn_stored_programs([], Config(interface="lo", hostname="h1", etcd_endpoints=(),
+                                        scripts_dir=str(scripts.root / "missing")))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"SCRIPTS_DIR {scripts.root / 'missing'} does not exist: no program (EXEC check, command binder) can run "
+        "until it does"]
