@@ -8,6 +8,7 @@ import sys
 
 from link import __version__, logs
 from link.config import ConfigError, load, origin
+from link.scripts import warn_stored_programs
 from link.vip import VipSpec
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
               "raise MAX_VIPS or delete VIPs from the file", file=sys.stderr)
         return 2
     _warn_webhooks_not_allowed(stored, config.webhook_allowed_urls)
+    warn_stored_programs(stored, config)  # refused programs of kept VIPs, said before their first run
     _preload()
     # Move everything imported so far out of the garbage collector's reach: a collection in a
     # child would otherwise write to every object's header and copy the pages we share.
