@@ -42,10 +42,12 @@ fi
 
 # --- a clean copy of the tree
 work=$(mktemp -d -t link-deb.XXXXXX)
+cleanup=()  # what the EXIT trap removes
 if [ "${LINK_KEEP_BUILD:-}" = 1 ]; then
-  trap 'echo "build-deb.sh: build directory kept: $work" >&2' EXIT
+  trap 'rm -rf "${cleanup[@]}"; echo "build-deb.sh: build directory kept: $work" >&2' EXIT
 else
-  trap 'rm -rf "$work"' EXIT
+  cleanup+=("$work")
+  trap 'rm -rf "${cleanup[@]}"' EXIT
 fi
 src="$work/link-$version"
 mkdir -p "$src"
@@ -75,14 +77,25 @@ deb="$work/link_${version}_all.deb"
 # packaging/README.md). Its profile is Debian's; overrides live in debian/link.lintian-overrides.
 echo "build-deb.sh: lintian"
 lintian_out="$work/lintian.txt"
-set +e
-lint=(lintian --info --display-level ">=pedantic" --fail-on error "$deb")
+lint_cwd=$work
+lint_deb=$deb
+as=()
 if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1; then
-  # lintian unpacks what it checks: not as root.
-  chmod a+rx "$work" && chmod a+r "$deb"
-  lint=(setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME="$work" TMPDIR=/tmp "${lint[@]}")
+  # lintian unpacks what it checks: not as root. As nobody it can enter neither this
+  # checkout nor $work when they lie under a directory only root may enter (a clone in
+  # /root, TMPDIR=/root/tmp): it gets a copy of the .deb alone, in a directory of its own
+  # under /tmp (0755, read-only to it), and is started there (lintian returns to the
+  # directory it was started in, and stops with "Can't cd" where it may not).
+  lint_dir=$(mktemp -d -p /tmp link-lintian.XXXXXX)
+  cleanup+=("$lint_dir")
+  chmod 0755 "$lint_dir"
+  install -m 0644 "$deb" "$lint_dir/"
+  lint_cwd=$lint_dir
+  lint_deb=$lint_dir/$(basename "$deb")
+  as=(setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME="$lint_dir" TMPDIR=/tmp)
 fi
-"${lint[@]}" >"$lintian_out" 2>&1
+set +e
+(cd "$lint_cwd" && "${as[@]}" lintian --info --display-level ">=pedantic" --fail-on error "$lint_deb") >"$lintian_out" 2>&1
 lintian_rc=$?
 set -e
 grep -v '^N: ' "$lintian_out" | sed 's/^/  /' || true
