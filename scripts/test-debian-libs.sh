@@ -79,7 +79,9 @@ if ! /usr/bin/python3 -c "import schemathesis" 2>/dev/null; then
 fi
 
 set +e
-PYTHONPATH="$repo" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/unit "${unit_args[@]}" "${args[@]}" </dev/null
+# tests.run_counts: scripts/test.sh's closing line counts these runs too (LINK_TEST_COUNTS).
+LINK_TEST_LABEL="pytest tests/unit on Debian's libraries" PYTHONPATH="$repo" \
+  /usr/bin/python3 -m pytest -q -p no:cacheprovider -p tests.run_counts tests/unit "${unit_args[@]}" "${args[@]}" </dev/null
 rc=$?
 set -e
 status "$rc"
@@ -100,7 +102,8 @@ sys.exit(main())
 PY
   chmod +x "$work/py/bin/link-agent"
   set +e
-  "$work/py/bin/python" -m pytest -q -p no:cacheprovider tests/integration "${args[@]}" </dev/null
+  LINK_TEST_LABEL="pytest tests/integration on Debian's libraries" \
+    "$work/py/bin/python" -m pytest -q -p no:cacheprovider -p tests.run_counts tests/integration "${args[@]}" </dev/null
   rc=$?
   set -e
   status "$rc"

@@ -1,6 +1,9 @@
 """Options of the chaos run: how long (--chaos-seconds) and which random schedule
 (--chaos-seed). Both also read from the environment (LINK_CHAOS_SECONDS, LINK_CHAOS_SEED),
-for a run of the whole suite, where options of this directory's conftest are not known yet:
+for a run of the whole suite, where options of this directory's conftest are not known yet.
+The run's summary (seed, faults, longest gap and double, API calls) is printed at the end of
+pytest's output whether the run passed or failed (pytest shows a passing test's output only
+with -rP): the `chaos_report` fixture hands it to `pytest_terminal_summary`.
 
     pytest tests/chaos                                  # the CI run, about 2.5 minutes of chaos
     pytest tests/chaos --chaos-seconds 1800             # a longer one
@@ -11,12 +14,14 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
 DEFAULT_SECONDS = 150.0
 # Setting up (etcd cluster, agents, VIPs) and the end (restoring, converging, judging).
 OVERHEAD = 240.0
+_SUMMARIES = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,3 +70,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def chaos_settings(request: pytest.FixtureRequest) -> tuple[float, int]:
     return chaos_seconds(request.config), chaos_seed(request.config)
+
+
+@pytest.fixture
+def chaos_report(request: pytest.FixtureRequest) -> Callable[[dict[str, Any]], None]:
+    """Keep a run's summary for the end of pytest's output."""
+    return request.config.stash.setdefault(_SUMMARIES, []).append
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """A chaos summary (tests/chaos/engine.py: Chaos.summary) in a few lines for people."""
+    seed = summary.get("seed")
+    lines = [f"seed {seed} (the same schedule again: --chaos-seed {seed} or LINK_CHAOS_SEED={seed})"]
+    if "gaps" not in summary:  # the run did not get as far as observing
+        return lines + ["no summary: " + (", ".join(f"{k} {v}" for k, v in summary.items() if k != "seed") or "-")]
+    bounds = summary.get("bounds_s", {})
+    faults = summary.get("faults") or {}
+    calls = summary.get("api_calls", {})
+    observer = summary.get("observer", {})
+    lines += [
+        f"{summary.get('seconds')} s, {summary.get('violations')} violation(s)",
+        "faults: " + (", ".join(f"{name} {count}" for name, count in faults.items()) or "none"),
+        f"longest gap {summary.get('longest_gap_s')} s ({summary.get('gaps')} gaps; with a healthy candidate up "
+        f"{summary.get('longest_gap_with_a_candidate_s')} s, bound {bounds.get('gap')} s)",
+        f"longest double {summary.get('longest_double_s')} s ({summary.get('doubles')} doubles; while etcd was reachable "
+        f"{summary.get('longest_double_while_etcd_reachable_s')} s, bound {bounds.get('double')} s)",
+        f"API calls: {calls.get('valid')} valid, {calls.get('invalid')} invalid ("
+        + ", ".join(f"{status}: {count}" for status, count in (calls.get("statuses") or {}).items()) + ")",
+        f"observer: {observer.get('samples')} samples, longest step {observer.get('longest_step_s')} s",
+    ]
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    for summary in config.stash.get(_SUMMARIES, []):
+        terminalreporter.write_sep("=", "chaos summary")
+        for line in summary_lines(summary):
+            terminalreporter.write_line(f"chaos: {line}")

@@ -12,7 +12,7 @@ from tests.chaos.engine import Chaos
 pytestmark = pytest.mark.lab
 
 
-def test_promises_hold_under_random_faults(lab, scripts, chaos_settings):
+def test_promises_hold_under_random_faults(lab, scripts, chaos_settings, chaos_report):
     seconds, seed = chaos_settings
     print(f"chaos: seed {seed}, {seconds:g} s (reproduce with --chaos-seed {seed}); journal {lab.workdir / 'chaos.log'}")
     chaos = Chaos(lab, seed, scripts)
@@ -22,6 +22,7 @@ def test_promises_hold_under_random_faults(lab, scripts, chaos_settings):
     finally:
         summary = chaos.finish() if chaos.observer is not None else {"seed": seed, "setup": "failed"}
         print("chaos summary: " + json.dumps(summary, indent=1, default=str))
+        chaos_report(summary)  # printed at the end of pytest's output, also on success
         chaos.cluster.stop()
     assert not chaos.violations, (
         f"{len(chaos.violations)} violation(s) with seed {seed} (journal: {lab.workdir / 'chaos.log'}):\n"
