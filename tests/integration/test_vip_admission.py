@@ -53,6 +53,31 @@ def test_the_hosts_a_peers_and_etcds_addresses_are_refused_and_nothing_is_touche
     assert resp.status == 409 and "already configured on this host" in error_of(resp)  # its own: a duplicate
 
 
+# ------------------------------------------------------------------------------ one address, one VIP
+@pytest.mark.hosts(2)
+def test_an_address_held_under_another_prefix_or_ipv4_mapped_is_refused_and_never_bound_twice(lab):
+    lab.start_agents()
+    h1, h2 = lab.host(1), lab.host(2)
+    ids = lab.add_vip("198.51.100.67/24", [h2])
+    wait_until(lambda: lab.bound("198.51.100.67/24") == [h2.name], 15, 0.05, "h2 to hold 198.51.100.67/24")
+    assert lab.etcd.get("/link/default/198.51.100.67_24") == "h2"
+    # The same address as a /32: its lock would be another key, and h1 would bind it too.
+    resp = h1.api("POST", "/ips", {"ip": "198.51.100.67/32"})
+    assert resp.status == 409 and "/link/default/198.51.100.67_24, held by h2" in error_of(resp), resp
+    # On h2 itself, which has it as a /24.
+    resp = h2.api("POST", "/ips", {"ip": "198.51.100.67/32"})
+    assert resp.status == 409 and "this agent's VIP 198.51.100.67/24" in error_of(resp), resp
+    # An IPv4 address in IPv6 spelling is refused as what it is not: a host's IPv6 address.
+    for mapped in ("::ffff:198.51.100.67", "::ffff:127.0.0.1", f"::ffff:{h2.ip}"):
+        resp = h1.api("POST", "/ips", {"ip": mapped})
+        assert resp.status == 400 and "IPv4-mapped" in error_of(resp), resp
+    assert h1.api("GET", "/ips").body == {"ips": []} and h1.agent.worker_titles() == {}
+    # The same VIP (same prefix) on both hosts is what link is for.
+    ids.update(lab.add_vip("198.51.100.67/24", [h1]))
+    assert lab.wait_agreement("198.51.100.67/24", ids) == h2.name
+    assert not h1.has("198.51.100.67/24") and not h1.has("198.51.100.67/32")
+
+
 # ------------------------------------------------------------------------------ point 11
 @pytest.mark.hosts(1)
 def test_max_vips_refuses_the_third_vip_with_409(lab):
@@ -148,7 +173,10 @@ def test_a_bad_state_file_stops_the_agent_with_one_line_and_exit_2(lab):
                          ({"version": 1, "vips": [{**entry, "checks": "abc"}]}, f"vips[0] ({VIP_ID}): checks must be a list"),
                          ({"version": 1, "vips": [{**entry, "ip": "198.51.100.999/32"}]}, f"vips[0] ({VIP_ID}): ip "),
                          ({"version": 1, "vips": [entry, {**entry, "ip": "198.51.100.66/32"}]},
-                          f"vips[1] ({VIP_ID}): id is also the id of vips[0]")):
+                          f"vips[1] ({VIP_ID}): id is also the id of vips[0]"),
+                         ({"version": 1, "vips": [entry, {"id": VIP_ID[:-1] + "f", "ip": "198.51.100.65/24"}]},
+                          "ip 198.51.100.65/24 is also the address of vips[0] (198.51.100.65/32)"),
+                         ('{"vips": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply")):
         done = run_agent(lab, h1, state)
         assert done.returncode == 2 and done.stdout == "", (state, done)
         assert done.stderr.count("\n") == 1 and words in done.stderr, (state, done.stderr)
