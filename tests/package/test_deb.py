@@ -1,12 +1,13 @@
 """The Debian package, for real: build it, install it with apt, run the installed agent, purge it.
 
-Runs as root on Debian (12) with apt: `packaging/build-deb.sh`, run from a copy of this work
-tree in a directory only root may enter (as a clone in /root), builds dist/link_<version>_all.deb,
+Runs as root on Debian (12) with apt: `packaging/build-deb.sh` builds dist/link_<version>_all.deb,
 `apt-get install` installs it with Debian's python3 and Debian's own libraries, and the
 installed /usr/bin/link-agent runs in a namespace lab (tests/lab: 198.51.100.0/24 only, no
 link to the machine's interfaces) under the identity its systemd unit gives it: the user
-`link`, only CAP_NET_ADMIN and CAP_NET_RAW (ambient), no_new_privs, and memory-deny-write-
-execute (the kernel's PR_SET_MDWE, the same rule as the unit's MemoryDenyWriteExecute=yes).
+`link`, only CAP_NET_ADMIN and CAP_NET_RAW (ambient), no_new_privs, memory-deny-write-execute
+(the kernel's PR_SET_MDWE, the same rule as the unit's MemoryDenyWriteExecute=yes) and the
+unit's system call filter (SystemCallFilter=, expanded by systemd-analyze, loaded with
+libseccomp: denied calls fail with EPERM, as SystemCallErrorNumber=EPERM says).
 The package is purged at the end, whatever happened.
 
 Slow (dpkg-buildpackage, apt, ~1 minute): marked `package`. Skipped only when it cannot run:
@@ -24,7 +25,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -98,43 +98,9 @@ def purge() -> None:
         run(["apt-get", "purge", "-y", "-q", "link"], timeout=600)
 
 
-def build_in_a_private_clone(private: Path) -> subprocess.CompletedProcess:
-    """packaging/build-deb.sh run from a copy of this work tree in `private`, a directory only
-    root may enter (as root's clones in /root, mode 0700), with TMPDIR in there too; the .deb
-    is copied to dist/ of this checkout."""
-    os.chmod(private, 0o700)
-    assert private.stat().st_uid == 0 and Path(private).parent.stat().st_uid == 0
-    clone = private / "link"
-    names = run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"], timeout=60).stdout
-    for name in filter(None, names.split("\0")):
-        source, target = REPO / name, clone / name
-        if not os.path.lexists(source):
-            continue  # deleted from the work tree, not yet from the index
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            target.symlink_to(os.readlink(source))
-        else:
-            shutil.copy2(source, target)
-    run(["git", "init", "-q", str(clone)], timeout=60)  # a clone: build-deb.sh lists its files with git
-    tmp = private / "tmp"
-    tmp.mkdir(mode=0o700)
-    # The case at stake: the unprivileged user lintian runs as cannot even reach the clone.
-    reach = run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "test", "-r", str(clone / "setup.py")],
-                timeout=30, check=False, cwd="/")
-    assert reach.returncode == 1, f"nobody can read {clone}: not the case under test ({reach.stderr})"
-    build = run(["bash", str(clone / "packaging" / "build-deb.sh")], timeout=900, cwd=clone, env={**APT_ENV, "TMPDIR": str(tmp)})
-    built = clone / "dist" / DEB.name
-    assert built.is_file(), f"build-deb.sh did not leave {built}:\n{build.stdout}"
-    assert not list(tmp.iterdir()), f"build-deb.sh left its build directory behind: {list(tmp.iterdir())}"
-    DEB.parent.mkdir(exist_ok=True)
-    shutil.copy2(built, DEB)
-    return build
-
-
 @pytest.fixture(scope="module")
 def package():
-    """Build the .deb with packaging/build-deb.sh from a private clone, install it with apt;
-    purge it afterwards."""
+    """Build the .deb with packaging/build-deb.sh, install it with apt; purge it afterwards."""
     reason = cannot_run()
     if reason:
         pytest.skip(reason)
@@ -143,11 +109,7 @@ def package():
               if not Path(tool).exists()]
     if needed:
         apt_install(*needed)
-    private = Path(tempfile.mkdtemp(prefix="link-deb-test."))
-    try:
-        build = build_in_a_private_clone(private)
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
+    build = run(["bash", str(REPO / "packaging" / "build-deb.sh")], timeout=900, cwd=REPO)
     assert DEB.is_file(), f"build-deb.sh did not leave {DEB}:\n{build.stdout}"
     try:
         purge()  # a leftover of an earlier run: start from nothing
@@ -238,9 +200,65 @@ def mdwe_supported() -> bool:
     return ctypes.CDLL(None, use_errno=True).prctl(66, 0, 0, 0, 0) >= 0
 
 
+def syscall_set(names: list[str], analyze: str, seen: set[str] | None = None) -> set[str]:
+    """System calls of systemd's groups (@system-service...) and names, groups expanded."""
+    seen = set() if seen is None else seen
+    calls: set[str] = set()
+    for name in names:
+        if not name.startswith("@"):
+            calls.add(name)
+        elif name not in seen:
+            seen.add(name)
+            listed = run([analyze, "syscall-filter", name], timeout=60).stdout.splitlines()[1:]
+            members = [line.strip() for line in listed if line.strip() and not line.strip().startswith("#")]
+            calls |= syscall_set(members, analyze, seen)
+    return calls
+
+
+def unit_syscall_filter() -> list[str] | None:
+    """The system calls the unit allows: its SystemCallFilter= lines in order (the first an
+    allow-list, `~` lines taken away), as systemd computes them; None without systemd-analyze."""
+    analyze = shutil.which("systemd-analyze", path=SYSTEM_PATH)
+    if analyze is None:
+        return None
+    allowed: set[str] = set()
+    for value in unit_values("SystemCallFilter"):
+        deny = value.startswith("~")
+        calls = syscall_set(value.removeprefix("~").split(), analyze)
+        allowed = allowed - calls if deny else allowed | calls
+    assert "capset" not in allowed and "prctl" in allowed and "execve" in allowed, "not the filter this test knows"
+    return sorted(allowed)
+
+
+# Run by Debian's python3 as the unit's user, right before the agent: the unit's system call
+# filter (libseccomp, the library systemd uses), then memory-deny-write-execute, then exec.
+SANDBOX = """\
+import ctypes, errno, os, sys
+allowed, mdwe, argv = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
+if allowed:
+    seccomp = ctypes.CDLL("libseccomp.so.2")
+    seccomp.seccomp_init.restype = ctypes.c_void_p
+    seccomp.seccomp_init.argtypes = [ctypes.c_uint32]
+    seccomp.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    seccomp.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    seccomp.seccomp_load.argtypes = [ctypes.c_void_p]
+    context = seccomp.seccomp_init(0x00050000 | errno.EPERM)  # SCMP_ACT_ERRNO(EPERM) for the rest
+    for name in allowed.split(","):
+        number = seccomp.seccomp_syscall_resolve_name(name.encode())
+        if number >= 0:  # not a system call of this architecture otherwise
+            seccomp.seccomp_rule_add(context, 0x7FFF0000, number, 0)  # SCMP_ACT_ALLOW
+    if seccomp.seccomp_load(context) != 0:
+        sys.exit("seccomp_load failed")
+if mdwe and ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) != 0:
+    sys.exit("PR_SET_MDWE failed")
+os.execv(argv[0], argv)
+"""
+
+
 def agent_command_as_the_unit_runs_it(env_file: str) -> list[str]:
     """The unit's ExecStart (its --env-file pointed at `env_file`), with the unit's user,
-    capabilities, no_new_privs and memory-deny-write-execute (setpriv, PR_SET_MDWE)."""
+    capabilities, no_new_privs (setpriv), system call filter and memory-deny-write-execute
+    (SANDBOX)."""
     user = pwd.getpwnam(unit_values("User")[0])
     caps = ",".join("+" + c.lower().removeprefix("cap_") for c in unit_values("AmbientCapabilities")[0].split())
     bounding = ",".join("+" + c.lower().removeprefix("cap_") for c in unit_values("CapabilityBoundingSet")[0].split())
@@ -249,16 +267,19 @@ def agent_command_as_the_unit_runs_it(env_file: str) -> list[str]:
     if unit_values("NoNewPrivileges") == ["yes"]:
         argv.append("--no-new-privs")
     argv.append("--")
-    if unit_values("MemoryDenyWriteExecute") == ["yes"]:
-        if mdwe_supported():
-            # PR_SET_MDWE(PR_MDWE_REFUSE_EXEC_GAIN) survives execve: the agent runs under it.
-            argv += ["/usr/bin/python3", "-c",
-                     "import ctypes, os, sys\n"
-                     "if ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) != 0: sys.exit('PR_SET_MDWE failed')\n"
-                     "os.execv(sys.argv[1], sys.argv[1:])"]
-        else:
-            warnings.warn(UserWarning("this kernel has no PR_SET_MDWE (Linux < 6.3): the agent ran without "
-                                      "memory-deny-write-execute"))
+    mdwe = unit_values("MemoryDenyWriteExecute") == ["yes"]
+    if mdwe and not mdwe_supported():
+        mdwe = False
+        warnings.warn(UserWarning("this kernel has no PR_SET_MDWE (Linux < 6.3): the agent ran without "
+                                  "memory-deny-write-execute"))
+    allowed = unit_syscall_filter() if unit_values("SystemCallFilter") else []
+    if allowed is None:
+        allowed = []
+        warnings.warn(UserWarning("systemd-analyze is not available here: the agent ran without the unit's "
+                                  "system call filter"))
+    assert unit_values("SystemCallErrorNumber") in ([], ["EPERM"]), "SANDBOX denies with EPERM only"
+    # PR_SET_MDWE(PR_MDWE_REFUSE_EXEC_GAIN) and the seccomp filter survive execve: the agent runs under them.
+    argv += ["/usr/bin/python3", "-c", SANDBOX, ",".join(allowed), "1" if mdwe else "0"]
     exec_start = unit_values("ExecStart")[0].split()
     assert exec_start[0] == "/usr/bin/link-agent", exec_start
     return argv + [env_file if arg == "/etc/default/link" else arg for arg in exec_start]
@@ -312,10 +333,13 @@ def test_installed_agent_binds_a_vip_in_a_lab(package, lab, monkeypatch):
         assert status["Uid"].split()[0] == str(user.pw_uid), (title, status["Uid"])
         assert status["CapEff"] == want_caps and status["CapAmb"] == want_caps, (title, status["CapEff"], status["CapAmb"])
         assert status["NoNewPrivs"] == "1", title
+        if shutil.which("systemd-analyze", path=SYSTEM_PATH):
+            assert status["Seccomp"] == "2", (title, "not under the unit's system call filter")
 
-    # An EXEC check: only from /etc/link/scripts, and run as the agent's user, link.
+    # An EXEC check: only from /etc/link/scripts, run as the agent's user, link, without the
+    # agent's capabilities and unable to gain any (no_new_privs), under the unit's filter.
     program = Path("/etc/link/scripts/link-package-test")
-    program.write_text("#!/bin/sh\nid -u > \"$1\"\n")
+    program.write_text("#!/bin/sh\nid -u > \"$1\"\ngrep -E '^(CapEff|CapPrm|CapAmb|NoNewPrivs):' /proc/$$/status > \"$1.status\"\n")
     program.chmod(0o755)
     uid_file = host.state_dir / "check-uid"
     try:
@@ -332,6 +356,15 @@ def test_installed_agent_binds_a_vip_in_a_lab(package, lab, monkeypatch):
         assert code == 201, body
         wait_until(lambda: uid_file.exists() and uid_file.read_text().strip(), 15, 0.05, "the EXEC check to run")
         assert uid_file.read_text().split() == [str(user.pw_uid)]
+
+        def program_status() -> dict[str, str] | None:
+            # Rewritten at every run: only a whole one counts.
+            lines = Path(f"{uid_file}.status").read_text().splitlines()
+            found = {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+            return found if len(found) == 4 else None
+
+        status = wait_until(program_status, 15, 0.05, "the EXEC check to record its privileges")
+        assert status == {"CapPrm": "0" * 16, "CapEff": "0" * 16, "CapAmb": "0" * 16, "NoNewPrivs": "1"}, status
         assert host.api("DELETE", f"/ips/{body['id']}").status == 204
     finally:
         program.unlink()
