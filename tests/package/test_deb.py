@@ -1,6 +1,7 @@
 """The Debian package, for real: build it, install it with apt, run the installed agent, purge it.
 
-Runs as root on Debian (12) with apt: `packaging/build-deb.sh` builds dist/link_<version>_all.deb,
+Runs as root on Debian (12) with apt: `packaging/build-deb.sh`, run from a copy of this work
+tree in a directory only root may enter (as a clone in /root), builds dist/link_<version>_all.deb,
 `apt-get install` installs it with Debian's python3 and Debian's own libraries, and the
 installed /usr/bin/link-agent runs in a namespace lab (tests/lab: 198.51.100.0/24 only, no
 link to the machine's interfaces) under the identity its systemd unit gives it: the user
@@ -25,6 +26,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -98,9 +100,43 @@ def purge() -> None:
         run(["apt-get", "purge", "-y", "-q", "link"], timeout=600)
 
 
+def build_in_a_private_clone(private: Path) -> subprocess.CompletedProcess:
+    """packaging/build-deb.sh run from a copy of this work tree in `private`, a directory only
+    root may enter (as root's clones in /root, mode 0700), with TMPDIR in there too; the .deb
+    is copied to dist/ of this checkout."""
+    os.chmod(private, 0o700)
+    assert private.stat().st_uid == 0 and Path(private).parent.stat().st_uid == 0
+    clone = private / "link"
+    names = run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"], timeout=60).stdout
+    for name in filter(None, names.split("\0")):
+        source, target = REPO / name, clone / name
+        if not os.path.lexists(source):
+            continue  # deleted from the work tree, not yet from the index
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
+    run(["git", "init", "-q", str(clone)], timeout=60)  # a clone: build-deb.sh lists its files with git
+    tmp = private / "tmp"
+    tmp.mkdir(mode=0o700)
+    # The case at stake: the unprivileged user lintian runs as cannot even reach the clone.
+    reach = run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "test", "-r", str(clone / "setup.py")],
+                timeout=30, check=False, cwd="/")
+    assert reach.returncode == 1, f"nobody can read {clone}: not the case under test ({reach.stderr})"
+    build = run(["bash", str(clone / "packaging" / "build-deb.sh")], timeout=900, cwd=clone, env={**APT_ENV, "TMPDIR": str(tmp)})
+    built = clone / "dist" / DEB.name
+    assert built.is_file(), f"build-deb.sh did not leave {built}:\n{build.stdout}"
+    assert not list(tmp.iterdir()), f"build-deb.sh left its build directory behind: {list(tmp.iterdir())}"
+    DEB.parent.mkdir(exist_ok=True)
+    shutil.copy2(built, DEB)
+    return build
+
+
 @pytest.fixture(scope="module")
 def package():
-    """Build the .deb with packaging/build-deb.sh, install it with apt; purge it afterwards."""
+    """Build the .deb with packaging/build-deb.sh from a private clone, install it with apt;
+    purge it afterwards."""
     reason = cannot_run()
     if reason:
         pytest.skip(reason)
@@ -109,7 +145,11 @@ def package():
               if not Path(tool).exists()]
     if needed:
         apt_install(*needed)
-    build = run(["bash", str(REPO / "packaging" / "build-deb.sh")], timeout=900, cwd=REPO)
+    private = Path(tempfile.mkdtemp(prefix="link-deb-test."))
+    try:
+        build = build_in_a_private_clone(private)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     assert DEB.is_file(), f"build-deb.sh did not leave {DEB}:\n{build.stdout}"
     try:
         purge()  # a leftover of an earlier run: start from nothing
