@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 VERSION = link.__version__
 DEB = REPO / "dist" / f"link_{VERSION}_all.deb"
 UNIT = Path("/lib/systemd/system/link.service")
+RULES = Path("/usr/share/link/prometheus/link-rules.yml")
 VIP = "198.51.100.50/32"
 OTHER_VIP = "198.51.100.51/32"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -195,8 +196,10 @@ def test_installed_files(package):
     listing = set(run(["dpkg-query", "-L", "link"], timeout=30).stdout.split())
     for path in ("/usr/bin/link-agent", "/usr/bin/link-client", str(UNIT), "/etc/default/link",
                  "/usr/share/man/man8/link-agent.8.gz", "/usr/share/man/man1/link-client.1.gz",
-                 "/usr/share/doc/link/README.Debian", "/usr/lib/python3/dist-packages/link/agent.py"):
+                 "/usr/share/doc/link/README.Debian", "/usr/lib/python3/dist-packages/link/agent.py", str(RULES)):
         assert path in listing, f"the package does not install {path}"
+    # The Prometheus rules as tested by tests/prometheus/link-rules.test.yml, byte for byte.
+    assert RULES.read_bytes() == (REPO / "packaging" / "prometheus" / "link-rules.yml").read_bytes()
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", "link"], timeout=30).stdout
     assert "/etc/default/link" in conffiles, "/etc/default/link must be a conffile (kept on upgrade)"
     assert (REPO / "packaging" / "debian" / "link.default").read_text() == Path("/etc/default/link").read_text()
