@@ -25,7 +25,8 @@ setup(
         "psutil>=5.9",
         "prometheus-client>=0.16",
     ],
-    extras_require={"test": ["pytest>=7", "schemathesis>=4", "matplotlib>=3.6"]},  # matplotlib: the benchmarks' plots
+    # matplotlib: the benchmarks' plots; pyyaml: the tests of the shipped Prometheus rules
+    extras_require={"test": ["pytest>=7", "schemathesis>=4", "matplotlib>=3.6", "pyyaml>=5.4"]},
     entry_points={
         "console_scripts": [
             "link-agent=link.agent:main",

@@ -17,14 +17,50 @@ apt_install_missing() {  # apt_install_missing WHO PACKAGE...: install those not
     return 1
   fi
   echo "$who: apt-get install ${missing[*]}"
-  local log
+  local log held=false rc=0
   log=$(mktemp -t link-apt.XXXXXX)
-  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+  case " ${missing[*]} " in *" prometheus "*) held=true; _prometheus_service_held ;; esac
+  { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1 || rc=$?
+  if $held; then
+    _prometheus_service_off
+    [ "$rc" -ne 0 ] || echo "$who: prometheus installed for promtool and the lab tests; its own service left stopped and disabled"
+  fi
+  if [ "$rc" -ne 0 ]; then
     echo "$who: FAILED: apt-get install ${missing[*]}" >&2
     tail -n 60 "$log" >&2
     rm -f "$log"
     return 1
   fi
   rm -f "$log"
+}
+
+# Debian's prometheus package starts its service when installed (every address, port 9090);
+# the tests run their own Prometheus inside a lab namespace, so an install made here leaves
+# that service stopped and disabled. systemd: the unit is masked during the install
+# (deb-systemd-helper keeps a mask it did not make, and its start fails harmlessly), then
+# unmasked and disabled. SysV init: a policy-rc.d, only when there is none, refuses every start
+# (invoke-rc.d asks it) while apt runs; the init script is disabled afterwards.
+_own_policy_rc=""
+_prometheus_service_held() {
+  if [ -d /run/systemd/system ]; then
+    systemctl mask --quiet prometheus.service
+  elif [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# link scripts/apt-packages.sh: no service starts during this apt-get install\nexit 101\n' \
+      >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    _own_policy_rc=/usr/sbin/policy-rc.d
+  fi
+}
+_prometheus_service_off() {
+  if [ -d /run/systemd/system ]; then
+    systemctl unmask --quiet prometheus.service
+    systemctl disable --now --quiet prometheus.service 2>/dev/null || true
+  else
+    if [ -n "$_own_policy_rc" ]; then
+      rm -f "$_own_policy_rc"
+      _own_policy_rc=""
+    fi
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
 }

@@ -7,9 +7,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/apt-packages.sh
 
 # keepalived is the benchmarks' reference (their smoke test is in the suite); Debian's own
-# Python libraries are what the .deb runs on, and what the benchmarks run agents on.
+# Python libraries are what the .deb runs on, and what the benchmarks run agents on; prometheus
+# gives promtool (the shipped alerting rules' unit tests) and the server the lab test runs.
 packages=(etcd-server etcd-client iproute2 tcpdump iputils-ping procps openssl python3 python3-venv keepalived
-          "${DEBIAN_PYTHON_LIBS[@]}")
+          prometheus "${DEBIAN_PYTHON_LIBS[@]}")
 log=$(mktemp -t link-install.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
@@ -28,7 +29,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 apt_install_missing install.sh "${packages[@]}"
-for tool in /usr/bin/etcd ip tcpdump ping ps python3; do
+for tool in /usr/bin/etcd ip tcpdump ping ps python3 /usr/bin/promtool /usr/bin/prometheus; do
   command -v "$tool" >/dev/null || { echo "install.sh: $tool is missing after the install" >&2; exit 1; }
 done
 

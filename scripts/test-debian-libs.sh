@@ -32,7 +32,8 @@ done
 
 die() { echo "test-debian-libs.sh: $*" >&2; exit 1; }
 
-packages=("${DEBIAN_PYTHON_LIBS[@]}" python3-pytest)
+# python3-yaml and prometheus (promtool): the tests of the shipped Prometheus rules.
+packages=("${DEBIAN_PYTHON_LIBS[@]}" python3-pytest python3-yaml prometheus)
 if [ "$lab" = 1 ]; then
   packages+=(python3-venv etcd-server iproute2 tcpdump iputils-ping procps)
 fi
