@@ -7,13 +7,16 @@ positive control proved that accepted programs do run in the same window.
 """
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import subprocess
 import time
 
 import pytest
 
 from tests.lab import wait_until
+from tests.lab.lab import agent_command
 
 pytestmark = pytest.mark.lab
 
@@ -177,3 +180,34 @@ def test_programs_run_as_nobody_by_default_and_as_script_user_when_set(lab, scri
     for host in (h1, h2):
         assert (scripts.out / f"check.{host.name}").read_text().strip() == expected[host.name]
     assert (scripts.out / f"activate.{holder.name}").read_text().strip() == expected[holder.name]
+
+
+VIP_ID = "vip-3f0c2a41-6d1e-4b7a-9c55-2e8d1f0a7b63"
+OTHER_ID = "vip-3f0c2a41-6d1e-4b7a-9c55-2e8d1f0a7b64"
+
+
+@pytest.mark.hosts(1)
+def test_a_system_scripts_dir_stops_the_agent_and_kept_vips_refused_programs_are_said_at_start(lab, scripts):
+    h1 = lab.host(1)
+    for directory in ("/usr", "/bin", "/"):  # /bin/sh would be a program API users could run with -c
+        done = subprocess.run(["ip", "netns", "exec", h1.ns, *agent_command()],
+                              env=lab.agent_env_for(h1, {"SCRIPTS_DIR": directory}), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, (directory, done)
+        assert f"SCRIPTS_DIR {directory!r}" in done.stderr and "put no shell or interpreter" in done.stderr, done.stderr
+
+    # An upgrade from a version without SCRIPTS_DIR: the kept VIPs' programs are refused now, said
+    # at start (one line per VIP and field), before anything ran.
+    open_program = scripts.add("open", "exit 0\n", mode=0o777)
+    fine = scripts.add("fine", "exit 0\n")
+    kept = [{"id": VIP_ID, "ip": VIP, "checks": [{"type": "EXEC", "command": ["/usr/local/bin/check-db", "--quick"]}]},
+            {"id": OTHER_ID, "ip": OTHER_VIP, "binder": "command",
+             "command": {"activate": [open_program], "deactivate": [fine]}}]
+    (h1.state_dir / "vips.json").write_text(json.dumps({"version": 1, "vips": kept}))
+    lab.start_agents(SCRIPTS_DIR=str(scripts.path))
+    lines = [line for line in h1.log_path.read_text(errors="replace").splitlines() if "it will not run" in line]
+    assert len(lines) == 2, lines
+    assert (f"{VIP} ({VIP_ID}): checks[0].command[0] '/usr/local/bin/check-db' is not inside SCRIPTS_DIR "
+            f"{scripts.path}") in lines[0] and "WARNING" in lines[0].upper()
+    assert f"{OTHER_VIP} ({OTHER_ID}): command.activate[0] {open_program!r} is writable by group or others" in lines[1]
+    assert not log_lines(h1, "does not exist: no program")
