@@ -69,9 +69,16 @@ def address_of(vip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 def same_address_as(vip: str, others: Iterable[str]) -> str | None:
     """The first of `others` (canonical VIPs) with the address of `vip`, whatever its prefix;
-    None when there is none. The supervisor's duplicate test on add."""
+    None when there is none. The supervisor's duplicate test on add. An item of `others` that
+    is no VIP at all is skipped (it has no address to share), never a crash."""
     address = address_of(vip)
-    return next((other for other in others if address_of(other) == address), None)
+    for other in others:
+        try:
+            if address_of(other) == address:
+                return other
+        except ValueError:
+            continue
+    return None
 
 
 def lock_prefix_of_address(vip: str) -> str:

@@ -281,6 +281,7 @@ def test_address_of_is_the_one_notion_of_the_same_vip_whatever_the_prefix():
     # What the supervisor's duplicate test on add calls (link/supervisor/requests.py, op_add).
     assert same_address_as("198.51.100.5/32", ["198.51.100.50/32", "198.51.100.5/24"]) == "198.51.100.5/24"
     assert same_address_as("198.51.100.5/32", ["198.51.100.50/32", "2001:db8::5/128"]) is None
+    assert same_address_as("198.51.100.5/32", ["None", "", "198.51.100.5/32"]) == "198.51.100.5/32"
     assert lock_prefix_of_address("198.51.100.5/24") == "/link/default/198.51.100.5_"
     assert candidates_prefix_of_address("2001:db8::5/64") == "/link/ips/2001:db8::5_"
 
