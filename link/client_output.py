@@ -183,12 +183,8 @@ def _binder(ip: dict[str, Any]) -> Lines:
             lines += _fields(kind, settings)
             continue
         lines += [(f"  {_label(key)}", _setting(key, value)) for key, value in settings.items() if value is not None]
-    status = ip.get("binder_status")
-    if isinstance(status, dict):
-        lines.append(("binder status", ""))
-        lines += [(f"  {_label(key)}", _scalar(value)) for key, value in status.items()]
-    elif "binder_status" in ip:
-        lines += _fields("binder status", status)
+    if "binder_status" in ip:  # ok, action, error, attempts, since: one indented line each
+        lines += _fields("binder status", ip["binder_status"])
     return lines
 
 
