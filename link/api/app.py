@@ -1,7 +1,7 @@
 """The HTTP API, compatible with LinK v2: a bottle app that relays every request to the supervisor.
 
-The app holds no state. Each request becomes one `call({"op": ...})` whose answer is the
-supervisor's (see docs/ARCHITECTURE.md, "Pipe protocol"); the app only checks the input
+The app holds no state. Each request becomes one `call(<request>)` (a message of
+`link.protocol`) whose answer is the supervisor's; the app only checks the input
 (`link.api.validation`), maps answers to HTTP, and makes sure every error, bottle's own
 included, is a JSON object `{"error": "..."}` served as application/json. The routes are
 described by `link/api/openapi.json`, served at `GET /openapi.json`.
@@ -24,6 +24,7 @@ from link.api import metrics
 from link.api.guard import FailureGuard
 from link.config import DEFAULT_SCRIPTS_DIR
 from link.api.admission import check_programs, check_webhook_allowed
+from link import protocol
 from link.api.validation import (
     JSON_TYPE,
     ApiError,
@@ -37,7 +38,7 @@ from link.api.validation import (
 
 log = logging.getLogger(__name__)
 
-Call = Callable[[dict[str, Any]], dict[str, Any]]
+Call = Callable[[protocol.Message], protocol.Answer]
 Handler = Callable[..., bottle.HTTPResponse]
 
 AUTH_CHALLENGE = 'Basic realm="link"'
@@ -86,20 +87,16 @@ def credentials_match(header: str, user: bytes, password: bytes) -> bool:
     return hmac.compare_digest(got_user, user) & hmac.compare_digest(got_password, password)
 
 
-def _unwrap(answer: object, *, not_found: Mapping[str, Any] | None = None) -> Any:
+def _unwrap(answer: protocol.Answer, *, not_found: Mapping[str, Any] | None = None) -> Any:
     """The result of a supervisor answer, or ApiError with the status the supervisor chose."""
-    if not isinstance(answer, dict):
-        raise RuntimeError(f"the supervisor answered {answer!r:.200}, not a dict")
-    if answer.get("ok") is True:
-        return answer.get("result")
-    status, error = answer.get("status"), answer.get("error")
-    message = error if isinstance(error, str) and error else "the supervisor refused the request"
-    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
-        log.error("the supervisor answered with status %r (%s); answering 500", status, message)
-        status = 500
-    if status == 404 and not_found is not None:
+    if isinstance(answer, protocol.Done):
+        return answer.result
+    if not isinstance(answer, protocol.Refused):
+        raise RuntimeError(f"the supervisor answered {answer!r:.200}, not an answer")
+    message = answer.error or "the supervisor refused the request"
+    if answer.status == 404 and not_found is not None:
         raise ApiError(404, message, payload=not_found)
-    raise ApiError(status, message)
+    raise ApiError(answer.status, message)
 
 
 def _endpoint(handler: Handler) -> Handler:
@@ -192,7 +189,7 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
 
     @_endpoint
     def list_ips() -> bottle.HTTPResponse:
-        ips = _unwrap(call({"op": "list"}))
+        ips = _unwrap(call(protocol.ListIps()))
         return json_response(200, {"ips": [present_ip(ip) for ip in ips] if isinstance(ips, list) else ips})
 
     @_endpoint
@@ -203,15 +200,16 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
         check_webhook_allowed(request, webhook_allowed_urls)
         check_programs(request, scripts_dir)
         if reserved is not None:
-            reserved(request["ip"], lambda: {str(ip.get("ip")) for ip in _unwrap(call({"op": "list"})) or ()})
-        created = _unwrap(call({"op": "add", **request}))
+            reserved(request["ip"], lambda: {str(ip.get("ip")) for ip in _unwrap(call(protocol.ListIps())) or ()})
+        settings = {name: value for name, value in request.items() if name != "ip"}
+        created = _unwrap(call(protocol.AddIp(request["ip"], settings)))
         log.info("%s added %s", client(), request["ip"])
         # LinK answers the bare IP object here, unlike GET /ips/<id> which wraps it.
         return json_response(201, present_ip(created))
 
     @_endpoint
     def get_ip(vip_id: str) -> bottle.HTTPResponse:
-        found = _unwrap(call({"op": "get", "vip_id": check_vip_id(vip_id)}), not_found=NOT_FOUND_BODY)
+        found = _unwrap(call(protocol.GetIp(check_vip_id(vip_id))), not_found=NOT_FOUND_BODY)
         return json_response(200, {"ip": present_ip(found)})
 
     @_endpoint
@@ -221,14 +219,14 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
         check_content_type(environ.get("CONTENT_TYPE", ""))
         changes = parse_update_body(read_body(environ))
         check_programs(changes, scripts_dir)
-        updated = _unwrap(call({"op": "update", "vip_id": vip_id, **changes}), not_found=NOT_FOUND_BODY)
+        updated = _unwrap(call(protocol.UpdateIp(vip_id, changes)), not_found=NOT_FOUND_BODY)
         log.info("%s updated %s: %s", client(), vip_id, ", ".join(sorted(changes)))
         # LinK's PATCH answers the bare IP object, as its POST does.
         return json_response(200, present_ip(updated))
 
     @_endpoint
     def delete_ip(vip_id: str) -> bottle.HTTPResponse:
-        _unwrap(call({"op": "delete", "vip_id": check_vip_id(vip_id)}), not_found=NOT_FOUND_BODY)
+        _unwrap(call(protocol.DeleteIp(check_vip_id(vip_id))), not_found=NOT_FOUND_BODY)
         log.info("%s deleted %s", client(), vip_id)
         return bottle.HTTPResponse(status=204)
 
@@ -239,18 +237,18 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
         check_failover_body(read_body(environ), environ.get("CONTENT_TYPE", ""))
         # Answered once this host has unbound the VIP and given up its lock; 409 (passed on
         # as the supervisor words it) when this host does not hold it or no peer competes.
-        _unwrap(call({"op": "failover", "vip_id": vip_id}), not_found=NOT_FOUND_BODY)
+        _unwrap(call(protocol.FailoverIp(vip_id)), not_found=NOT_FOUND_BODY)
         log.info("%s made %s fail over", client(), vip_id)
         return bottle.HTTPResponse(status=204)
 
     @_endpoint
     def get_events(vip_id: str) -> bottle.HTTPResponse:
-        events = _unwrap(call({"op": "events", "vip_id": check_vip_id(vip_id)}), not_found=NOT_FOUND_BODY)
+        events = _unwrap(call(protocol.GetEvents(check_vip_id(vip_id))), not_found=NOT_FOUND_BODY)
         return json_response(200, {"events": events})
 
     @_endpoint
     def get_metrics() -> bottle.HTTPResponse:
-        answer = _unwrap(call({"op": "metrics"}))
+        answer = _unwrap(call(protocol.GetMetrics()))
         body = metrics.render(answer if isinstance(answer, dict) else {}, version)
         return bottle.HTTPResponse(body=body, status=200, headers={"Content-Type": metrics.CONTENT_TYPE_LATEST})
 

@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Callable, NoReturn
 
 import setproctitle
 
@@ -25,6 +25,7 @@ from link import logs
 from link.api import http_server
 from link.api.app import make_app
 from link.config import Config
+from link.protocol import Answer, Done, Family, Message, ProtocolError, Refused, answer_id, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class SupervisorClient:
         # lock, so it keeps draining answers even while a sender is blocked on a full pipe.
         self._send_lock = threading.Lock()
         self._pending_lock = threading.Lock()
-        self._pending: dict[int, Future[dict[str, Any]]] = {}
+        self._pending: dict[int, Future[Answer]] = {}
         self._closed = False
         self._reader = threading.Thread(target=self._read_answers, name="link-api-pipe-reader", daemon=True)
 
@@ -73,14 +74,14 @@ class SupervisorClient:
     def start(self) -> None:
         self._reader.start()
 
-    def call(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Send `{"op": ..., ...}` and wait for its answer (a dict, `ok` true or false).
+    def call(self, request: Message) -> Answer:
+        """Send a request (link.protocol) and wait for its answer (Done or Refused).
 
         Raises TimeoutError when no answer comes within the timeout, ConnectionError when the
-        supervisor is gone.
+        supervisor is gone, ProtocolError when its answer is not one.
         """
-        op = request.get("op", "?")
-        future: Future[dict[str, Any]] = Future()
+        op = type(request).kind
+        future: Future[Answer] = Future()
         with self._pending_lock:
             if self._closed:
                 raise ConnectionError("the supervisor is gone")
@@ -88,7 +89,7 @@ class SupervisorClient:
             self._pending[request_id] = future
         try:
             with self._send_lock:
-                self._conn.send({**request, "id": request_id})
+                self._conn.send(encode(request, request_id))
         except OSError as exc:
             self._forget(request_id)
             raise ConnectionError(f"cannot send to the supervisor: {exc}") from exc
@@ -124,17 +125,22 @@ class SupervisorClient:
         if self._on_closed is not None:
             self._on_closed()
 
-    def _dispatch(self, answer: object) -> None:
-        request_id = answer.get("id") if isinstance(answer, dict) else None
-        if not isinstance(request_id, int) or isinstance(request_id, bool):
-            log.warning("dropped a message without a request id from the supervisor: %.200r", answer)
+    def _dispatch(self, wire: object) -> None:
+        request_id = answer_id(wire)
+        if request_id is None:
+            log.warning("dropped a message without a request id from the supervisor: %.200r", wire)
             return
         with self._pending_lock:
             future = self._pending.pop(request_id, None)
         if future is None:
             log.info("dropped a late answer to request %d (it had timed out)", request_id)
             return
-        assert isinstance(answer, dict)
+        try:
+            answer = decode(wire, Family.ANSWER)
+        except ProtocolError as exc:
+            future.set_exception(exc)  # that request fails (500); the stream is still in step
+            return
+        assert isinstance(answer, (Done, Refused))
         future.set_result(answer)
 
     def _fail_pending(self) -> None:

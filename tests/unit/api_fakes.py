@@ -1,7 +1,8 @@
-"""Fakes for the API tests: the supervisor's side of the pipe (every op over a dict, called
-directly or behind a real Pipe) and a WSGI request helper that needs no socket."""
+"""Fakes for the API tests: the supervisor's side of the pipe (every request of link.protocol,
+called directly or behind a real Pipe) and a WSGI request helper that needs no socket."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import random
@@ -9,13 +10,16 @@ import threading
 import uuid
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
+from link import protocol
+
 
 class FakeSupervisor:
-    """Answers `call(request)` like the supervisor does (docs/ARCHITECTURE.md, "Pipe protocol")."""
+    """Answers `call(request)` like the supervisor does (link.protocol's requests and answers);
+    `requests` keeps each request as it would cross the pipe."""
 
     def __init__(self, *, default_fault_policy: str = "activate") -> None:
         self.ips: dict[str, dict[str, Any]] = {}
@@ -37,50 +41,66 @@ class FakeSupervisor:
                  "metrics": self.worker_metrics.get(ip["id"], {})} for ip in self.ips.values()]
         return {"workers": sum(1 for ip in self.ips.values() if ip["worker"]["pid"] is not None), "vips": vips}
 
-    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, request: protocol.Message) -> protocol.Answer:
         with self._lock:
-            self.requests.append(dict(request))
+            self.requests.append(protocol.encode(request))  # what would cross the pipe
             if self.fail_with is not None:
                 raise self.fail_with
-            op = request["op"]
-            if op == "list":
-                return {"ok": True, "result": list(self.ips.values())}
-            if op == "add":
-                return self._add(request)
-            if op == "metrics":
-                return {"ok": True, "result": self.metrics_answer()}
-            vip_id = request.get("vip_id")
-            found = self.ips.get(vip_id) if isinstance(vip_id, str) else None
-            if op not in ("get", "update", "delete", "failover", "events"):
-                return {"ok": False, "status": 400, "error": f"unknown operation {op!r}"}
-            if found is None:
-                return _not_found(str(vip_id))
-            if op == "get":
-                return {"ok": True, "result": found}
-            if op == "events":
-                return {"ok": True, "result": list(self.events.get(found["id"], []))}
-            if op == "update":
-                self._apply(found, request)
-                return {"ok": True, "result": found}
-            if op == "delete":
-                del self.ips[found["id"]]
-                return {"ok": True, "result": None}
-            error = self.failover_errors.get(found["id"])
-            if error is not None:
-                return {"ok": False, "status": 409, "error": error}
-            found["status"], found["holder"] = "STANDBY", "h2"
-            return {"ok": True, "result": None}
+            result = self._dispatch(request)
+            return result if isinstance(result, protocol.Refused) else protocol.Done(0, result)
 
-    def _add(self, request: dict[str, Any]) -> dict[str, Any]:
-        if any(ip["ip"] == request["ip"] for ip in self.ips.values()):
-            return {"ok": False, "status": 409, "error": f"ip {request['ip']} is already configured on this host"}
+    def _found(self, vip_id: str) -> dict[str, Any]:
+        found = self.ips.get(vip_id)
+        if found is None:
+            raise _Refusal(404, "not found")
+        return found
+
+    def _get(self, request: protocol.GetIp) -> Any:
+        return self._found(request.vip_id)
+
+    def _events(self, request: protocol.GetEvents) -> Any:
+        return list(self.events.get(self._found(request.vip_id)["id"], []))
+
+    def _update(self, request: protocol.UpdateIp) -> Any:
+        found = self._found(request.vip_id)
+        self._apply(found, request.settings)
+        return found
+
+    def _delete(self, request: protocol.DeleteIp) -> Any:
+        del self.ips[self._found(request.vip_id)["id"]]
+        return None
+
+    def _failover(self, request: protocol.FailoverIp) -> Any:
+        found = self._found(request.vip_id)
+        error = self.failover_errors.get(found["id"])
+        if error is not None:
+            raise _Refusal(409, error)
+        found["status"], found["holder"] = "STANDBY", "h2"
+        return None
+
+    def _add(self, request: protocol.AddIp) -> Any:
+        if any(ip["ip"] == request.ip for ip in self.ips.values()):
+            raise _Refusal(409, f"ip {request.ip} is already configured on this host")
         vip_id = f"vip-{uuid.uuid4()}"
-        created = ip_object(vip_id, request["ip"], fault_policy=self.default_fault_policy)
-        self._apply(created, request)
+        created = ip_object(vip_id, request.ip, fault_policy=self.default_fault_policy)
+        self._apply(created, request.settings)
         self.ips[vip_id] = created
-        return {"ok": True, "result": created}
+        return created
 
-    def _apply(self, ip: dict[str, Any], request: dict[str, Any]) -> None:
+    def _dispatch(self, request: protocol.Message) -> Any:
+        # The supervisor's dispatch style (link.protocol.Dispatcher): one handler per request.
+        handle = protocol.Dispatcher(protocol.Family.REQUEST, {
+            protocol.ListIps: lambda _: list(self.ips.values()),
+            protocol.GetMetrics: lambda _: self.metrics_answer(),
+            protocol.AddIp: self._add, protocol.GetIp: self._get, protocol.GetEvents: self._events,
+            protocol.UpdateIp: self._update, protocol.DeleteIp: self._delete, protocol.FailoverIp: self._failover,
+        })
+        try:
+            return handle(request)
+        except _Refusal as refusal:
+            return protocol.Refused(0, refusal.status, refusal.error)
+
+    def _apply(self, ip: dict[str, Any], request: Mapping[str, Any]) -> None:
         # As the supervisor's records: seconds as a float, "" meaning the agent's policy.
         if "checks" in request:
             ip["checks"] = list(request["checks"])
@@ -98,6 +118,12 @@ class FakeSupervisor:
                 ip["command"] = dict(request["command"])
             if request.get("webhook") is not None:
                 ip["webhook"] = {**request["webhook"], "secret": "***"}
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status, self.error = status, error
 
 
 def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: str = "activate") -> dict[str, Any]:
@@ -118,10 +144,6 @@ def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: st
     }
 
 
-def _not_found(vip_id: str) -> dict[str, Any]:
-    return {"ok": False, "status": 404, "error": "not found"}
-
-
 class ShufflingSupervisor(threading.Thread):
     """The supervisor's end of a real Pipe: answers whatever has arrived in random order, and
     holds each `delete` back one round, as the real one waits for the worker before answering."""
@@ -135,22 +157,22 @@ class ShufflingSupervisor(threading.Thread):
         self.answer_order: list[int] = []
 
     def run(self) -> None:
-        held: list[dict[str, Any]] = []
+        held: list[tuple[int, protocol.Message]] = []
         while True:
-            batch: list[dict[str, Any]] = []
+            batch: list[tuple[int, protocol.Message]] = []
             try:
                 while self.conn.poll(0.02):
-                    batch.append(self.conn.recv())
+                    batch.append(protocol.decode_request(self.conn.recv()))
             except (EOFError, OSError):
                 return
-            self.sent_order += [m["id"] for m in batch]
-            deletes = [m for m in batch if m["op"] == "delete"]
-            now = held + [m for m in batch if m["op"] != "delete"]
+            self.sent_order += [request_id for request_id, _ in batch]
+            deletes = [m for m in batch if isinstance(m[1], protocol.DeleteIp)]
+            now = held + [m for m in batch if not isinstance(m[1], protocol.DeleteIp)]
             held = deletes
             self.random.shuffle(now)
-            for message in now:
-                answer = {**self.logic({k: v for k, v in message.items() if k != "id"}), "id": message["id"]}
-                self.answer_order.append(message["id"])
+            for request_id, request in now:
+                answer = protocol.encode(dataclasses.replace(self.logic(request), id=request_id))
+                self.answer_order.append(request_id)
                 try:
                     self.conn.send(answer)
                 except OSError:

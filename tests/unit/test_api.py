@@ -8,6 +8,7 @@ from typing import Any
 import bottle
 import pytest
 
+from link import protocol
 from link.api import MAX_BODY_BYTES, make_app
 from tests.unit.api_fakes import FakeSupervisor, WsgiResponse, wsgi_request
 
@@ -296,8 +297,8 @@ def test_a_supervisor_that_does_not_answer_is_503(app: bottle.Bottle, sup: FakeS
 
 
 def test_a_supervisor_error_status_is_passed_on(app: bottle.Bottle) -> None:
-    def call(request: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": False, "status": 503, "error": "the agent is shutting down"}
+    def call(request: protocol.Message) -> protocol.Answer:
+        return protocol.Refused(1, 503, "the agent is shutting down")
 
     res = wsgi_request(make_app(call, version=VERSION), "GET", "/ips")
     assert_json_error(res, 503, "the agent is shutting down")
@@ -305,15 +306,20 @@ def test_a_supervisor_error_status_is_passed_on(app: bottle.Bottle) -> None:
 
 @pytest.mark.parametrize(
     "answer",
-    [None, "ok", {"ok": False, "status": 200, "error": "odd"}, {"ok": False, "status": "404", "error": "odd"}, {"ok": False}],
+    [None, "ok", {"id": 1, "ok": False, "status": 200, "error": "odd"}, {"id": 1, "ok": False, "status": "404", "error": "odd"},
+     {"id": 1, "ok": False}, {"id": 1, "ok": "yes", "result": []}, {"id": 1, "ok": True, "result": [], "extra": 1}],
 )
 def test_a_malformed_supervisor_answer_is_500(answer: Any) -> None:
-    res = wsgi_request(make_app(lambda request: answer, version=VERSION), "GET", "/ips")
+    def call(request: protocol.Message) -> protocol.Answer:
+        # What the API process's pipe reader does with what the supervisor sent (link.api.server).
+        return protocol.decode(answer, protocol.Family.ANSWER)  # type: ignore[return-value]
+
+    res = wsgi_request(make_app(call, version=VERSION), "GET", "/ips")
     assert_json_error(res, 500)
 
 
 def test_an_unexpected_exception_is_500_without_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    def call(request: dict[str, Any]) -> dict[str, Any]:
+    def call(request: protocol.Message) -> protocol.Answer:
         raise RuntimeError("secret detail from deep inside")
 
     res = wsgi_request(make_app(call, version=VERSION), "GET", "/ips")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from link import protocol
 from link.api.server import EXIT_CANNOT_LISTEN, EXIT_OK, SupervisorClient, run_api
 from link.config import Config, load
 from tests.unit.api_fakes import ShufflingSupervisor, run_in_threads
@@ -29,15 +30,15 @@ def test_50_threads_each_get_their_own_answers_back() -> None:
 
     def one_user(index: int) -> None:
         ip = f"198.51.100.{index + 1}/32"
-        added = client.call({"op": "add", "ip": ip})
-        assert added["ok"] and added["result"]["ip"] == ip
-        vip_id = added["result"]["id"]
-        got = client.call({"op": "get", "vip_id": vip_id})
-        assert got["ok"] and got["result"]["id"] == vip_id and got["result"]["ip"] == ip
-        deleted = client.call({"op": "delete", "vip_id": vip_id})
-        assert deleted == {"ok": True, "result": None, "id": deleted["id"]}
-        gone = client.call({"op": "get", "vip_id": vip_id})
-        assert not gone["ok"] and gone["status"] == 404
+        added = client.call(protocol.AddIp(ip))
+        assert isinstance(added, protocol.Done) and added.result["ip"] == ip
+        vip_id = added.result["id"]
+        got = client.call(protocol.GetIp(vip_id))
+        assert isinstance(got, protocol.Done) and got.result["id"] == vip_id and got.result["ip"] == ip
+        deleted = client.call(protocol.DeleteIp(vip_id))
+        assert deleted == protocol.Done(deleted.id, None)
+        gone = client.call(protocol.GetIp(vip_id))
+        assert isinstance(gone, protocol.Refused) and gone.status == 404
 
     errors = run_in_threads(50, one_user)
     assert not errors, errors[0]
@@ -48,11 +49,11 @@ def test_50_threads_each_get_their_own_answers_back() -> None:
     supervisor_end.close()
 
 
-def test_the_request_dict_is_not_changed_and_ids_are_the_clients() -> None:
+def test_requests_cross_as_the_protocol_encodes_them_and_ids_are_the_clients() -> None:
     api_end, supervisor_end = multiprocessing.Pipe()
     client = SupervisorClient(api_end, timeout=5)
     client.start()
-    request = {"op": "list"}
+    request = protocol.ListIps()
     seen: list[dict[str, Any]] = []
 
     def answer_two() -> None:
@@ -63,11 +64,10 @@ def test_the_request_dict_is_not_changed_and_ids_are_the_clients() -> None:
 
     thread = threading.Thread(target=answer_two)
     thread.start()
-    assert client.call(request)["ok"]
-    assert client.call(request)["ok"]
+    assert client.call(request) == protocol.Done(1, [])
+    assert client.call(request) == protocol.Done(2, [])
     thread.join(5)
-    assert request == {"op": "list"}
-    assert [m["id"] for m in seen] == [1, 2]
+    assert seen == [{"op": "list", "id": 1}, {"op": "list", "id": 2}]
 
 
 def test_no_answer_in_time_is_a_timeout_and_a_late_answer_is_dropped() -> None:
@@ -76,7 +76,7 @@ def test_no_answer_in_time_is_a_timeout_and_a_late_answer_is_dropped() -> None:
     client.start()
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="'list'"):
-        client.call({"op": "list"})
+        client.call(protocol.ListIps())
     assert time.monotonic() - started < 5
     late = supervisor_end.recv()
     # The late answer, a message without id, then the answer to the next request.
@@ -89,7 +89,26 @@ def test_no_answer_in_time_is_a_timeout_and_a_late_answer_is_dropped() -> None:
 
     thread = threading.Thread(target=answer_next)
     thread.start()
-    assert client.call({"op": "list"})["result"] == ["fresh"]
+    assert client.call(protocol.ListIps()) == protocol.Done(2, ["fresh"])
+    thread.join(5)
+
+
+def test_a_malformed_answer_fails_its_request_only() -> None:
+    api_end, supervisor_end = multiprocessing.Pipe()
+    client = SupervisorClient(api_end, timeout=5)
+    client.start()
+
+    def answer_two() -> None:
+        first = supervisor_end.recv()
+        supervisor_end.send({"id": first["id"], "ok": False, "status": "404", "error": "odd"})
+        second = supervisor_end.recv()
+        supervisor_end.send({"id": second["id"], "ok": True, "result": ["fine"]})
+
+    thread = threading.Thread(target=answer_two)
+    thread.start()
+    with pytest.raises(protocol.ProtocolError, match="'status'"):
+        client.call(protocol.ListIps())
+    assert client.call(protocol.ListIps()) == protocol.Done(2, ["fine"])
     thread.join(5)
 
 
@@ -102,7 +121,7 @@ def test_the_supervisor_going_away_fails_waiting_and_later_calls() -> None:
 
     def waiting() -> None:
         try:
-            client.call({"op": "delete", "vip_id": "vip-x"})
+            client.call(protocol.DeleteIp("vip-x"))
         except BaseException as exc:
             errors.append(exc)
 
@@ -115,7 +134,7 @@ def test_the_supervisor_going_away_fails_waiting_and_later_calls() -> None:
     assert len(errors) == 1 and isinstance(errors[0], ConnectionError)
     assert client.closed
     with pytest.raises(ConnectionError):
-        client.call({"op": "list"})
+        client.call(protocol.ListIps())
 
 
 # --- run_api as a process -----------------------------------------------------------------------

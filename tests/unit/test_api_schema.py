@@ -18,6 +18,7 @@ from typing import Any
 import bottle
 import pytest
 
+from link import protocol
 from link.api import make_app
 from link.api.app import openapi_document
 from link.api.guard import FailureGuard
@@ -120,8 +121,8 @@ class AnyIdSupervisor(FakeSupervisor):
     below 8, a VIP held elsewhere (failover: 409); otherwise unknown (404).
     """
 
-    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
-        vip_id = request.get("vip_id")
+    def __call__(self, request: protocol.Message) -> protocol.Answer:
+        vip_id = getattr(request, "vip_id", None)
         if isinstance(vip_id, str) and vip_id[-1:] in "0123456789abcdef":
             digit = int(vip_id[-1], 16)
             with self._lock:
@@ -131,9 +132,9 @@ class AnyIdSupervisor(FakeSupervisor):
                 if digit % 2 and digit < 8:
                     self.failover_errors[vip_id] = "this host does not hold 198.51.100.20/32 (h2 does)"
         answer = super().__call__(request)
-        if request.get("op") == "add" and answer["ok"]:
+        if isinstance(request, protocol.AddIp) and isinstance(answer, protocol.Done):
             with self._lock:  # forget it, so that the next example may add the same address
-                self.ips.pop(answer["result"]["id"], None)
+                self.ips.pop(answer.result["id"], None)
         return answer
 
     @staticmethod
