@@ -22,7 +22,7 @@ import enum
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar, Union
+from typing import Any, Callable, ClassVar, Mapping, TypeVar, Union
 
 
 class Family(enum.Enum):
@@ -377,19 +377,20 @@ def answer_id(wire: object) -> int | None:
 
 
 # -- dispatch -------------------------------------------------------------------------------
-class Dispatcher(Generic[M]):
+class Dispatcher:
     """One handler per message class, the one dispatch style of every process: a table
-    message type -> handler, checked complete against the family at construction."""
+    message type -> handler(message, *context), checked complete against the family when
+    built, so a message added here without its handler fails at once, not in production."""
 
-    def __init__(self, family: Family, handlers: Mapping[type[Message], Callable[[Any], Any]]) -> None:
+    def __init__(self, family: Family, handlers: Mapping[type[Message], Callable[..., Any]]) -> None:
         missing = [cls.__name__ for cls in _REGISTRY[family].values() if cls not in handlers]
         if missing:
             raise TypeError(f"no handler for {', '.join(missing)} ({family.label})")
         self.family = family
         self._handlers = dict(handlers)
 
-    def __call__(self, value: Message) -> Any:
-        return self._handlers[type(value)](value)
+    def __call__(self, value: Message, *context: Any) -> Any:
+        return self._handlers[type(value)](value, *context)
 
 
 def messages(family: Family) -> list[type[Message]]:

@@ -1,7 +1,7 @@
 """The supervisor's main loop (after gunicorn's Arbiter): single-threaded, no etcd client.
 
 Signal handlers only enqueue the signal and poke a wakeup pipe; the loop waits on the pipes
-of the API process and the workers plus that wakeup fd, dispatches `handle_<signal>`, reaps
+of the API process and the workers plus that wakeup fd, runs each signal's handler, reaps
 with waitpid(-1, WNOHANG) and respawns dead workers with jittered backoff. A worker that
 cannot boot its VIP several times in a row is marked FATAL instead of being respawned at once,
 and tried again after FATAL_RETRY (minutes): what made it fail (an interface missing, a bad
@@ -20,14 +20,15 @@ from typing import Any, Callable
 
 from setproctitle import setproctitle
 
-from link import logs
+from link import logs, protocol
 from link.config import Config, ConfigError
+from link.exit_codes import WORKER_BOOT_FAILED
+from link.protocol import BinderReport, BootFailed, CandidatesDone, FailoverDone, Message, MetricsReport, StateReport
 from link.supervisor import observe, records, reload
 from link.supervisor.ops import ProcessOps
 from link.supervisor.records import VipRecord
 from link.supervisor.requests import RequestHandlers
 from link.supervisor.store import VipStore
-from link.worker.main import EXIT_BOOT_FAILED
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def fatal_retry_delay(rng: Callable[[float, float], float] = random.uniform) -> 
     return FATAL_RETRY * rng(0.8, 1.2)
 
 
-class Arbiter(RequestHandlers):
+class Arbiter:
     def __init__(self, config: Config, store: VipStore, ops: ProcessOps, clock: Callable[[], float] = time.monotonic,
                  env_file: str | None = None) -> None:
         self.config = config
@@ -79,6 +80,20 @@ class Arbiter(RequestHandlers):
         # the VIP count.
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.requests = RequestHandlers(self)  # the API process's requests (link.supervisor.requests)
+        self._on_report = protocol.Dispatcher(protocol.Family.REPORT, {
+            StateReport: observe.state_report, BinderReport: observe.binder_report, MetricsReport: observe.metrics_report,
+            BootFailed: observe.boot_failed, CandidatesDone: self.requests.candidates_done,
+            FailoverDone: self.requests.failover_done,
+        })
+        self._on_signal: dict[int, Callable[[], None]] = {
+            signal.SIGTERM: lambda: self.begin_stop("SIGTERM"),
+            signal.SIGINT: lambda: self.begin_stop("SIGINT"),
+            signal.SIGCHLD: lambda: None,  # reaping happens on every loop turn
+            signal.SIGHUP: self._reload,
+            signal.SIGUSR1: lambda: self.set_priority(self.priority - 1, "SIGUSR1 (promote)"),
+            signal.SIGUSR2: lambda: self.set_priority(self.priority + 1, "SIGUSR2 (demote)"),
+        }
 
     # -- file descriptors a child must close ------------------------------------------------
     def open_fds(self) -> list[int]:
@@ -96,22 +111,8 @@ class Arbiter(RequestHandlers):
     def _enqueue_signal(self, signum: int, frame: Any) -> None:
         self.signals.append(signum)
 
-    def handle_sigterm(self) -> None:
-        self.begin_stop("SIGTERM")
-
-    def handle_sigint(self) -> None:
-        self.begin_stop("SIGINT")
-
-    def handle_sigchld(self) -> None:
-        pass  # reaping happens on every loop turn
-
-    def handle_sigusr1(self) -> None:
-        self.set_priority(self.priority - 1, "SIGUSR1 (promote)")
-
-    def handle_sigusr2(self) -> None:
-        self.set_priority(self.priority + 1, "SIGUSR2 (demote)")
-
-    def handle_sighup(self) -> None:
+    def _reload(self) -> None:
+        """SIGHUP: the env file read again for what may change live (log level, priority)."""
         if not self.env_file:
             logger.warning("SIGHUP: no --env-file given, nothing to reload")
             return
@@ -124,7 +125,7 @@ class Arbiter(RequestHandlers):
             logger.info("SIGHUP: LOGGER_LEVEL %s -> %s", self.log_level, new.logger_level)
             self.log_level = new.logger_level
             logs.set_level(new.logger_level)
-            self._broadcast({"type": "log_level", "level": new.logger_level})
+            self._broadcast(protocol.LogLevel(new.logger_level))
         self.set_priority(new.priority, f"SIGHUP ({self.env_file})")
 
     def set_priority(self, priority: int, why: str) -> None:
@@ -134,20 +135,33 @@ class Arbiter(RequestHandlers):
             return
         logger.info("%s: host priority %d -> %d (lowest wins)", why, self.priority, priority)
         self.priority = priority
-        self._broadcast({"type": "priority", "priority": priority})
+        self._broadcast(protocol.Priority(priority))
 
-    def _broadcast(self, message: dict) -> None:
+    def _broadcast(self, message: Message) -> None:
         for record in self.vips.values():
-            self._send(record, message)
+            self.send(record, message)
 
-    def _send(self, record: VipRecord, message: dict) -> bool:
+    # -- pipes ------------------------------------------------------------------------------
+    def send(self, record: VipRecord, command: Message) -> bool:
         if record.conn is None or record.conn.closed:
             return False
         try:
-            record.conn.send(message)
+            record.conn.send(protocol.encode(command))
         except OSError:
             return False
         return True
+
+    def answer(self, reply: protocol.Answer) -> None:
+        if self.api_conn is None or self.api_conn.closed:
+            return
+        try:
+            self.api_conn.send(protocol.encode(reply))
+        except OSError:
+            logger.warning("could not answer the API process (it is gone)")
+
+    def stop_worker(self, record: VipRecord) -> None:
+        if not self.send(record, protocol.Stop()) and record.pid is not None:
+            self.ops.kill(record.pid, signal.SIGTERM)
 
     # -- start ------------------------------------------------------------------------------
     def boot(self) -> None:
@@ -164,9 +178,9 @@ class Arbiter(RequestHandlers):
         for record in self.vips.values():
             self.spawn_worker(record)
         logger.info("link supervisor started as %s on %s with %d VIP(s)", self.config.hostname, self.config.interface, len(self.vips))
-        self._set_title()
+        self.vips_changed()
 
-    def _set_title(self) -> None:
+    def vips_changed(self) -> None:
         setproctitle(f"link: supervisor {self.config.hostname} on {self.config.interface} ({len(self.vips)} vips)")
 
     def _watch(self, conn: Connection, record: VipRecord | None) -> None:
@@ -200,9 +214,9 @@ class Arbiter(RequestHandlers):
             observe.add_event(record, record.status, "worker_respawned", f"worker {record.pid} started (restart {record.restarts})")
         # What signals changed since start-up: the worker was built from the start-up config.
         if self.priority != self.config.priority:
-            self._send(record, {"type": "priority", "priority": self.priority})
+            self.send(record, protocol.Priority(self.priority))
         if self.log_level != self.config.logger_level:
-            self._send(record, {"type": "log_level", "level": self.log_level})
+            self.send(record, protocol.LogLevel(self.log_level))
 
     # -- loop -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -222,8 +236,7 @@ class Arbiter(RequestHandlers):
             except BlockingIOError:
                 pass
         while self.signals:
-            name = signal.Signals(self.signals.pop(0)).name.lower()
-            getattr(self, f"handle_{name}")()
+            self._on_signal[self.signals.pop(0)]()
         # Worker reports first, so that API answers in the same turn reflect them.
         pipes = [key for key in ready if key.fileobj != self._wake_r]
         for key in sorted(pipes, key=lambda k: k.fileobj is self.api_conn):
@@ -252,45 +265,18 @@ class Arbiter(RequestHandlers):
                 self._close(conn)  # the process is gone; reaping tells how it ended
                 return
             if conn is self.api_conn:
-                self.handle_request(message)
+                self.requests.handle(message)
             elif record is not None and record.conn is conn:
-                self.handle_worker_message(record, message)
+                self._worker_message(record, message)
 
     # -- workers ----------------------------------------------------------------------------
-    def handle_worker_message(self, record: VipRecord, message: dict) -> None:
-        kind = message.get("type")
-        if kind == "state":
-            observe.note_state(record, message)
-            if message["state"] != record.status:
-                logger.info("%s is %s (%s)", record.ip, message["state"], message.get("reason") or "worker started")
-            record.status = message["state"]
-            record.since = message["since"]
-            record.holder = message.get("holder")
-            record.priority = message.get("priority")
-            record.error = None
-            if isinstance(message.get("binder_status"), dict):
-                record.binder_status = message["binder_status"]
-        elif kind == "binder":
-            if isinstance(message.get("binder_status"), dict):
-                record.binder_status = message["binder_status"]
-        elif kind == "metrics":
-            observe.note_metrics(record, message)
-        elif kind == "boot_failed":
-            record.boot_error = message.get("error") or "boot failed"
-        elif kind == "candidates_done":
-            request_id = message.get("request")
-            if request_id in record.candidate_waiters:
-                record.candidate_waiters.remove(request_id)
-                self.reply(request_id, result={**self._api(record), "candidates": message.get("candidates", []),
-                                               **({"candidates_error": message["error"]} if message.get("error") else {})})
-        elif kind == "failover_done":
-            request_id = message.get("request")
-            if request_id in record.failover_waiters:
-                record.failover_waiters.remove(request_id)
-                if message.get("status", 409) < 300:
-                    self.reply(request_id, result=None)
-                else:
-                    self.reply(request_id, False, status=message.get("status", 409), error=message.get("error") or "failover refused")
+    def _worker_message(self, record: VipRecord, wire: object) -> None:
+        try:
+            report = protocol.decode(wire, protocol.Family.REPORT)
+        except protocol.ProtocolError as exc:
+            logger.error("%s: dropped a message from worker %s: %s", record.ip, record.pid, exc)
+            return
+        self._on_report(report, record)
 
     def child_exited(self, pid: int, code: int) -> None:
         if pid == self.api_pid:
@@ -302,22 +288,17 @@ class Arbiter(RequestHandlers):
         self._close(record.conn)
         record.pid, record.conn = None, None
         observe.worker_gone(record)
-        for request_id in record.failover_waiters:
-            self.reply(request_id, False, status=503, error=f"the worker of {record.ip} exited during the failover")
-        record.failover_waiters = []
-        for request_id in record.candidate_waiters:
-            self.reply(request_id, result={**self._api(record), "candidates": []})
-        record.candidate_waiters = []
+        self.requests.worker_gone(record)
         # Whatever the worker left on the interface goes: a killed worker cannot unbind.
         if self.ops.remove_address(record.ip) and code != 0:
             logger.warning("removed %s left bound by dead worker %d", record.ip, pid)
         if record.worker_state == records.STOPPING or self.stopping:
             record.worker_state = records.BACKOFF
             if record.delete_waiters:
-                self._finish_delete(record)
+                self.requests.finish_delete(record)
             return
         ran = self.clock() - record.started_at
-        if code == EXIT_BOOT_FAILED or ran < BOOT_WINDOW:
+        if code == WORKER_BOOT_FAILED or ran < BOOT_WINDOW:
             record.boot_failures += 1
             record.error = record.boot_error or f"worker exited with {code} after {ran:.1f}s"
         else:
@@ -385,7 +366,7 @@ class Arbiter(RequestHandlers):
             record.respawn_at = None
             if record.pid is not None:
                 record.worker_state = records.STOPPING
-                self._send_stop(record)
+                self.stop_worker(record)
 
     def check_stop(self) -> bool:
         """True while the agent should keep running."""

@@ -4,15 +4,19 @@ Events: every transition a worker reports (time, from, to, event, reason) and wh
 supervisor itself sees happen to the worker (exited, respawned, FATAL); the last MAX_EVENTS per
 VIP, newest last (`GET /ips/<id>/events`). Metrics: the latest numbers each worker sent,
 plus those of its dead predecessors, so a VIP's counters keep growing across respawns
-(`GET /metrics`, rendered by the API process).
+(`GET /metrics`, rendered by the API process). A worker's reports (link.protocol) land here.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Iterable
 
+from link.counters import add
+from link.protocol import BinderReport, BootFailed, MetricsReport, StateReport
 from link.supervisor.records import VipRecord, iso
-from link.worker.metrics import add
+
+logger = logging.getLogger(__name__)
 
 WORKER = "worker"
 SUPERVISOR = "supervisor"
@@ -30,21 +34,37 @@ def add_event(record: VipRecord, to: str, event: str, reason: str, *, frm: str |
     })
 
 
-def note_state(record: VipRecord, message: dict) -> None:
-    """A worker's state report, before the record takes it: an event if the state changed."""
-    note_metrics(record, message)
-    state = message.get("state")
-    frm = message.get("from", record.status)
-    if not isinstance(state, str) or frm is None or frm == state:
-        return  # the worker's first report, or only the holder or priority changed
-    since = message.get("since")
-    add_event(record, state, message.get("event") or "none", message.get("reason") or "", frm=frm,
-              when=since if isinstance(since, (int, float)) else None, source=WORKER)
+def state_report(report: StateReport, record: VipRecord) -> None:
+    """A worker's state report: an event if the state changed, then the record takes it."""
+    note_metrics(record, report.metrics)
+    if report.previous is not None and report.previous != report.state:
+        # Not the worker's first report, and more than the holder or priority changed.
+        add_event(record, report.state, report.event or "none", report.reason, frm=report.previous, when=report.since,
+                  source=WORKER)
+    if report.state != record.status:
+        logger.info("%s is %s (%s)", record.ip, report.state, report.reason or "worker started")
+    record.status, record.since, record.holder = report.state, report.since, report.holder
+    record.priority = report.priority
+    record.error = None
+    binder_report(report, record)
 
 
-def note_metrics(record: VipRecord, message: dict) -> None:
-    metrics = message.get("metrics")
-    if isinstance(metrics, dict):
+def binder_report(report: StateReport | BinderReport, record: VipRecord) -> None:
+    if report.binder_status is not None:
+        record.binder_status = report.binder_status
+
+
+def metrics_report(report: MetricsReport, record: VipRecord) -> None:
+    note_metrics(record, report.metrics)
+
+
+def boot_failed(report: BootFailed, record: VipRecord) -> None:
+    """Said before the worker exits: the reason its exit gives."""
+    record.boot_error = report.error or "boot failed"
+
+
+def note_metrics(record: VipRecord, metrics: dict[str, Any] | None) -> None:
+    if metrics is not None:
         record.metrics = metrics
 
 

@@ -69,7 +69,7 @@ class RealOps:
         return pid, parent_end
 
     def spawn_worker(self, spec: VipSpec) -> tuple[int, Connection]:
-        from link.worker.main import worker_main
+        from link.worker.entry import worker_main  # the one import of link.worker here: the fork entry point
 
         return self._fork(lambda conn, ppid: worker_main(self.config, spec, conn, ppid))
 

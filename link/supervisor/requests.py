@@ -1,19 +1,22 @@
-"""The supervisor's answers to the API process: one `op_<name>` per operation of the pipe
-protocol (docs/ARCHITECTURE.md), each replying with the request's id. Mixed into the Arbiter,
-whose state (VIP records, store, pipes, config) they read and change.
+"""The supervisor's answers to the API process: one handler per request of link.protocol, in
+one dispatch table, each answering with the request's id.
+
+An object the Arbiter holds, given the narrow `Host` below (the VIP records, the store, a way
+to start, order and stop workers, a way to answer): testable without an arbiter. It also
+finishes what a request left waiting on a worker (candidates, failover, delete).
 """
 from __future__ import annotations
 
 import logging
-import signal
 import time
 import uuid
-from multiprocessing.connection import Connection
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable, Protocol
 
+from link import protocol
 from link.config import Config
+from link.protocol import (AddIp, CandidatesDone, DeleteIp, Done, FailoverDone, FailoverIp, GetEvents, GetIp,
+                           GetMetrics, HandOver, ListIps, Message, ProtocolError, ReadCandidates, Refused, UpdateIp)
 from link.supervisor import observe, records
-from link.supervisor.ops import ProcessOps
 from link.supervisor.records import VipRecord
 from link.supervisor.store import StoreError, VipStore
 from link.vip import VipSpec
@@ -21,178 +24,201 @@ from link.vip import VipSpec
 logger = logging.getLogger(__name__)
 
 
-class RequestHandlers:
-    # The Arbiter's state these handlers use (and its _send, spawn_worker, _set_title).
+class Host(Protocol):
+    """What the request handlers need of the arbiter."""
+
     config: Config
     store: VipStore
-    ops: ProcessOps
-    clock: Callable[[], float]
     vips: dict[str, VipRecord]
-    api_conn: Connection | None
-    priority: int
+    priority: int  # the host's, as signals set it
     stopping: bool
 
-    def reply(self, request_id: int, ok: bool = True, result: Any = None, status: int = 200, error: str = "") -> None:
-        answer = {"id": request_id, "ok": True, "result": result} if ok else {"id": request_id, "ok": False, "status": status, "error": error}
-        if self.api_conn is None or self.api_conn.closed:
+    def answer(self, reply: protocol.Answer) -> None:
+        """Send an answer to the API process (dropped when it is gone)."""
+
+    def send(self, record: VipRecord, command: Message) -> bool:
+        """Send a command to the VIP's worker; False when it cannot be sent."""
+
+    def spawn_worker(self, record: VipRecord) -> None: ...
+
+    def stop_worker(self, record: VipRecord) -> None:
+        """Tell the worker to release the VIP and exit (SIGTERM if its pipe is gone)."""
+
+    def vips_changed(self) -> None:
+        """A VIP was added or removed (the process title shows the count)."""
+
+
+class Refusal(Exception):
+    """A request refused with an HTTP status and a sentence."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status, self.error = status, error
+
+
+WAITING = object()  # a handler's result: answered later, when the worker has done its part
+
+
+class RequestHandlers:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._dispatch = protocol.Dispatcher(protocol.Family.REQUEST, {
+            ListIps: self.list_ips, GetIp: self.get_ip, AddIp: self.add_ip, UpdateIp: self.update_ip,
+            DeleteIp: self.delete_ip, FailoverIp: self.failover_ip, GetEvents: self.events, GetMetrics: self.metrics,
+        })
+
+    def reply(self, request_id: int, result: Any) -> None:
+        self.host.answer(Done(request_id, result))
+
+    def refuse(self, request_id: int, status: int, error: str) -> None:
+        self.host.answer(Refused(request_id, status, error))
+
+    def handle(self, wire: object) -> None:
+        """One message from the API process's pipe."""
+        try:
+            request_id, request = protocol.decode_request(wire)
+        except ProtocolError as exc:
+            logger.warning("refused a message from the API process: %s", exc)
+            if exc.request_id is not None:
+                self.refuse(exc.request_id, 400, str(exc))
+            return
+        if self.host.stopping:
+            self.refuse(request_id, 503, "the agent is shutting down")
             return
         try:
-            self.api_conn.send(answer)
-        except OSError:
-            logger.warning("could not answer the API process (it is gone)")
-
-    def handle_request(self, message: dict) -> None:
-        request_id = message.get("id", -1)
-        if self.stopping:
-            self.reply(request_id, False, status=503, error="the agent is shutting down")
+            result = self._dispatch(request, request_id)
+        except Refusal as refusal:
+            self.refuse(request_id, refusal.status, refusal.error)
             return
-        op = message.get("op")
-        handler = getattr(self, f"op_{op}", None)
-        if handler is None:
-            self.reply(request_id, False, status=400, error=f"unknown operation {op!r}")
-            return
-        handler(request_id, message)
+        if result is not WAITING:
+            self.reply(request_id, result)
 
-    def _find(self, request_id: int, message: dict) -> VipRecord | None:
-        record = self.vips.get(str(message.get("vip_id")))
+    def ip_object(self, record: VipRecord) -> dict[str, Any]:
+        return record.to_api(self.host.config, self.host.priority)
+
+    def _find(self, vip_id: str) -> VipRecord:
+        record = self.host.vips.get(vip_id)
         if record is None:
-            self.reply(request_id, False, status=404, error="not found")
+            raise Refusal(404, "not found")
         return record
 
-    def op_list(self, request_id: int, message: dict) -> None:
-        self.reply(request_id, result=[self._api(r) for r in self.vips.values()])
+    def _persist(self, vips: Iterable[VipRecord], replace: VipSpec | None = None) -> None:
+        """Write the list; `replace` stands for the record of the same id. VIPs whose delete is
+        under way are left out: their deletion was written already, and must stay written."""
+        specs = [replace if replace is not None and replace.id == record.id else record.spec
+                 for record in vips if not record.delete_waiters]
+        try:
+            self.host.store.save(specs)
+        except StoreError as exc:
+            raise Refusal(503, str(exc)) from None
 
-    def op_get(self, request_id: int, message: dict) -> None:
+    # -- the requests -------------------------------------------------------------------------
+    def list_ips(self, request: ListIps, request_id: int) -> Any:
+        return [self.ip_object(r) for r in self.host.vips.values()]
+
+    def get_ip(self, request: GetIp, request_id: int) -> Any:
         """One VIP, with the candidates its worker reads from etcd (their priority and state)."""
-        record = self._find(request_id, message)
-        if record is None:
-            return
-        if record.worker_state == records.RUNNING and self._send(record, {"type": "candidates", "request": request_id}):
+        record = self._find(request.vip_id)
+        if record.worker_state == records.RUNNING and self.host.send(record, ReadCandidates(request_id)):
             record.candidate_waiters.append(request_id)
-            return
-        self.reply(request_id, result={**self._api(record), "candidates": []})
+            return WAITING
+        return {**self.ip_object(record), "candidates": []}
 
-    def _api(self, record: VipRecord) -> dict:
-        return record.to_api(self.config, self.priority)
+    def events(self, request: GetEvents, request_id: int) -> Any:
+        return observe.events_answer(self._find(request.vip_id))
 
-    def op_events(self, request_id: int, message: dict) -> None:
-        record = self._find(request_id, message)
-        if record is not None:
-            self.reply(request_id, result=observe.events_answer(record))
+    def metrics(self, request: GetMetrics, request_id: int) -> Any:
+        return observe.metrics_answer(self.host.vips.values())
 
-    def op_metrics(self, request_id: int, message: dict) -> None:
-        self.reply(request_id, result=observe.metrics_answer(self.vips.values()))
-
-    def op_add(self, request_id: int, message: dict) -> None:
-        ip = message["ip"]
-        existing = next((r for r in self.vips.values() if r.ip == ip), None)
+    def add_ip(self, request: AddIp, request_id: int) -> Any:
+        ip, settings, vips = request.ip, request.settings, self.host.vips
+        existing = next((r for r in vips.values() if r.ip == ip), None)
         if existing is not None:
-            self.reply(request_id, False, status=409, error=f"ip {ip} is already configured on this host as {existing.id}")
-            return
+            raise Refusal(409, f"ip {ip} is already configured on this host as {existing.id}")
         # Counted with the VIPs being deleted: their workers still run until they have let go.
-        if len(self.vips) >= self.config.max_vips:
-            self.reply(request_id, False, status=409, error=f"this agent has {len(self.vips)} VIPs, the most MAX_VIPS="
-                       f"{self.config.max_vips} allows: delete one, or raise MAX_VIPS (each VIP is a process)")
-            return
+        max_vips = self.host.config.max_vips
+        if len(vips) >= max_vips:
+            raise Refusal(409, f"this agent has {len(vips)} VIPs, the most MAX_VIPS={max_vips} allows: "
+                          "delete one, or raise MAX_VIPS (each VIP is a process)")
         spec = VipSpec(
-            id=f"vip-{uuid.uuid4()}", ip=ip, checks=tuple(message.get("checks") or ()),
-            healthcheck_interval=float(message.get("healthcheck_interval") or 0.0),
-            fault_policy=message.get("fault_policy") or "",
-            priority=message.get("priority"), preempt=message.get("preempt"),
-            binder=message.get("binder") or "arp", command=message.get("command"), webhook=message.get("webhook"),
+            id=f"vip-{uuid.uuid4()}", ip=ip, checks=tuple(settings.get("checks") or ()),
+            healthcheck_interval=float(settings.get("healthcheck_interval") or 0.0),
+            fault_policy=settings.get("fault_policy") or "",
+            priority=settings.get("priority"), preempt=settings.get("preempt"),
+            binder=settings.get("binder") or "arp", command=settings.get("command"), webhook=settings.get("webhook"),
         )
         record = VipRecord(spec=spec, since=time.time())
-        try:
-            self._persist([*self.vips.values(), record])
-        except StoreError as exc:
-            self.reply(request_id, False, status=503, error=str(exc))
-            return
-        self.vips[record.id] = record
-        self.spawn_worker(record)
-        self._set_title()
+        self._persist([*vips.values(), record])
+        vips[record.id] = record
+        self.host.spawn_worker(record)
+        self.host.vips_changed()
         logger.info("added %s as %s", ip, record.id)
-        self.reply(request_id, result=self._api(record))
+        return self.ip_object(record)
 
-    def op_update(self, request_id: int, message: dict) -> None:
+    def update_ip(self, request: UpdateIp, request_id: int) -> Any:
         """Replace a VIP's settings (its health checks) live: persisted, then sent to its worker."""
-        record = self._find(request_id, message)
-        if record is None:
-            return
-        changes = {k: message[k] for k in ("checks", "healthcheck_interval", "fault_policy", "priority", "preempt") if k in message}
-        spec = VipSpec.from_json({**record.spec.to_json(), **changes})
-        try:
-            self._persist(self.vips.values(), replace=spec)
-        except StoreError as exc:
-            self.reply(request_id, False, status=503, error=str(exc))
-            return
+        record = self._find(request.vip_id)
+        spec = VipSpec.from_json({**record.spec.to_json(), **request.settings})
+        self._persist(self.host.vips.values(), replace=spec)
         record.spec = spec
-        if record.conn is not None and not record.conn.closed:
-            try:
-                record.conn.send({"type": "settings", "spec": spec.to_json()})
-            except OSError:
-                pass  # the worker is dying; its successor starts with the new spec
+        # Not sent: the worker is dying, and its successor starts with the new spec.
+        self.host.send(record, protocol.Settings(spec.to_json()))
         logger.info("updated %s: %d health check(s)", record.ip, len(spec.checks))
-        self.reply(request_id, result=self._api(record))
+        return self.ip_object(record)
 
-    def op_failover(self, request_id: int, message: dict) -> None:
-        record = self._find(request_id, message)
-        if record is None:
-            return
+    def failover_ip(self, request: FailoverIp, request_id: int) -> Any:
+        record = self._find(request.vip_id)
         if record.conn is None or record.conn.closed or record.worker_state != records.RUNNING:
-            self.reply(request_id, False, status=409, error=f"the worker of {record.ip} is not running ({record.worker_state})")
-            return
+            raise Refusal(409, f"the worker of {record.ip} is not running ({record.worker_state})")
+        if not self.host.send(record, HandOver(request_id)):
+            raise Refusal(503, f"the worker of {record.ip} is gone")
         record.failover_waiters.append(request_id)
-        try:
-            record.conn.send({"type": "failover", "request": request_id})
-        except OSError:
-            record.failover_waiters.remove(request_id)
-            self.reply(request_id, False, status=503, error=f"the worker of {record.ip} is gone")
+        return WAITING
 
-    def op_delete(self, request_id: int, message: dict) -> None:
-        record = self._find(request_id, message)
-        if record is None:
-            return
+    def delete_ip(self, request: DeleteIp, request_id: int) -> Any:
+        record = self._find(request.vip_id)
         # Persisted first: a delete that cannot be written (a full disk) changes nothing, rather
         # than unbinding the VIP and revoking its lease while the file still lists it.
-        try:
-            self._persist(r for r in self.vips.values() if r is not record)
-        except StoreError as exc:
-            self.reply(request_id, False, status=503, error=str(exc))
-            return
+        self._persist(r for r in self.host.vips.values() if r is not record)
         record.delete_waiters.append(request_id)
         if record.pid is not None:
             if record.worker_state != records.STOPPING:
                 record.worker_state = records.STOPPING
                 record.respawn_at = None
-                self._send_stop(record)
-            return  # answered when the worker has released the VIP and exited
-        self._finish_delete(record)
+                self.host.stop_worker(record)
+            return WAITING  # answered when the worker has released the VIP and exited
+        self.finish_delete(record)
+        return WAITING
 
-    def _send_stop(self, record: VipRecord) -> None:
-        try:
-            if record.conn is not None:
-                record.conn.send({"type": "stop"})
-                return
-        except OSError:
-            pass
-        if record.pid is not None:
-            self.ops.kill(record.pid, signal.SIGTERM)
+    # -- what a worker finishes ---------------------------------------------------------------
+    def candidates_done(self, report: CandidatesDone, record: VipRecord) -> None:
+        if report.request in record.candidate_waiters:
+            record.candidate_waiters.remove(report.request)
+            self.reply(report.request, {**self.ip_object(record), "candidates": report.candidates,
+                                        **({"candidates_error": report.error} if report.error else {})})
 
-    def _finish_delete(self, record: VipRecord) -> None:
-        # The file no longer lists it (op_delete wrote that before stopping the worker).
+    def failover_done(self, report: FailoverDone, record: VipRecord) -> None:
+        if report.request in record.failover_waiters:
+            record.failover_waiters.remove(report.request)
+            if report.status < 300:
+                self.reply(report.request, None)
+            else:
+                self.refuse(report.request, report.status, report.error or "failover refused")
+
+    def worker_gone(self, record: VipRecord) -> None:
+        """Its worker exited: what waited on it is answered now."""
+        for request_id in record.failover_waiters:
+            self.refuse(request_id, 503, f"the worker of {record.ip} exited during the failover")
+        record.failover_waiters = []
+        for request_id in record.candidate_waiters:
+            self.reply(request_id, {**self.ip_object(record), "candidates": []})
+        record.candidate_waiters = []
+
+    def finish_delete(self, record: VipRecord) -> None:
+        # The file no longer lists it (delete_ip wrote that before stopping the worker).
         waiters, record.delete_waiters = record.delete_waiters, []
-        del self.vips[record.id]
-        self._set_title()
+        del self.host.vips[record.id]
+        self.host.vips_changed()
         logger.info("deleted %s (%s)", record.ip, record.id)
         for request_id in waiters:
-            self.reply(request_id, result=None)
-
-    def _persist(self, vips: Iterable[VipRecord], replace: VipSpec | None = None) -> None:
-        """Write the list; `replace` stands for the record of the same id. VIPs whose delete is
-        under way are left out: their deletion was written already, and must stay written."""
-        specs = []
-        for record in vips:
-            if record.delete_waiters:
-                continue
-            specs.append(replace if replace is not None and replace.id == record.id else record.spec)
-        self.store.save(specs)
+            self.reply(request_id, None)

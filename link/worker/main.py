@@ -1,23 +1,24 @@
 """The body of one worker process: one VIP, its election, its address and its announcements.
 
-Runs in a child forked by the supervisor. Everything that opens a socket or starts a thread
-(etcd client, watch, netlink, AF_PACKET) is created here, after the fork.
+Runs in a child forked by the supervisor (link.worker.entry). Everything that opens a socket
+or starts a thread (etcd client, watch, netlink, AF_PACKET) is created here, after the fork.
+Its pipe to the supervisor is a SupervisorChannel it holds: the commands it gets are handled
+here (`_on_*`), and it reports its state, its binder's status and its numbers through it.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import selectors
-import signal
 import time
 from multiprocessing.connection import Connection
-from typing import NoReturn
 
 from setproctitle import setproctitle
 
 from link import logs
 from link.config import Config
+from link.protocol import (BinderReport, CandidatesDone, FailoverDone, HandOver, LogLevel, MetricsReport, Priority,
+                           ReadCandidates, Settings, StateReport, Stop)
 from link.scripts import ProgramPolicy
 from link.vip import VipSpec
 from link.worker.announce import Announcer
@@ -28,37 +29,25 @@ from link.worker.etcd_port import EtcdError
 from link.worker.fsm import Event, State, StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
 from link.worker.metrics import WorkerMetrics
-from link.worker.supervisor_link import SupervisorLink
+from link.worker.supervisor_link import SupervisorChannel
 from link.worker.warn_throttle import WarningThrottle
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_BOOT_FAILED = 3
-PR_SET_PDEATHSIG = 1
 BINDER_STOP_WAIT = 5.0  # at stop, the longest a command/webhook binder's deactivate is waited for
 TRUSTED_CYCLES = 8  # cycles in a row that may trust the watch instead of reading the lock
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel for SIGTERM when the supervisor dies, so the VIP is released.
-
-    The pipe's EOF says the same thing; this covers a worker busy in a long etcd call.
-    """
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-class Worker(SupervisorLink):
+class Worker:
     def __init__(self, config: Config, spec: VipSpec, conn: Connection) -> None:
         self.config = config
         self.spec = spec
         self.vip = spec.ip
-        self.conn = conn
+        self.link = SupervisorChannel(conn, {
+            Stop: lambda _: self.request_stop("asked by the supervisor"), Settings: self._on_settings,
+            LogLevel: lambda command: logs.set_level(command.level), Priority: self._on_priority,
+            ReadCandidates: self._on_read_candidates, HandOver: self._on_hand_over,
+        }, self.request_stop)
         self.fault_policy = spec.fault_policy or config.fault_policy
         self.stopping = ""
         self.holder: str | None = None
@@ -135,13 +124,13 @@ class Worker(SupervisorLink):
         # One selector for the worker's life: multiprocessing's wait() builds and tears down
         # a new one on every call, a cost paid on every tick of every idle VIP.
         with selectors.DefaultSelector() as selector:
-            selector.register(self.conn, selectors.EVENT_READ)
+            selector.register(self.link, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self.stopping:
                 due = min(next_cycle, self.binder.next_due() or next_cycle)
                 ready = {key.fileobj for key, _ in selector.select(max(0.0, due - time.monotonic()))}
-                if self.conn in ready:
-                    self._read_commands()
+                if self.link in ready:
+                    self.link.read()
                 if self._wake_r in ready:
                     try:
                         os.read(self._wake_r, 4096)
@@ -253,6 +242,85 @@ class Worker(SupervisorLink):
         except EtcdError as exc:
             logger.debug("%s: could not publish state: %s (retried next cycle)", self.vip, exc)
 
+    # -- the supervisor's commands (handed over by self.link) --------------------------------
+    def _on_hand_over(self, command: HandOver) -> FailoverDone:
+        """POST /ips/<id>/failover: give the VIP to another host; answered with an HTTP status.
+
+        Unbind first, then free the lock: there is never a moment with two holders, and the
+        standbys' watch fires on the delete, so the moment with none is a few milliseconds.
+        """
+        assert self.election is not None
+        if self.fsm.state is not State.ACTIVATED:
+            held_by = f"; {self.holder} holds it" if self.holder and self.holder != self.config.hostname else ""
+            return FailoverDone(command.request, 409, f"this host does not hold {self.vip} (it is {self.fsm.state.value}"
+                                f"{held_by}): ask the holder")
+        try:
+            others = self.election.competitors()
+        except EtcdError as exc:
+            return FailoverDone(command.request, 503, f"cannot ask etcd which hosts compete for {self.vip}: {exc}")
+        if not others:
+            return FailoverDone(command.request, 409, f"no other host competes for {self.vip}: nobody would take it over")
+        self._step_down(f"failover requested: handing over to {' or '.join(others)}")
+        return FailoverDone(command.request, 204, "")
+
+    def _on_priority(self, command: Priority) -> None:
+        """The host's priority changed (SIGUSR1/SIGUSR2/SIGHUP); a VIP's own priority wins."""
+        assert self.election is not None
+        host_priority = command.priority
+        if self.spec.priority is not None or self.election.priority == host_priority:
+            return
+        logger.info("%s: priority %d -> %d", self.vip, self.election.priority, host_priority)
+        self.election.priority = host_priority
+        self._report(None, f"priority is now {host_priority}")
+        self._lock_changed = True  # judge the election again with the new priority now
+        self._wake()
+
+    def _on_read_candidates(self, command: ReadCandidates) -> CandidatesDone:
+        assert self.election is not None
+        try:
+            return CandidatesDone(command.request, [c.to_api() for c in self.election.candidates()], "")
+        except EtcdError as exc:
+            return CandidatesDone(command.request, [], f"cannot read the candidates from etcd: {exc}")
+
+    def _on_settings(self, command: Settings) -> None:
+        """New checks apply at once; the VIP stays bound while they pass."""
+        self.spec = VipSpec.from_json({**self.spec.to_json(), **command.spec})
+        self.health.replace(list(self.spec.checks), self._check_interval(self.spec))
+        if not self.spec.checks and self.judge.failing:
+            self.judge.reset()
+            self.fsm.handle(Event.HEALTH_CHECK_SUCCESS, "health checks removed")
+            self._report(Event.HEALTH_CHECK_SUCCESS, "health checks removed")
+        logger.info("%s: health checks replaced (%d check(s))", self.vip, len(self.spec.checks))
+
+    # -- reports to the supervisor ----------------------------------------------------------
+    def _report(self, event: Event | None = None, reason: str = "") -> None:
+        state = self.fsm.state.value
+        self._publish()
+        setproctitle(f"link: vip {self.vip} {state}")
+        previous, self._reported_state = self._reported_state, state
+        if previous is not None and previous != state:
+            self.metrics.transition(event.value if event else None)
+        self._binder_reported = self.binder.status() if self.binder is not None else None
+        self.link.send(StateReport(
+            state=state, since=self.fsm.since, event=event.value if event else None, holder=self.holder, reason=reason,
+            priority=self.election.priority if self.election else None, previous=previous,
+            metrics=self._metrics_snapshot(), binder_status=self._binder_reported))
+
+    def _report_binder(self) -> None:
+        """Tell the supervisor when the binder's status changed (its thread wakes the loop)."""
+        status = self.binder.status() if self.binder is not None else None
+        if status != self._binder_reported:
+            self._binder_reported = status
+            self.link.send(BinderReport(status))
+
+    def _metrics_snapshot(self) -> dict:
+        return self.metrics.snapshot(self.etcd.stats.snapshot() if self.etcd else None,
+                                     self.announcer.packets if self.announcer else 0,
+                                     self.election.counters() if self.election else None)
+
+    def _send_metrics(self) -> None:
+        self.link.send(MetricsReport(self._metrics_snapshot()))
+
     # -- enter-actions ----------------------------------------------------------------------
     def _enter_activated(self, old: State, event: Event, reason: str) -> None:
         self._ensure_bound(force_announce=True, reason=reason)
@@ -298,39 +366,3 @@ class Worker(SupervisorLink):
                     closable.close()
                 except Exception:
                     logger.debug("closing %r failed", closable, exc_info=True)
-
-
-def worker_main(config: Config, spec: VipSpec, conn: Connection, parent_pid: int) -> NoReturn:
-    """Entry point in the forked child; never returns."""
-    code = EXIT_OK
-    vip = spec.ip
-    try:
-        logs.setup(config.logger_level, f"worker {vip}", fmt=config.logger_type, vip=vip)
-        setproctitle(f"link: vip {vip} BOOTING")
-        worker = Worker(config, spec, conn)
-        signal.signal(signal.SIGTERM, lambda *_: worker.request_stop("SIGTERM"))
-        # Ctrl-C reaches the whole process group: the supervisor orders the hand-over.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _die_with_parent(parent_pid)
-        try:
-            worker.boot()
-        except Exception as exc:
-            logger.error("%s: cannot put the VIP in place on this host: %s", vip, exc)
-            try:
-                conn.send({"type": "boot_failed", "error": str(exc)})
-            except OSError:
-                pass
-            worker.shutdown()
-            code = EXIT_BOOT_FAILED
-        else:
-            try:
-                worker.start_election()
-                worker.run()
-            finally:
-                worker.shutdown()
-    except BaseException:
-        logging.getLogger(__name__).exception("worker for %s crashed", vip)
-        code = 1
-    finally:
-        logging.shutdown()
-    os._exit(code)

@@ -12,7 +12,7 @@ from link.supervisor import arbiter as arbiter_mod
 from link.supervisor import records
 from link.supervisor.arbiter import MAX_BOOT_FAILURES, Arbiter, backoff_delay
 from link.supervisor.store import VipStore
-from link.worker.main import EXIT_BOOT_FAILED
+from link.exit_codes import WORKER_BOOT_FAILED as EXIT_BOOT_FAILED
 from tests.unit.fake_clock import Clock
 
 

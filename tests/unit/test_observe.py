@@ -8,8 +8,8 @@ import pytest
 
 from link.supervisor import records
 from link.supervisor.arbiter import MAX_BOOT_FAILURES
-from link.worker.main import EXIT_BOOT_FAILED
-from link.worker.metrics import add
+from link.exit_codes import WORKER_BOOT_FAILED as EXIT_BOOT_FAILED
+from link.counters import add
 from tests.unit.test_arbiter import booted_arbiter, request
 
 VIP = "198.51.100.50/32"
