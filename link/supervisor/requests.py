@@ -19,7 +19,7 @@ from link.protocol import (AddIp, CandidatesDone, DeleteIp, Done, FailoverDone, 
 from link.supervisor import observe, records
 from link.supervisor.records import VipRecord
 from link.supervisor.store import StoreError, VipStore
-from link.vip import VipSpec
+from link.vip import VipSpec, address_of
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +132,11 @@ class RequestHandlers:
 
     def add_ip(self, request: AddIp, request_id: int) -> Any:
         ip, settings, vips = request.ip, request.settings, self.host.vips
-        existing = next((r for r in vips.values() if r.ip == ip), None)
+        # One address is one VIP whatever its prefix length: 198.51.100.5/24 beside /32 would
+        # be two lock keys, so two hosts could bind the same address.
+        existing = next((r for r in vips.values() if address_of(r.ip) == address_of(ip)), None)
         if existing is not None:
-            raise Refusal(409, f"ip {ip} is already configured on this host as {existing.id}")
+            raise Refusal(409, f"ip {ip} is already configured on this host as {existing.id} ({existing.ip})")
         # Counted with the VIPs being deleted: their workers still run until they have let go.
         max_vips = self.host.config.max_vips
         if len(vips) >= max_vips:

@@ -118,11 +118,15 @@ def test_add_forks_a_worker_and_persists(setup):
     assert request(arb, ops, "get", vip_id=vip_id)["result"]["worker"]["state"] == records.RUNNING
 
 
-def test_duplicate_ip_is_409_and_nothing_changes(setup):
+@pytest.mark.parametrize("again", ["198.51.100.50/32", "198.51.100.50/24", "198.51.100.50/31"])
+def test_duplicate_ip_is_409_and_nothing_changes(setup, again):
+    # The same address under another prefix length is the same VIP (another lock key would
+    # let two hosts bind it).
     arb, ops, _ = setup
     request(arb, ops, "add", ip="198.51.100.50/32")
-    answer = request(arb, ops, "add", ip="198.51.100.50/32")
-    assert not answer["ok"] and answer["status"] == 409 and "already configured" in answer["error"]
+    answer = request(arb, ops, "add", ip=again)
+    assert not answer["ok"] and answer["status"] == 409 and "already configured" in answer["error"], answer
+    assert "198.51.100.50/32" in answer["error"]
     assert len(arb.store.load()) == 1 and len(ops.spawned) == 1
 
 
