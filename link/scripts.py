@@ -22,15 +22,26 @@ import pwd
 import stat
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 from link.security_settings import ScriptUser
 
 if TYPE_CHECKING:
-    from link.config import Config
     from link.vip import VipSpec
 
 logger = logging.getLogger(__name__)
+
+
+class ProgramSettings(Protocol):
+    """What of the agent's Config these rules read (not Config itself: link.config imports
+    this module to check SCRIPTS_DIR, and an import back would close a cycle)."""
+
+    @property
+    def scripts_dir(self) -> str: ...
+
+    @property
+    def script_user(self) -> ScriptUser: ...
+
 
 # The API's password is no business of the user's programs (ETCD_TLS_* name files, not secrets).
 HIDDEN_VARIABLES = ("PASSWORD",)
@@ -218,7 +229,7 @@ def named_programs(vip: Mapping[str, Any]) -> list[tuple[str, str]]:
     return named
 
 
-def warn_stored_programs(stored: Iterable[VipSpec], config: Config) -> None:
+def warn_stored_programs(stored: Iterable[VipSpec], config: ProgramSettings) -> None:
     """At start: one WARNING per stored VIP and field whose program is refused now (an upgrade
     that brought SCRIPTS_DIR, a file changed since), so the first failed run is not the first
     word about it; and one line when SCRIPTS_DIR does not exist."""
@@ -285,7 +296,7 @@ class ProgramPolicy:
     owner_uid: int = 0  # see check_program
 
     @classmethod
-    def from_config(cls, config: Config) -> "ProgramPolicy":
+    def from_config(cls, config: ProgramSettings) -> "ProgramPolicy":
         return cls(config.scripts_dir, config.script_user)
 
     def resolve(self, path: str) -> str:
