@@ -278,7 +278,7 @@ def test_address_of_is_the_one_notion_of_the_same_vip_whatever_the_prefix():
     assert address_of("198.51.100.5/32") == address_of("198.51.100.5/24") == ipaddress.ip_address("198.51.100.5")
     assert address_of("2001:db8::5/64") == address_of("2001:db8::5/128")
     assert address_of("198.51.100.5/32") != address_of("198.51.100.50/32")
-    # What the supervisor's duplicate test on add calls (link/supervisor/requests.py, op_add).
+    # What the supervisor's duplicate test on add calls (link/supervisor/requests.py, RequestHandlers.add_ip).
     assert same_address_as("198.51.100.5/32", ["198.51.100.50/32", "198.51.100.5/24"]) == "198.51.100.5/24"
     assert same_address_as("198.51.100.5/32", ["198.51.100.50/32", "2001:db8::5/128"]) is None
     assert same_address_as("198.51.100.5/32", ["None", "", "198.51.100.5/32"]) == "198.51.100.5/32"
