@@ -56,6 +56,13 @@ class Message:
     # Per field: a check of the value's runtime type (filled in by @message).
     checks: ClassVar[dict[str, Callable[[object], bool]]]
 
+    def __post_init__(self) -> None:
+        # The sender learns of a setting the protocol does not carry, not the supervisor.
+        for f in dataclasses.fields(self):
+            unknown = sorted(set(getattr(self, f.name)) - set(f.metadata[SPREAD])) if SPREAD in f.metadata else []
+            if unknown:
+                raise ProtocolError(f"{self.family.label} {self.kind!r}: unknown field(s) {', '.join(map(repr, unknown))}")
+
 
 M = TypeVar("M", bound=Message)
 _REGISTRY: dict[Family, dict[str | bool, type[Message]]] = {family: {} for family in Family}
@@ -107,7 +114,8 @@ UPDATE_SETTINGS = ("checks", "healthcheck_interval", "fault_policy", "priority",
 
 
 def _spread(names: tuple[str, ...]) -> Any:
-    return field(default_factory=dict, metadata={SPREAD: names})
+    # Not in the repr: a webhook binder's settings hold its secret, and no log line may.
+    return field(default_factory=dict, metadata={SPREAD: names}, repr=False)
 
 
 # -- API process -> supervisor: {"op": kind, "id": <int>, ...} ------------------------------
@@ -196,6 +204,7 @@ class Refused(Message):
     error: str
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 400 <= self.status <= 599:
             raise ProtocolError(f"a refusal with status {self.status}, not 4xx or 5xx")
 
@@ -215,7 +224,7 @@ class Stop(Message):
 class Settings(Message):
     """the VIP's new settings (`VipSpec.to_json()`), applied live"""
 
-    spec: dict[str, Any]
+    spec: dict[str, Any] = field(repr=False)  # holds a webhook binder's secret
 
 
 @message(Family.COMMAND, "log_level")

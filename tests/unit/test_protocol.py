@@ -111,3 +111,15 @@ def test_the_architecture_documents_table_is_generated_from_the_module() -> None
         "docs/ARCHITECTURE.md's message table is stale: regenerate it with python -m link.protocol"
     for cls in (m for family in Family for m in protocol.messages(family)):
         assert (cls.__doc__ or "").split()[0] in protocol.markdown_table()
+
+
+def test_a_setting_the_protocol_does_not_carry_is_refused_when_built() -> None:
+    with pytest.raises(ProtocolError, match="unknown field\\(s\\) 'binder'"):
+        protocol.UpdateIp("vip-1", {"binder": "webhook"})
+
+
+def test_no_repr_shows_a_webhook_secret() -> None:
+    webhook = {"url": "https://198.51.100.9/hook", "secret": "s3cr3t-value"}
+    for message in (protocol.AddIp("198.51.100.50/32", {"binder": "webhook", "webhook": webhook}),
+                    protocol.Settings({"binder": "webhook", "webhook": webhook})):
+        assert "s3cr3t" not in repr(message) and "s3cr3t" in str(protocol.encode(message))
