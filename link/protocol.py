@@ -136,7 +136,7 @@ class GetIp(Message):
 @message(Family.REQUEST, "add")
 @dataclass(frozen=True)
 class AddIp(Message):
-    """`ip_object` (status `BOOTING`); `settings` are validated, defaults filled in"""
+    """`ip_object` (status `BOOTING`); the API validated the settings and filled in defaults"""
 
     ip: str  # already normalised CIDR
     settings: Mapping[str, Any] = _spread(ADD_SETTINGS)
