@@ -7,7 +7,7 @@ pickle, readable in a debugger) that only `encode` builds and only `decode` read
 refuses a message it does not know, or one with a field missing, unknown or of the wrong
 type, with one ProtocolError naming it, so that a handler never meets a half-formed message.
 
-Adding a message is one dataclass here (with `@message(family, kind)`) and one handler in the
+Adding a message is one class here (`@message(family, kind)`) and one handler in the
 table of the process that receives it (`Dispatcher`). `python -m link.protocol` prints the
 table docs/ARCHITECTURE.md shows; a unit test keeps the two equal.
 
@@ -73,12 +73,14 @@ WIRE = "wire"
 SPREAD = "spread"
 
 
+@typing.dataclass_transform(frozen_default=True)
 def message(family: Family, kind: str | bool) -> Callable[[type[M]], type[M]]:
-    """Register a (frozen dataclass) message under its family and wire kind."""
+    """Make a class a frozen dataclass and register it as a message of `family` and `kind`."""
 
     def register(cls: type[M]) -> type[M]:
         if kind in _REGISTRY[family]:
             raise TypeError(f"{family.label} {kind!r} is defined twice")
+        cls = dataclass(frozen=True)(cls)
         cls.family, cls.kind = family, kind
         hints = typing.get_type_hints(cls)
         cls.checks = {f.name: _accepts(hints[f.name]) for f in dataclasses.fields(cls)}
@@ -120,13 +122,11 @@ def _spread(names: tuple[str, ...]) -> Any:
 
 # -- API process -> supervisor: {"op": kind, "id": <int>, ...} ------------------------------
 @message(Family.REQUEST, "list")
-@dataclass(frozen=True)
 class ListIps(Message):
     """`[ip_object, ...]`"""
 
 
 @message(Family.REQUEST, "get")
-@dataclass(frozen=True)
 class GetIp(Message):
     """`ip_object` with `candidates` (from the worker; `candidates_error` when etcd could not say)"""
 
@@ -134,7 +134,6 @@ class GetIp(Message):
 
 
 @message(Family.REQUEST, "add")
-@dataclass(frozen=True)
 class AddIp(Message):
     """`ip_object` (status `BOOTING`); the API validated the settings and filled in defaults"""
 
@@ -143,7 +142,6 @@ class AddIp(Message):
 
 
 @message(Family.REQUEST, "update")
-@dataclass(frozen=True)
 class UpdateIp(Message):
     """`ip_object`; the worker applies the new settings live"""
 
@@ -152,7 +150,6 @@ class UpdateIp(Message):
 
 
 @message(Family.REQUEST, "delete")
-@dataclass(frozen=True)
 class DeleteIp(Message):
     """`None`, sent only after the worker released the VIP"""
 
@@ -160,7 +157,6 @@ class DeleteIp(Message):
 
 
 @message(Family.REQUEST, "failover")
-@dataclass(frozen=True)
 class FailoverIp(Message):
     """`None` once this host unbound the VIP and freed the lock; 409 if it does not hold it or no other host competes"""
 
@@ -168,7 +164,6 @@ class FailoverIp(Message):
 
 
 @message(Family.REQUEST, "events")
-@dataclass(frozen=True)
 class GetEvents(Message):
     """`[{"time", "from", "to", "event", "reason", "source"}, ...]`, oldest first (the last 100)"""
 
@@ -176,7 +171,6 @@ class GetEvents(Message):
 
 
 @message(Family.REQUEST, "metrics")
-@dataclass(frozen=True)
 class GetMetrics(Message):
     """`{"workers": <running>, "vips": [{"id", "ip", "status", "since", "worker_state", "restarts", "metrics"}]}`"""
 
@@ -186,7 +180,6 @@ Request = Union[ListIps, GetIp, AddIp, UpdateIp, DeleteIp, FailoverIp, GetEvents
 
 # -- supervisor -> API process: the answer to the request with the same id ------------------
 @message(Family.ANSWER, True)
-@dataclass(frozen=True)
 class Done(Message):
     """the request's result (above)"""
 
@@ -195,7 +188,6 @@ class Done(Message):
 
 
 @message(Family.ANSWER, False)
-@dataclass(frozen=True)
 class Refused(Message):
     """the status the API answers (400, 404, 409, 503) and a sentence for people"""
 
@@ -214,13 +206,11 @@ Answer = Union[Done, Refused]
 
 # -- supervisor -> worker: {"type": kind, ...} ----------------------------------------------
 @message(Family.COMMAND, "stop")
-@dataclass(frozen=True)
 class Stop(Message):
     """release the VIP (unbind, free the lock) and exit"""
 
 
 @message(Family.COMMAND, "settings")
-@dataclass(frozen=True)
 class Settings(Message):
     """the VIP's new settings (`VipSpec.to_json()`), applied live"""
 
@@ -228,7 +218,6 @@ class Settings(Message):
 
 
 @message(Family.COMMAND, "log_level")
-@dataclass(frozen=True)
 class LogLevel(Message):
     """LOGGER_LEVEL changed (SIGHUP)"""
 
@@ -236,7 +225,6 @@ class LogLevel(Message):
 
 
 @message(Family.COMMAND, "priority")
-@dataclass(frozen=True)
 class Priority(Message):
     """the host's priority changed (SIGUSR1, SIGUSR2, SIGHUP); a VIP's own priority wins"""
 
@@ -244,7 +232,6 @@ class Priority(Message):
 
 
 @message(Family.COMMAND, "candidates")
-@dataclass(frozen=True)
 class ReadCandidates(Message):
     """read the candidates from etcd for `GET /ips/<id>`; answered by `candidates_done`"""
 
@@ -252,7 +239,6 @@ class ReadCandidates(Message):
 
 
 @message(Family.COMMAND, "failover")
-@dataclass(frozen=True)
 class HandOver(Message):
     """give the VIP to another host; answered by `failover_done`"""
 
@@ -261,7 +247,6 @@ class HandOver(Message):
 
 # -- worker -> supervisor: {"type": kind, ...} ----------------------------------------------
 @message(Family.REPORT, "state")
-@dataclass(frozen=True)
 class StateReport(Message):
     """on every transition and whenever the known holder or priority changes; an event when `from` differs from `state`"""
 
@@ -277,7 +262,6 @@ class StateReport(Message):
 
 
 @message(Family.REPORT, "binder")
-@dataclass(frozen=True)
 class BinderReport(Message):
     """whenever the binder's status changes: `{"ok", "action", "error", "attempts", "since"}`"""
 
@@ -285,7 +269,6 @@ class BinderReport(Message):
 
 
 @message(Family.REPORT, "metrics")
-@dataclass(frozen=True)
 class MetricsReport(Message):
     """the worker's counters (plain numbers), every 5 s"""
 
@@ -293,7 +276,6 @@ class MetricsReport(Message):
 
 
 @message(Family.REPORT, "boot_failed")
-@dataclass(frozen=True)
 class BootFailed(Message):
     """before exiting when the VIP cannot be put in place on this host"""
 
@@ -301,7 +283,6 @@ class BootFailed(Message):
 
 
 @message(Family.REPORT, "candidates_done")
-@dataclass(frozen=True)
 class CandidatesDone(Message):
     """the answer to `candidates`: `[{"host", "priority", "state"}, ...]`, `error` "" when etcd answered"""
 
@@ -311,7 +292,6 @@ class CandidatesDone(Message):
 
 
 @message(Family.REPORT, "failover_done")
-@dataclass(frozen=True)
 class FailoverDone(Message):
     """the answer to `failover`: 204, or the status and sentence the API answers"""
 

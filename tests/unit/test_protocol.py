@@ -100,7 +100,6 @@ def test_a_dispatch_table_without_a_handler_for_every_message_is_refused() -> No
 def test_a_message_defined_twice_is_refused() -> None:
     with pytest.raises(TypeError, match="defined twice"):
         @protocol.message(Family.COMMAND, "stop")
-        @dataclasses.dataclass(frozen=True)
         class AnotherStop(protocol.Message):
             pass
 
