@@ -233,7 +233,12 @@ def warn_stored_programs(stored: Iterable[VipSpec], config: ProgramSettings) -> 
     """At start: one WARNING per stored VIP and field whose program is refused now (an upgrade
     that brought SCRIPTS_DIR, a file changed since), so the first failed run is not the first
     word about it; and one line when SCRIPTS_DIR does not exist."""
-    if not check_scripts_dir(config.scripts_dir):
+    try:
+        exists = check_scripts_dir(config.scripts_dir)
+    except ScriptRefused as exc:  # load() refused it already; changed since: every program says why below
+        exists = True
+        logger.warning("SCRIPTS_DIR %s", exc)
+    if not exists:
         logger.warning("SCRIPTS_DIR %s does not exist: no program (EXEC check, command binder) can run until it does",
                        config.scripts_dir)
     for spec in stored:
