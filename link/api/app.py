@@ -23,6 +23,7 @@ import bottle
 from link.api import metrics
 from link.api.guard import FailureGuard
 from link.config import DEFAULT_SCRIPTS_DIR
+from link.security_settings import ScriptUser
 from link.api.admission import check_programs, check_webhook_allowed
 from link import protocol
 from link.api.validation import (
@@ -142,7 +143,7 @@ class _JsonBottle(bottle.Bottle):
 def make_app(call: Call, *, user: str = "", password: str = "", version: str, metrics_auth: bool = True,
              guard: FailureGuard | None = None, webhook_allowed_urls: tuple[str, ...] = (),
              reserved: Callable[[str, Callable[[], set[str]]], None] | None = None,
-             scripts_dir: str = DEFAULT_SCRIPTS_DIR) -> bottle.Bottle:
+             scripts_dir: str = DEFAULT_SCRIPTS_DIR, script_user: ScriptUser | None = None) -> bottle.Bottle:
     """The API app; `call` sends one request to the supervisor and returns its answer.
 
     `call` raises TimeoutError or ConnectionError when the supervisor does not answer (503).
@@ -152,7 +153,8 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
     A new VIP's webhook must be on `webhook_allowed_urls` (WEBHOOK_ALLOWED_URLS; none: webhook
     binders are refused), and `reserved(ip, managed_ips)` refuses addresses a VIP must not take
     (link.api.reserved). EXEC checks and command binders name programs of `scripts_dir` only
-    (SCRIPTS_DIR, under link.scripts' rules).
+    (SCRIPTS_DIR, under link.scripts' rules), runnable by `script_user` (SCRIPT_USER; None: as
+    this agent's environment says).
     """
     app = _JsonBottle()
     failures = guard if guard is not None else FailureGuard()
@@ -198,7 +200,7 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
         check_content_type(environ.get("CONTENT_TYPE", ""))
         request = parse_add_body(read_body(environ))
         check_webhook_allowed(request, webhook_allowed_urls)
-        check_programs(request, scripts_dir)
+        check_programs(request, scripts_dir, run_as=script_user)
         if reserved is not None:
             reserved(request["ip"], lambda: {str(ip.get("ip")) for ip in _unwrap(call(protocol.ListIps())) or ()})
         settings = {name: value for name, value in request.items() if name != "ip"}
@@ -218,7 +220,7 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
         check_vip_id(vip_id)
         check_content_type(environ.get("CONTENT_TYPE", ""))
         changes = parse_update_body(read_body(environ))
-        check_programs(changes, scripts_dir)
+        check_programs(changes, scripts_dir, run_as=script_user)
         updated = _unwrap(call(protocol.UpdateIp(vip_id, changes)), not_found=NOT_FOUND_BODY)
         log.info("%s updated %s: %s", client(), vip_id, ", ".join(sorted(changes)))
         # LinK's PATCH answers the bare IP object, as its POST does.

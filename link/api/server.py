@@ -225,7 +225,7 @@ def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
     reserved = link.api.reserved.start(config)
     app = make_app(client.call, user=config.user, password=config.password, version=version,
                    metrics_auth=config.metrics_auth, webhook_allowed_urls=config.webhook_allowed_urls,
-                   reserved=reserved.check, scripts_dir=config.scripts_dir)
+                   reserved=reserved.check, scripts_dir=config.scripts_dir, script_user=config.script_user)
     try:
         # Not waitress.serve: serve() prints a banner on stdout and calls logging.basicConfig();
         # the agent has its own logging and says one line itself. http_server's LinkServer adds

@@ -151,3 +151,23 @@ def test_the_app_refuses_a_root_only_program_for_nobody(scripts, monkeypatch):
     res = wsgi_request(app, "POST", "/ips", {"ip": VIP, "checks": [{"type": "EXEC", "command": [private]}]}, JSON_HEADERS)
     assert_json_error(res, 400, f"checks[0].command[0] {private!r} is not executable by SCRIPT_USER nobody")
     assert sup.requests == []
+
+
+@needs_root
+def test_the_app_judges_programs_for_the_script_user_it_is_given(scripts, monkeypatch):
+    # The agent hands its Config's SCRIPT_USER to the app: that one decides, not the environment.
+    from link.security_settings import ScriptUser
+
+    monkeypatch.setenv("SCRIPT_USER", "root")
+    private = scripts.add("private", "exit 0\n", mode=0o700)
+    body = {"ip": VIP, "checks": [{"type": "EXEC", "command": [private]}]}
+    sup = FakeSupervisor()
+    someone = ScriptUser("someone", 4242424, 4242424)
+    res = wsgi_request(make_app(sup, version=VERSION, scripts_dir=str(scripts.path), script_user=someone),
+                       "POST", "/ips", body, JSON_HEADERS)
+    assert_json_error(res, 400, f"checks[0].command[0] {private!r} is not executable by SCRIPT_USER {someone}")
+    assert sup.requests == []
+    root = ScriptUser("root", 0, 0)
+    res = wsgi_request(make_app(sup, version=VERSION, scripts_dir=str(scripts.path), script_user=root),
+                       "POST", "/ips", body, JSON_HEADERS)
+    assert res.status == 201, res
