@@ -76,7 +76,7 @@ def _preload() -> None:
     import etcd3.etcdrpc  # noqa: F401
     import scapy.layers.inet6  # noqa: F401
     import scapy.layers.l2  # noqa: F401
-    import link.worker.main  # noqa: F401
+    import link.worker.entry  # noqa: F401  (the worker and its real etcd adapter)
     import link.api.server  # noqa: F401
 
 

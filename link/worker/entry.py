@@ -1,5 +1,8 @@
 """The worker process's entry point, the one name the supervisor imports from link.worker
 (link.supervisor.ops, in the forked child): set the process up, boot the VIP, run, leave.
+
+`build_worker` is the one place the Worker's seams get their real parts (the gRPC etcd
+adapter, the binder the VIP asks for, the monotonic clock); unit tests give it fakes.
 """
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ import ctypes
 import logging
 import os
 import signal
+import time
 from multiprocessing.connection import Connection
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 from setproctitle import setproctitle
 
@@ -17,6 +21,8 @@ from link.config import Config
 from link.exit_codes import WORKER_BOOT_FAILED, WORKER_OK
 from link.protocol import BootFailed
 from link.vip import VipSpec
+from link.worker.binders import Binder, make_binder
+from link.worker.etcd_grpc import GrpcEtcd
 from link.worker.main import Worker
 
 logger = logging.getLogger(__name__)
@@ -37,6 +43,16 @@ def _die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def build_worker(config: Config, spec: VipSpec, conn: Connection) -> Worker:
+    """The Worker with its real parts. Connects to nothing: the etcd channel connects on its
+    first call (start_election), the binder is made by boot()."""
+
+    def binder(wake: Callable[[], None], priority: Callable[[], int]) -> Binder:
+        return make_binder(config, spec, wake, priority)
+
+    return Worker(config, spec, conn, etcd=GrpcEtcd.from_config(config), binder=binder, clock=time.monotonic)
+
+
 def worker_main(config: Config, spec: VipSpec, conn: Connection, parent_pid: int) -> NoReturn:
     """Entry point in the forked child; never returns."""
     code = WORKER_OK
@@ -44,7 +60,7 @@ def worker_main(config: Config, spec: VipSpec, conn: Connection, parent_pid: int
     try:
         logs.setup(config.logger_level, f"worker {vip}", fmt=config.logger_type, vip=vip)
         setproctitle(f"link: vip {vip} BOOTING")
-        worker = Worker(config, spec, conn)
+        worker = build_worker(config, spec, conn)
         signal.signal(signal.SIGTERM, lambda *_: worker.request_stop("SIGTERM"))
         # Ctrl-C reaches the whole process group: the supervisor orders the hand-over.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

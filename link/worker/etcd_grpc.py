@@ -357,6 +357,9 @@ class GrpcEtcd:
         """True while every watch is established: then no change to a watched key goes unseen."""
         return self._watch_ready.is_set()
 
+    def call_stats(self) -> dict[str, Any]:
+        return self.stats.snapshot()
+
     def _notify_all(self) -> None:
         for _, _, on_change in list(self._watches):
             on_change()

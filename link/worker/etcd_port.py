@@ -6,7 +6,7 @@ real adapter (`etcd_grpc.py`) translates every gRPC failure into one of these ex
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 
 class EtcdError(Exception):
@@ -62,5 +62,8 @@ class EtcdPort(Protocol):
     @property
     def watch_healthy(self) -> bool:
         """True while every watch is established, so no change goes unseen."""
+
+    def call_stats(self) -> dict[str, Any]:
+        """What the calls cost (requests, seconds and errors per method, leases), for the worker's metrics."""
 
     def close(self) -> None: ...

@@ -1,7 +1,7 @@
 """The body of one worker process: one VIP, its election, its address and its announcements.
 
-Runs in a child forked by the supervisor (link.worker.entry). Everything that opens a socket
-or starts a thread (etcd client, watch, netlink, AF_PACKET) is created here, after the fork.
+Runs in a child forked by the supervisor. Its seams (the etcd port, the binder, the clock) are
+given to it: link.worker.entry wires the real ones after the fork, unit tests fakes.
 Its pipe to the supervisor is a SupervisorChannel it holds: the commands it gets are handled
 here (`_on_*`), and it reports its state, its binder's status and its numbers through it.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import selectors
-import time
 from multiprocessing.connection import Connection
+from typing import Callable
 
 from setproctitle import setproctitle
 
@@ -21,11 +21,9 @@ from link.protocol import (BinderReport, CandidatesDone, FailoverDone, HandOver,
                            ReadCandidates, Settings, StateReport, Stop)
 from link.scripts import ProgramPolicy
 from link.vip import VipSpec
-from link.worker.announce import Announcer
-from link.worker.binders import Binder, make_binder
+from link.worker.binders import Binder, BinderFactory
 from link.worker.election import CycleResult, Election
-from link.worker.etcd_grpc import GrpcEtcd
-from link.worker.etcd_port import EtcdError
+from link.worker.etcd_port import EtcdError, EtcdPort
 from link.worker.fsm import Event, State, StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
 from link.worker.metrics import WorkerMetrics
@@ -39,8 +37,12 @@ TRUSTED_CYCLES = 8  # cycles in a row that may trust the watch instead of readin
 
 
 class Worker:
-    def __init__(self, config: Config, spec: VipSpec, conn: Connection) -> None:
+    def __init__(self, config: Config, spec: VipSpec, conn: Connection, *, etcd: EtcdPort, binder: BinderFactory,
+                 clock: Callable[[], float]) -> None:
+        """`etcd` is first used by start_election (etcd down is no boot failure); `binder` is
+        called by boot() with this worker's wake and priority (a failure there is one)."""
         self.config = config
+        self.clock = clock
         self.spec = spec
         self.vip = spec.ip
         self.link = SupervisorChannel(conn, {
@@ -56,7 +58,7 @@ class Worker:
         self._lock_changed = False  # set by the watch thread: run a cycle now
         self._lock_dirty = True  # the lock may have changed since the last read
         self._trusted_reads = 0  # cycles in a row that trusted the watch instead of reading
-        self.warnings = WarningThrottle()  # an etcd outage: one warning per 30 s, not one per tick
+        self.warnings = WarningThrottle(clock=clock)  # an etcd outage: one warning per 30 s, not one per tick
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -67,19 +69,18 @@ class Worker:
         self.health = HealthMonitor(list(spec.checks), self._check_interval(spec), config.health_check_timeout, self._wake,
                                     ProgramPolicy.from_config(config), label=self.vip)
         self.judge = HealthJudge(config.fail_count_before_failover)
-        self.metrics = WorkerMetrics()
+        self.metrics = WorkerMetrics(clock=clock)
         self._reported_state: str | None = None  # the `from` of the next transition report
+        self._make_binder = binder
         self.binder: Binder | None = None  # how the VIP is put in place (link.worker.binders)
-        self.announcer: Announcer | None = None  # the arp binder's, for the metrics
         self._binder_reported: dict | None = None
-        self.etcd: GrpcEtcd | None = None
+        self.etcd = etcd
         self.election: Election | None = None
 
     # -- life -------------------------------------------------------------------------------
     def boot(self) -> None:
         """Open what the VIP needs on this host; an exception here is a boot failure."""
-        self.binder = make_binder(self.config, self.spec, self._wake, self._priority)
-        self.announcer = getattr(self.binder, "announcer", None)
+        self.binder = self._make_binder(self._wake, self._priority)
 
     def _priority(self) -> int:
         if self.election is not None:
@@ -91,12 +92,11 @@ class Worker:
 
     def start_election(self) -> None:
         # Not a boot failure if etcd is down: the cycle counts failures and faults (LinK's rule).
-        self.etcd = GrpcEtcd.from_config(self.config)
         self.election = Election(
             self.etcd, self.vip, self.config.hostname, self.config.lease_ttl, self.config.keepalive_retry,
             priority=self.config.priority if self.spec.priority is None else self.spec.priority,
             preempt=self.config.preempt if self.spec.preempt is None else self.spec.preempt,
-            preempt_delay=self.config.preempt_delay, grace=self.config.tick,
+            preempt_delay=self.config.preempt_delay, grace=self.config.tick, clock=self.clock,
         )
         self.election.watch(self._on_lock_change)
         self.health.start()
@@ -119,7 +119,7 @@ class Worker:
 
     def run(self) -> None:
         assert self.election is not None and self.binder is not None
-        next_cycle = time.monotonic()
+        next_cycle = self.clock()
         self._report()
         # One selector for the worker's life: multiprocessing's wait() builds and tears down
         # a new one on every call, a cost paid on every tick of every idle VIP.
@@ -128,7 +128,7 @@ class Worker:
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self.stopping:
                 due = min(next_cycle, self.binder.next_due() or next_cycle)
-                ready = {key.fileobj for key, _ in selector.select(max(0.0, due - time.monotonic()))}
+                ready = {key.fileobj for key, _ in selector.select(max(0.0, due - self.clock()))}
                 if self.link in ready:
                     self.link.read()
                 if self._wake_r in ready:
@@ -138,16 +138,17 @@ class Worker:
                         pass
                     if self._lock_changed:
                         self._lock_changed = False
-                        next_cycle = time.monotonic()  # the lock changed: look now, not at the next tick
+                        next_cycle = self.clock()  # the lock changed: look now, not at the next tick
                 if self.stopping:
                     break
                 self._judge_health()
-                now = time.monotonic()
+                now = self.clock()
                 if now >= next_cycle:
                     # Due work first (the address lifetime): a cycle may wait on a slow etcd.
                     self.binder.run_due()
                     self.cycle()
                     next_cycle = now + self.config.tick
+                    self.link.heartbeat(self.config.lease_ttl)
                 self.binder.run_due()
                 self._report_binder()
                 if self.metrics.due():
@@ -174,12 +175,11 @@ class Worker:
 
     def cycle(self) -> None:
         assert self.election is not None
-        eligible = self.fsm.state is not State.FAILING and time.monotonic() >= self.hold_off_until
+        eligible = self.fsm.state is not State.FAILING and self.clock() >= self.hold_off_until
         # An idle VIP only refreshes its lease while the watch vouches for the lock; it still
         # reads the lock every TRUSTED_CYCLES + 1 cycles (three leases), should a watch ever
         # miss a change. Each read is an etcd request: at hundreds of VIPs they add up.
-        trust = (self.etcd is not None and self.etcd.watch_healthy and not self._lock_dirty
-                 and self._trusted_reads < TRUSTED_CYCLES)
+        trust = self.etcd.watch_healthy and not self._lock_dirty and self._trusted_reads < TRUSTED_CYCLES
         self._lock_dirty = False
         self._trusted_reads = self._trusted_reads + 1 if trust else 0
         result = self._apply_fault_policy(
@@ -228,7 +228,7 @@ class Worker:
         periods — long enough for a standby to take it, short enough that the VIP comes back
         here if none does (at least one host must bind it)."""
         assert self.election is not None
-        self.hold_off_until = time.monotonic() + 2 * self.config.lease_ttl
+        self.hold_off_until = self.clock() + 2 * self.config.lease_ttl
         self.holder = None
         self.fsm.handle(Event.DEMOTED, reason)
         logger.info("%s: %s", self.vip, self.election.give_up_lock())
@@ -314,8 +314,7 @@ class Worker:
             self.link.send(BinderReport(status))
 
     def _metrics_snapshot(self) -> dict:
-        return self.metrics.snapshot(self.etcd.stats.snapshot() if self.etcd else None,
-                                     self.announcer.packets if self.announcer else 0,
+        return self.metrics.snapshot(self.etcd.call_stats(), self.binder.packets_sent() if self.binder else 0,
                                      self.election.counters() if self.election else None)
 
     def _send_metrics(self) -> None:
@@ -360,9 +359,7 @@ class Worker:
             self.binder.close(wait=BINDER_STOP_WAIT)
         if self.election is not None:
             logger.info("%s: %s", self.vip, self.election.resign())
-        for closable in (self.etcd,):
-            if closable is not None:
-                try:
-                    closable.close()
-                except Exception:
-                    logger.debug("closing %r failed", closable, exc_info=True)
+        try:
+            self.etcd.close()
+        except Exception:
+            logger.debug("closing %r failed", self.etcd, exc_info=True)

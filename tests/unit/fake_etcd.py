@@ -1,13 +1,26 @@
-"""An in-memory etcd behind the EtcdPort seam: leases, revisions, transactions, outages."""
+"""An in-memory etcd behind the EtcdPort seam: leases, revisions, transactions, outages.
+
+Outages fail calls as link.worker.etcd_grpc.translate does: `down` with a deadline error, or
+any EtcdError given to `fail` (DEADLINE, REFUSED, NO_LEADER: EtcdUnavailable, counted toward
+KEEPALIVE_RETRY; DENIED: a plain EtcdError, etcd answered no), for every host or for one
+client (a partition). As with the real adapter, a host that cannot reach etcd has no healthy
+watch: its callbacks hear the break and the reconnection, and no change in between.
+"""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
-from link.worker.etcd_port import EtcdUnavailable, KeyInfo, LeaseNotFound
+from link.worker.etcd_port import EtcdError, EtcdUnavailable, KeyInfo, LeaseNotFound
+
+# What the real adapter raises (etcd_grpc.translate of the gRPC status etcd's client sees).
+DEADLINE = EtcdUnavailable("DEADLINE_EXCEEDED: context deadline exceeded")
+REFUSED = EtcdUnavailable("UNAVAILABLE: failed to connect to all addresses; connection refused")
+NO_LEADER = EtcdUnavailable("UNAVAILABLE: etcdserver: no leader")
+DENIED = EtcdError("PERMISSION_DENIED: etcdserver: permission denied")
 
 
 class FakeEtcd:
-    """One store that several fake clients (hosts) share; `down` makes every call fail."""
+    """One store that several fake clients (hosts) share; `down` (or `fail`) makes every call fail."""
 
     def __init__(self) -> None:
         self.keys: dict[str, KeyInfo] = {}
@@ -15,7 +28,22 @@ class FakeEtcd:
         self.revision = 0
         self.next_lease = 0x100
         self.down = False
-        self.watchers: list[tuple[str, Callable[[], None]]] = []
+        self.error: EtcdError | None = None  # set by fail(): what every call raises
+        self.watchers: list[tuple[FakeEtcdClient, str, Callable[[], None], bool]] = []
+
+    def fail(self, error: EtcdError = DEADLINE) -> None:
+        """etcd stops answering every host (with `error`): their watches break."""
+        self.error = error
+        self._notify_all()
+
+    def recover(self) -> None:
+        """etcd answers again: the watches are established again (and say so)."""
+        self.error, self.down = None, False
+        self._notify_all()
+
+    def _notify_all(self) -> None:
+        for _, _, callback, _ in list(self.watchers):
+            callback()  # a break or a reconnection is told even to a broken watch's callback
 
     def client(self) -> "FakeEtcdClient":
         return FakeEtcdClient(self)
@@ -43,20 +71,44 @@ class FakeEtcd:
             self._notify(key)
 
     def _notify(self, key: str) -> None:
-        for watched, callback, prefix in self.watchers:
-            if watched == key or (prefix and key.startswith(watched)):
-                callback()
+        for client, watched, callback, prefix in list(self.watchers):
+            if (watched == key or (prefix and key.startswith(watched))) and client.watch_healthy:
+                callback()  # a broken watch sees nothing: the change is missed
 
 
 class FakeEtcdClient:
     def __init__(self, store: FakeEtcd) -> None:
         self.store = store
         self.calls: list[str] = []
+        self.error: EtcdError | None = None  # this host alone is cut off (fail/recover)
+        self.watch_broken = False  # etcd answers, but this host's watch stream is down
 
     def _check(self, name: str) -> None:
         self.calls.append(name)
+        error = self.error or self.store.error
+        if error is not None:
+            raise type(error)(*error.args)  # a new exception each call, as gRPC raises
         if self.store.down:
             raise EtcdUnavailable("DEADLINE_EXCEEDED: fake etcd is down")
+
+    def fail(self, error: EtcdError = DEADLINE) -> None:
+        """This host cannot reach etcd (a partition); the others still do."""
+        self.error = error
+        self._notify_mine()
+
+    def recover(self) -> None:
+        self.error = None
+        self._notify_mine()
+
+    def break_watch(self, broken: bool = True) -> None:
+        """The watch stream breaks (or comes back) while calls still work; told to the callbacks."""
+        self.watch_broken = broken
+        self._notify_mine()
+
+    def _notify_mine(self) -> None:
+        for client, _, callback, _ in list(self.store.watchers):
+            if client is self:
+                callback()
 
     @staticmethod
     def _leased(key: str, lease: int) -> None:
@@ -121,11 +173,14 @@ class FakeEtcdClient:
         return True
 
     def watch(self, key: str, on_change: Callable[[], None], prefix: bool = False) -> None:
-        self.store.watchers.append((key, on_change, prefix))
+        self.store.watchers.append((self, key, on_change, prefix))
 
     @property
     def watch_healthy(self) -> bool:
-        return not self.store.down
+        return not (self.store.down or self.store.error or self.error or self.watch_broken)
+
+    def call_stats(self) -> dict[str, Any]:
+        return {"requests": {name: self.calls.count(name) for name in set(self.calls)}}
 
     def close(self) -> None:
-        pass
+        self.store.watchers = [w for w in self.store.watchers if w[0] is not self]  # its watches end with it

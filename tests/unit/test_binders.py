@@ -528,6 +528,7 @@ def test_the_workers_enter_actions_never_wait_on_a_slow_binder(tmp_path, scripts
     from link.scripts import ProgramPolicy
     from link.worker import main as worker_main
     from link.worker.fsm import Event, State
+    from tests.unit.fake_etcd import FakeEtcd
 
     monkeypatch.setattr(worker_main, "setproctitle", lambda title: None)
     # The test's SCRIPTS_DIR, its programs run as this process (owned by a non-root developer too).
@@ -537,7 +538,8 @@ def test_the_workers_enter_actions_never_wait_on_a_slow_binder(tmp_path, scripts
                "ensure": None, "timeout": 5.0, "ensure_interval": 30.0}
     spec = VipSpec(id=VIP_ID, ip=VIP, binder="command", command=command)
     ours, theirs = Pipe()
-    worker = worker_main.Worker(CONFIG, spec, theirs)
+    worker = worker_main.Worker(CONFIG, spec, theirs, etcd=FakeEtcd().client(), clock=time.monotonic,
+                                binder=lambda wake, priority: make_binder(CONFIG, spec, wake, priority))
     worker.boot()
     try:
         started = time.monotonic()

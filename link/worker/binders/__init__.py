@@ -9,7 +9,8 @@
 
 The worker's state machine calls `activate()` on entering ACTIVATED, `deactivate()` on leaving
 it, `ensure()` on every cycle while ACTIVATED, `run_due()` when `next_due()` says so, and
-`close()` at the end. `status()` is what the API shows as `binder_status`. The command and
+`close()` at the end. `status()` is what the API shows as `binder_status`, `packets_sent()`
+what the metrics count as announcement frames. The command and
 webhook binders run their actions on a thread of their own (`runner.ActionRunner`): none of
 these calls waits on the user's program or web server.
 """
@@ -41,8 +42,16 @@ class Binder(Protocol):
     def status(self) -> dict:
         """{"ok", "action", "error", "attempts", "since"}: the last action's outcome."""
 
+    def packets_sent(self) -> int:
+        """Announcement frames sent so far (gratuitous ARP, unsolicited NA); 0 for a binder that sends none."""
+
     def close(self, wait: float = 0.0) -> None:
         """Let a pending action have one last attempt (at most `wait` seconds), then release everything."""
+
+
+# What the worker is given to make its binder at boot: (wake, priority) -> Binder, the two
+# callables being make_binder's; link.worker.entry binds the config and the spec.
+BinderFactory = Callable[[Callable[[], None], Callable[[], int]], Binder]
 
 
 def make_binder(config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int]) -> Binder:

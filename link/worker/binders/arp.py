@@ -122,6 +122,9 @@ class ArpBinder:
     def status(self) -> dict:
         return dict(self._status)
 
+    def packets_sent(self) -> int:
+        return self.announcer.packets
+
     def is_bound(self) -> bool:
         return self.address.is_bound()
 

@@ -117,6 +117,9 @@ class CommandBinder:
     def status(self) -> dict:
         return self.runner.status()
 
+    def packets_sent(self) -> int:
+        return 0  # the user's program announces what it moves, if anything
+
     def close(self, wait: float = 0.0) -> None:
         if not self.runner.close(wait):
             with self._proc_lock:

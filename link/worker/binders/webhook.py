@@ -134,6 +134,9 @@ class WebhookBinder:
     def status(self) -> dict:
         return self.runner.status()
 
+    def packets_sent(self) -> int:
+        return 0  # a web server is told, no neighbour
+
     def close(self, wait: float = 0.0) -> None:
         self.runner.close(wait)
 
