@@ -300,8 +300,13 @@ class FailoverDone(Message):
     error: str = ""
 
 
+@message(Family.REPORT, "heartbeat")
+class Heartbeat(Message):
+    """alive: from the main loop's tick when nothing else went up for a lease; a worker silent for 3 leases (5 s at least) is replaced"""
+
+
 Command = Union[Stop, Settings, LogLevel, Priority, ReadCandidates, HandOver]
-Report = Union[StateReport, BinderReport, MetricsReport, BootFailed, CandidatesDone, FailoverDone]
+Report = Union[StateReport, BinderReport, MetricsReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat]
 
 
 # -- the wire -------------------------------------------------------------------------------

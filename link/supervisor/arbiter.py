@@ -2,16 +2,13 @@
 
 Signal handlers only enqueue the signal and poke a wakeup pipe; the loop waits on the pipes
 of the API process and the workers plus that wakeup fd, runs each signal's handler, reaps
-with waitpid(-1, WNOHANG) and respawns dead workers with jittered backoff. A worker that
-cannot boot its VIP several times in a row is marked FATAL instead of being respawned at once,
-and tried again after FATAL_RETRY (minutes): what made it fail (an interface missing, a bad
-value in etcd) may be gone by then, and a VIP must not stay down for good on every host.
+with waitpid(-1, WNOHANG) and respawns dead workers with jittered backoff, or marks them FATAL, and replaces hung ones
+(link.supervisor.lifecycle: a worker process's life, its states in worker_states.py).
 """
 from __future__ import annotations
 
 import logging
 import os
-import random
 import selectors
 import signal
 import time
@@ -22,33 +19,21 @@ from setproctitle import setproctitle
 
 from link import logs, protocol
 from link.config import Config, ConfigError
-from link.exit_codes import WORKER_BOOT_FAILED
-from link.protocol import BinderReport, BootFailed, CandidatesDone, FailoverDone, Message, MetricsReport, StateReport
-from link.supervisor import observe, records, reload
+from link.protocol import (BinderReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, Message, MetricsReport,
+                           StateReport)
+from link.supervisor import lifecycle, observe, reload
+from link.supervisor.lifecycle import Watchdog
 from link.supervisor.ops import ProcessOps
 from link.supervisor.records import VipRecord
 from link.supervisor.requests import RequestHandlers
 from link.supervisor.store import VipStore
+from link.supervisor.worker_states import WorkerEvent, WorkerState
 
 logger = logging.getLogger(__name__)
 
-BOOT_WINDOW = 5.0  # a worker dying sooner than this after its start failed to boot
-MAX_BOOT_FAILURES = 5  # then FATAL (Supervisor's startretries)
-FATAL_RETRY = 300.0  # seconds (±20 % jitter) before a FATAL worker is tried again, once per period
 STOP_TIMEOUT = 10.0  # workers that have not released their VIP by then are killed
 API_BOOT_WINDOW = 3.0  # an API process dying sooner than this cannot serve: stop the agent
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def backoff_delay(failures: int, rng: Callable[[float, float], float] = random.uniform) -> float:
-    """0.1 s after a crash of a worker that ran fine, doubling per failed boot, capped at 30 s,
-    with ±25 % jitter so many failing VIPs do not respawn in lockstep."""
-    return min(30.0, 0.1 * (2 ** failures)) * rng(0.75, 1.25)
-
-
-def fatal_retry_delay(rng: Callable[[float, float], float] = random.uniform) -> float:
-    """FATAL_RETRY with ±20 % jitter: VIPs that went FATAL together are not retried together."""
-    return FATAL_RETRY * rng(0.8, 1.2)
 
 
 class Arbiter:
@@ -81,10 +66,12 @@ class Arbiter:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self.requests = RequestHandlers(self)  # the API process's requests (link.supervisor.requests)
+        self.watchdog = Watchdog(ops, config.lease_ttl, clock)  # replaces hung workers
         self._on_report = protocol.Dispatcher(protocol.Family.REPORT, {
             StateReport: observe.state_report, BinderReport: observe.binder_report, MetricsReport: observe.metrics_report,
             BootFailed: observe.boot_failed, CandidatesDone: self.requests.candidates_done,
             FailoverDone: self.requests.failover_done,
+            Heartbeat: lambda report, record: None,  # _worker_message noted that the worker is alive
         })
         self._on_signal: dict[int, Callable[[], None]] = {
             signal.SIGTERM: lambda: self.begin_stop("SIGTERM"),
@@ -204,14 +191,11 @@ class Arbiter:
     def spawn_worker(self, record: VipRecord) -> None:
         record.pid, record.conn = self.ops.spawn_worker(record.spec)
         self._watch(record.conn, record)
-        record.worker_state = records.RUNNING
-        record.started_at = self.clock()
-        record.respawn_at = None
-        record.boot_error = None
+        record.started_at = record.heard_at = self.clock()
+        record.respawn_at = record.kill_at = record.boot_error = None
         self.by_pid[record.pid] = record
-        logger.info("started worker %d for %s", record.pid, record.ip)
-        if record.restarts:
-            observe.add_event(record, record.status, "worker_respawned", f"worker {record.pid} started (restart {record.restarts})")
+        lifecycle.change(record, WorkerEvent.SPAWNED, f"worker {record.pid} started (restart {record.restarts})"
+                         if record.restarts else f"worker {record.pid} started", note="worker_respawned" if record.restarts else None)
         # What signals changed since start-up: the worker was built from the start-up config.
         if self.priority != self.config.priority:
             self.send(record, protocol.Priority(self.priority))
@@ -244,6 +228,7 @@ class Arbiter:
         for pid, code in self.ops.reap():
             self.child_exited(pid, code)
         self.respawn_due()
+        self.watchdog.check(self.vips.values())
         logs.pump()  # lines kept back while stderr was full (the supervisor never waits for it)
         return self.check_stop()
 
@@ -276,6 +261,7 @@ class Arbiter:
         except protocol.ProtocolError as exc:
             logger.error("%s: dropped a message from worker %s: %s", record.ip, record.pid, exc)
             return
+        record.heard_at = self.clock()  # any message says the worker is alive (the hung watchdog)
         self._on_report(report, record)
 
     def child_exited(self, pid: int, code: int) -> None:
@@ -292,37 +278,14 @@ class Arbiter:
         # Whatever the worker left on the interface goes: a killed worker cannot unbind.
         if self.ops.remove_address(record.ip) and code != 0:
             logger.warning("removed %s left bound by dead worker %d", record.ip, pid)
-        if record.worker_state == records.STOPPING or self.stopping:
-            record.worker_state = records.BACKOFF
+        if self.stopping:  # whatever exits now was told to stop (or would have been)
+            lifecycle.change(record, WorkerEvent.STOP, "the agent is stopping")
+        if record.worker_state is WorkerState.STOPPING:
+            lifecycle.change(record, WorkerEvent.EXITED, f"worker {pid} exited with {code} as told")
             if record.delete_waiters:
                 self.requests.finish_delete(record)
             return
-        ran = self.clock() - record.started_at
-        if code == WORKER_BOOT_FAILED or ran < BOOT_WINDOW:
-            record.boot_failures += 1
-            record.error = record.boot_error or f"worker exited with {code} after {ran:.1f}s"
-        else:
-            record.boot_failures = 0
-            record.error = f"worker exited with {code} after {ran:.0f}s"
-        record.restarts += 1
-        was = record.status
-        record.status, record.holder, record.since = "BOOTING", None, time.time()
-        if record.boot_failures >= MAX_BOOT_FAILURES:
-            # boot_failures stays at the maximum: a retry that fails too is FATAL again at once.
-            delay = fatal_retry_delay()
-            record.worker_state = records.FATAL
-            record.respawn_at = self.clock() + delay
-            logger.error("%s: worker failed to boot %d times: %s; retrying in %.0f s", record.ip, record.boot_failures,
-                         record.error, delay)
-            observe.add_event(record, record.status, "worker_fatal", f"worker {pid} failed to boot {record.boot_failures} times "
-                              f"({record.error}); retrying in {delay:.0f} s", frm=was)
-            return
-        delay = backoff_delay(record.boot_failures)
-        record.worker_state = records.BACKOFF
-        record.respawn_at = self.clock() + delay
-        logger.warning("%s: worker %d exited (%s); respawning in %.2fs", record.ip, pid, record.error, delay)
-        observe.add_event(record, record.status, "worker_exited", f"worker {pid} exited ({record.error}); respawning in {delay:.2f}s",
-                          frm=was)
+        lifecycle.crashed(record, pid, code, self.clock())  # BACKOFF, or FATAL
 
     def by_respawn(self) -> list[VipRecord]:
         """The records waiting to be respawned (few: usually none)."""
@@ -334,7 +297,7 @@ class Arbiter:
         now = self.clock()
         for record in self.by_respawn():
             if now >= record.respawn_at:
-                if record.worker_state == records.FATAL:
+                if record.worker_state is WorkerState.FATAL:
                     logger.warning("%s: retrying the worker that failed to boot %d times", record.ip, record.boot_failures)
                     observe.add_event(record, record.status, "worker_fatal_retry",
                                       f"retrying after {record.boot_failures} failed boots ({record.error})")
@@ -364,8 +327,7 @@ class Arbiter:
             self.ops.kill(self.api_pid, signal.SIGTERM)
         for record in self.vips.values():
             record.respawn_at = None
-            if record.pid is not None:
-                record.worker_state = records.STOPPING
+            if lifecycle.change(record, WorkerEvent.STOP, f"the agent is stopping ({why})") and record.pid is not None:
                 self.stop_worker(record)
 
     def check_stop(self) -> bool:

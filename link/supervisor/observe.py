@@ -90,7 +90,7 @@ def metrics_answer(records: Iterable[VipRecord]) -> dict[str, Any]:
             "ip": record.ip,
             "status": record.status,
             "since": record.since,
-            "worker_state": record.worker_state,
+            "worker_state": record.worker_state.value,
             "restarts": record.restarts,
             "metrics": add(record.metrics_base, record.metrics),
         })

@@ -7,14 +7,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from link.config import Config
+from link.supervisor.worker_states import WorkerState
 from link.vip import VipSpec
-
-# The supervisor's view of a worker process (Supervisor's RUNNING/BACKOFF/FATAL):
-RUNNING = "RUNNING"  # a worker process serves the VIP
-BACKOFF = "BACKOFF"  # it exited: respawned at respawn_at (jittered, longer after each failed boot)
-FATAL = "FATAL"  # it failed to boot MAX_BOOT_FAILURES times in a row: tried again at respawn_at,
-#                  FATAL_RETRY (minutes) later, and FATAL again at once if that boot fails too
-STOPPING = "STOPPING"  # told to stop (DELETE, the agent stopping): not respawned
 
 MAX_EVENTS = 100  # events kept per VIP (GET /ips/<id>/events)
 
@@ -31,8 +25,11 @@ class VipRecord:
     holder: str | None = None
     pid: int | None = None
     conn: Connection | None = None
-    worker_state: str = BACKOFF
+    # Changed only by link.supervisor.lifecycle.change (the table in worker_states.py).
+    worker_state: WorkerState = WorkerState.STOPPED
     started_at: float = 0.0
+    heard_at: float = 0.0  # the worker's last message (the supervisor's clock): the hung watchdog's
+    kill_at: float | None = None  # a HUNG worker's SIGKILL is due then
     respawn_at: float | None = None  # when BACKOFF or FATAL ends (the supervisor's clock)
     restarts: int = 0
     boot_failures: int = 0
@@ -73,7 +70,7 @@ class VipRecord:
             "fault_policy": spec.fault_policy or config.fault_policy,
             "priority": priority,
             "preempt": config.preempt if spec.preempt is None else spec.preempt,
-            "worker": {"pid": self.pid, "state": self.worker_state, "restarts": self.restarts, "error": self.error},
+            "worker": {"pid": self.pid, "state": self.worker_state.value, "restarts": self.restarts, "error": self.error},
             # The binder and its settings, never the webhook's secret (VipSpec.public_binder).
             **spec.public_binder(),
             "binder_status": dict(self.binder_status) if self.binder_status else

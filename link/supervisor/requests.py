@@ -16,8 +16,9 @@ from link import protocol
 from link.config import Config
 from link.protocol import (AddIp, CandidatesDone, DeleteIp, Done, FailoverDone, FailoverIp, GetEvents, GetIp,
                            GetMetrics, HandOver, ListIps, Message, ProtocolError, ReadCandidates, Refused, UpdateIp)
-from link.supervisor import observe, records
+from link.supervisor import lifecycle, observe
 from link.supervisor.records import VipRecord
+from link.supervisor.worker_states import WorkerEvent, WorkerState
 from link.supervisor.store import StoreError, VipStore
 from link.vip import VipSpec, address_of
 
@@ -119,7 +120,7 @@ class RequestHandlers:
     def get_ip(self, request: GetIp, request_id: int) -> Any:
         """One VIP, with the candidates its worker reads from etcd (their priority and state)."""
         record = self._find(request.vip_id)
-        if record.worker_state == records.RUNNING and self.host.send(record, ReadCandidates(request_id)):
+        if record.worker_state is WorkerState.RUNNING and self.host.send(record, ReadCandidates(request_id)):
             record.candidate_waiters.append(request_id)
             return WAITING
         return {**self.ip_object(record), "candidates": []}
@@ -170,8 +171,8 @@ class RequestHandlers:
 
     def failover_ip(self, request: FailoverIp, request_id: int) -> Any:
         record = self._find(request.vip_id)
-        if record.conn is None or record.conn.closed or record.worker_state != records.RUNNING:
-            raise Refusal(409, f"the worker of {record.ip} is not running ({record.worker_state})")
+        if record.conn is None or record.conn.closed or record.worker_state is not WorkerState.RUNNING:
+            raise Refusal(409, f"the worker of {record.ip} is not running ({record.worker_state.value})")
         if not self.host.send(record, HandOver(request_id)):
             raise Refusal(503, f"the worker of {record.ip} is gone")
         record.failover_waiters.append(request_id)
@@ -184,8 +185,7 @@ class RequestHandlers:
         self._persist(r for r in self.host.vips.values() if r is not record)
         record.delete_waiters.append(request_id)
         if record.pid is not None:
-            if record.worker_state != records.STOPPING:
-                record.worker_state = records.STOPPING
+            if lifecycle.change(record, WorkerEvent.STOP, f"{record.ip} deleted"):
                 record.respawn_at = None
                 self.host.stop_worker(record)
             return WAITING  # answered when the worker has released the VIP and exited

@@ -10,6 +10,8 @@ import logging
 import time
 from typing import Callable, Mapping
 
+from link import state_diagram
+
 logger = logging.getLogger(__name__)
 
 
@@ -83,12 +85,7 @@ class StateMachine:
 
 
 def mermaid() -> str:
-    """The table as a Mermaid state diagram (self-loops left out: they change nothing)."""
-    lines = ["stateDiagram-v2", f"    [*] --> {State.BOOTING.value}"]
-    for (src, event), dst in TRANSITIONS.items():
-        if src is not dst:
-            lines.append(f"    {src.value} --> {dst.value}: {event.value}")
-    return "\n".join(lines)
+    return state_diagram.mermaid(State.BOOTING, TRANSITIONS)
 
 
 def markdown_table() -> str:

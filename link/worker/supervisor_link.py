@@ -8,11 +8,12 @@ failure (the worker then releases its VIP and exits).
 from __future__ import annotations
 
 import logging
+import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Mapping
 
 from link import protocol
-from link.protocol import Message, ProtocolError
+from link.protocol import Heartbeat, Message, ProtocolError
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class SupervisorChannel:
         self.conn = conn
         self._dispatch = protocol.Dispatcher(protocol.Family.COMMAND, handlers)
         self._on_gone = on_gone
+        self.sent_at = time.monotonic()  # the last message up: the supervisor's sign of life
 
     def fileno(self) -> int:
         return self.conn.fileno()  # the worker's selector waits on the pipe
@@ -52,3 +54,11 @@ class SupervisorChannel:
             self.conn.send(protocol.encode(report))
         except OSError:  # BrokenPipeError among them
             self._on_gone(GONE)
+        self.sent_at = time.monotonic()
+
+    def heartbeat(self, every: float) -> None:
+        """Say "alive" if nothing went up for `every` seconds: the supervisor replaces a worker
+        it hears nothing from (link.supervisor.lifecycle). Called from the loop's tick, so an
+        idle worker wakes no more often than it did, and a busy one sends no extra message."""
+        if time.monotonic() - self.sent_at >= every:
+            self.send(Heartbeat())

@@ -9,8 +9,9 @@ import pytest
 
 from link.config import load
 from link.supervisor import arbiter as arbiter_mod
-from link.supervisor import records
-from link.supervisor.arbiter import MAX_BOOT_FAILURES, Arbiter, backoff_delay
+from link.supervisor.worker_states import WorkerState
+from link.supervisor.arbiter import Arbiter
+from link.supervisor.lifecycle import MAX_BOOT_FAILURES, backoff_delay
 from link.supervisor.store import VipStore
 from link.exit_codes import WORKER_BOOT_FAILED as EXIT_BOOT_FAILED
 from tests.unit.fake_clock import Clock
@@ -115,7 +116,7 @@ def test_add_forks_a_worker_and_persists(setup):
     vip_id = answer["result"]["id"]
     assert vip_id.startswith("vip-") and ops.spawned[-1][1] == "198.51.100.50/32"
     assert [v.ip for v in arb.store.load()] == ["198.51.100.50/32"]
-    assert request(arb, ops, "get", vip_id=vip_id)["result"]["worker"]["state"] == records.RUNNING
+    assert request(arb, ops, "get", vip_id=vip_id)["result"]["worker"]["state"] == WorkerState.RUNNING
 
 
 @pytest.mark.parametrize("again", ["198.51.100.50/32", "198.51.100.50/24", "198.51.100.50/31"])
@@ -154,12 +155,12 @@ def test_a_crashed_worker_is_respawned_after_backoff_and_its_vip_removed(setup):
     ops.die(pid, -signal.SIGKILL)
     arb.turn(max_wait=0.01)
     record = next(iter(arb.vips.values()))
-    assert record.worker_state == records.BACKOFF and record.restarts == 1 and record.boot_failures == 0
+    assert record.worker_state == WorkerState.BACKOFF and record.restarts == 1 and record.boot_failures == 0
     assert "198.51.100.50/32" in ops.removed and "198.51.100.50/32" not in ops.bound
     assert len(ops.spawned) == 1
     clock.now += 1.0
     arb.turn(max_wait=0.01)
-    assert len(ops.spawned) == 2 and record.worker_state == records.RUNNING and record.pid != pid
+    assert len(ops.spawned) == 2 and record.worker_state == WorkerState.RUNNING and record.pid != pid
 
 
 def test_a_worker_that_cannot_boot_becomes_fatal(setup):
@@ -175,7 +176,7 @@ def test_a_worker_that_cannot_boot_becomes_fatal(setup):
         assert record.boot_failures == attempt
         clock.now += 60
         arb.turn(max_wait=0.01)
-    assert record.worker_state == records.FATAL and record.pid is None
+    assert record.worker_state == WorkerState.FATAL and record.pid is None
     assert len(ops.spawned) == MAX_BOOT_FAILURES
     got = request(arb, ops, "get", vip_id=vip_id)["result"]
     assert got["worker"]["state"] == "FATAL" and "eth9" in got["worker"]["error"]
@@ -196,7 +197,7 @@ def test_delete_answers_only_after_the_worker_exited(setup):
     arb.turn(max_wait=0.05)
     assert ops.order(pid) == {"type": "stop"}
     assert not ops.api_child.poll()  # not answered while the worker still holds the VIP
-    assert request(arb, ops, "list")["result"][0]["worker"]["state"] == records.STOPPING
+    assert request(arb, ops, "list")["result"][0]["worker"]["state"] == WorkerState.STOPPING
     ops.die(pid, 0)
     arb.turn(max_wait=0.05)
     answer = ops.api_child.recv()

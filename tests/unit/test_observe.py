@@ -7,7 +7,8 @@ import signal
 import pytest
 
 from link.supervisor import records
-from link.supervisor.arbiter import MAX_BOOT_FAILURES
+from link.supervisor.worker_states import WorkerState
+from link.supervisor.lifecycle import MAX_BOOT_FAILURES
 from link.exit_codes import WORKER_BOOT_FAILED as EXIT_BOOT_FAILED
 from link.counters import add
 from tests.unit.test_arbiter import booted_arbiter, request
@@ -98,7 +99,7 @@ def test_a_fatal_worker_is_an_event(setup):
         arb.turn(max_wait=0.01)
         clock.now += 60
         arb.turn(max_wait=0.01)
-    assert record.worker_state == records.FATAL
+    assert record.worker_state == WorkerState.FATAL
     last = request(arb, ops, "events", vip_id=vip_id)["result"][-1]
     assert last["event"] == "worker_fatal" and "eth9" in last["reason"]
 

@@ -61,7 +61,7 @@ def test_fields_left_out_take_their_defaults() -> None:
 
 @pytest.mark.parametrize("wire, family, words", [
     (None, Family.REPORT, "NoneType, not a message"),
-    ({"type": "heartbeat"}, Family.REPORT, "unknown message (type 'heartbeat')"),
+    ({"type": "hello"}, Family.REPORT, "unknown message (type 'hello')"),
     ({"type": "stop"}, Family.REPORT, "unknown message"),  # a command is not a report
     ({"type": "state", "since": 1.0}, Family.REPORT, "'state' is missing"),
     ({"type": "state", "state": "ACTIVATED", "since": "now"}, Family.REPORT, "'since' is 'now'"),

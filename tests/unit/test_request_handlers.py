@@ -9,7 +9,7 @@ import pytest
 
 from link import protocol
 from link.config import load
-from link.supervisor import records
+from link.supervisor.worker_states import WorkerState
 from link.supervisor.records import VipRecord
 from link.supervisor.requests import RequestHandlers
 from link.supervisor.store import StoreError, VipStore
@@ -42,7 +42,7 @@ class FakeHost:
 
     def spawn_worker(self, record: VipRecord) -> None:
         record.pid, record.conn = next(self.pids), types.SimpleNamespace(closed=False)
-        record.worker_state = records.RUNNING
+        record.worker_state = WorkerState.RUNNING
 
     def stop_worker(self, record: VipRecord) -> None:
         self.stopped.append(record.id)
@@ -78,7 +78,7 @@ def test_add_persists_then_spawns_and_answers_the_ip_object(host: FakeHost) -> N
     assert [spec.ip for spec in host.store.load()] == [VIP] and record.pid is not None and host.titles == 1
     [answer] = host.answers
     assert isinstance(answer, protocol.Done) and answer.id == 1 and answer.result["id"] == record.id
-    assert answer.result["status"] == "BOOTING" and answer.result["worker"]["state"] == records.RUNNING
+    assert answer.result["status"] == "BOOTING" and answer.result["worker"]["state"] == WorkerState.RUNNING
     ask(handlers, host, protocol.AddIp(VIP), 2)
     assert host.answers[-1] == protocol.Refused(2, 409, f"ip {VIP} is already configured on this host as {record.id} ({VIP})")
 
@@ -120,7 +120,7 @@ def test_delete_is_written_first_and_answered_once_the_worker_is_gone(host: Fake
     handlers = RequestHandlers(host)
     record = added(handlers, host)
     ask(handlers, host, protocol.DeleteIp(record.id), 8)
-    assert host.store.load() == [] and host.stopped == [record.id] and record.worker_state == records.STOPPING
+    assert host.store.load() == [] and host.stopped == [record.id] and record.worker_state == WorkerState.STOPPING
     assert len(host.answers) == 1  # not yet: the worker still holds the VIP
     handlers.finish_delete(record)
     assert host.answers[-1] == protocol.Done(8, None) and host.vips == {}
