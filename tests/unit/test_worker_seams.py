@@ -141,7 +141,7 @@ def fail_until_fault(h1: Host, h2: Host, clock: Clock) -> None:
 
 # ------------------------------------------------------------------ FAULT_POLICY
 @pytest.mark.parametrize("error", [DEADLINE, REFUSED, NO_LEADER, DENIED], ids=["deadline", "refused", "no-leader", "denied"])
-def test_fault_policy_activate_binds_on_every_host_then_one_holder_when_etcd_answers(hosts, error: EtcdError):
+def test_fault_policy_activate_binds_on_every_host_then_one_holder_when_etcd_answers(hosts: Callable[..., Host], error: EtcdError) -> None:
     store, clock, h1, h2 = holder_and_standby(hosts, "activate")
     store.fail(error)
     fail_until_fault(h1, h2, clock)
@@ -154,7 +154,7 @@ def test_fault_policy_activate_binds_on_every_host_then_one_holder_when_etcd_ans
     assert store.keys[LOCK].value == "h1" and [h.binder.bound for h in (h1, h2)] == [True, False]
 
 
-def test_fault_policy_activate_under_a_partition_the_cut_off_holder_unbinds_when_it_heals(hosts):
+def test_fault_policy_activate_under_a_partition_the_cut_off_holder_unbinds_when_it_heals(hosts: Callable[..., Host]) -> None:
     store, clock, h1, h2 = holder_and_standby(hosts, "activate")
     h1.etcd.fail(REFUSED)  # only h1 is cut off: h2 still reaches etcd
     fail_until_fault(h1, h2, clock)
@@ -167,7 +167,7 @@ def test_fault_policy_activate_under_a_partition_the_cut_off_holder_unbinds_when
     assert [h.binder.bound for h in (h1, h2)] == [False, True] and h1.binder.calls == ["activate", "deactivate STANDBY"]
 
 
-def test_fault_policy_keep_leaves_every_host_as_it_was(hosts):
+def test_fault_policy_keep_leaves_every_host_as_it_was(hosts: Callable[..., Host]) -> None:
     store, clock, h1, h2 = holder_and_standby(hosts, "keep")
     store.fail(DEADLINE)
     fail_until_fault(h1, h2, clock)
@@ -179,7 +179,7 @@ def test_fault_policy_keep_leaves_every_host_as_it_was(hosts):
     assert [h.binder.bound for h in (h1, h2)] == [True, False] and store.keys[LOCK].value == "h1"
 
 
-def test_fault_policy_release_unbinds_then_the_lock_holder_binds_again(hosts):
+def test_fault_policy_release_unbinds_then_the_lock_holder_binds_again(hosts: Callable[..., Host]) -> None:
     store, clock, h1, h2 = holder_and_standby(hosts, "release")
     store.fail(REFUSED)
     fail_until_fault(h1, h2, clock)
@@ -191,7 +191,7 @@ def test_fault_policy_release_unbinds_then_the_lock_holder_binds_again(hosts):
     assert h1.binder.calls == ["activate", "deactivate STANDBY", "activate"]
 
 
-def test_a_vips_own_fault_policy_wins_over_the_agents(hosts):
+def test_a_vips_own_fault_policy_wins_over_the_agents(hosts: Callable[..., Host]) -> None:
     store, clock = FakeEtcd(), Clock()
     h1 = hosts(store, clock, "h1", vip_fault_policy="keep", FAULT_POLICY="activate")
     store.fail(DEADLINE)
@@ -207,7 +207,7 @@ def cycle_calls(host: Host) -> list[str]:
     return list(host.etcd.calls)
 
 
-def test_while_the_watch_is_up_an_idle_vip_only_refreshes_its_lease_and_a_change_wakes_it(hosts):
+def test_while_the_watch_is_up_an_idle_vip_only_refreshes_its_lease_and_a_change_wakes_it(hosts: Callable[..., Host]) -> None:
     store, clock, h1, h2 = holder_and_standby(hosts, "activate")
     for host in (h1, h2):
         # Up to the next read (after its own writes, or the periodic one), then a full period.
@@ -224,7 +224,7 @@ def test_while_the_watch_is_up_an_idle_vip_only_refreshes_its_lease_and_a_change
     assert "get" in cycle_calls(h2) and h2.worker.fsm.state is State.ACTIVATED
 
 
-def test_while_the_watch_is_broken_every_cycle_reads_the_lock(hosts):
+def test_while_the_watch_is_broken_every_cycle_reads_the_lock(hosts: Callable[..., Host]) -> None:
     store, clock, h1, h2 = holder_and_standby(hosts, "activate")
     h2.etcd.break_watch()
     for _ in range(TRUSTED_CYCLES + 1):
@@ -244,7 +244,7 @@ def hold_off(host: Host) -> float:
     return 2 * host.worker.config.lease_ttl
 
 
-def test_after_a_failover_the_host_leaves_the_lock_for_two_leases_then_takes_it_back(hosts):
+def test_after_a_failover_the_host_leaves_the_lock_for_two_leases_then_takes_it_back(hosts: Callable[..., Host]) -> None:
     store, clock, h1, h2 = holder_and_standby(hosts, "activate")
     handed = clock.now
     answer = h1.worker._on_hand_over(HandOver(request=7))
@@ -257,7 +257,7 @@ def test_after_a_failover_the_host_leaves_the_lock_for_two_leases_then_takes_it_
     assert h1.cycle() is State.ACTIVATED and store.keys[LOCK].value == "h1" and h1.binder.bound
 
 
-def test_during_the_hold_off_the_other_host_takes_the_vip(hosts):
+def test_during_the_hold_off_the_other_host_takes_the_vip(hosts: Callable[..., Host]) -> None:
     store, clock, h1, h2 = holder_and_standby(hosts, "activate")
     assert h1.worker._on_hand_over(HandOver(request=1)).status == 204
     assert h1.cycle() is State.STANDBY
@@ -267,7 +267,7 @@ def test_during_the_hold_off_the_other_host_takes_the_vip(hosts):
     assert [h.binder.bound for h in (h1, h2)] == [False, True]
 
 
-def test_after_preempting_itself_the_holder_holds_off_too(hosts):
+def test_after_preempting_itself_the_holder_holds_off_too(hosts: Callable[..., Host]) -> None:
     store, clock = FakeEtcd(), Clock()
     h1 = hosts(store, clock, "h1", PRIORITY="20")
     assert h1.cycle() is State.ACTIVATED
@@ -284,7 +284,7 @@ def test_after_preempting_itself_the_holder_holds_off_too(hosts):
 
 
 # ------------------------------------------------------------------ production wiring
-def test_build_worker_wires_the_real_parts_without_connecting():
+def test_build_worker_wires_the_real_parts_without_connecting() -> None:
     from link.worker.binders.webhook import WebhookBinder
     from link.worker.entry import build_worker
     from link.worker.etcd_grpc import GrpcEtcd
