@@ -26,7 +26,9 @@ from link.supervisor.lifecycle import Watchdog
 from link.supervisor.ops import ProcessOps
 from link.supervisor.records import VipRecord
 from link.supervisor.requests import RequestHandlers
+from link.supervisor.sd_notify import Notifier
 from link.supervisor.store import VipStore
+from link.supervisor.systemd import SystemdLink
 from link.supervisor.worker_states import WorkerEvent, WorkerState
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP,
 
 class Arbiter:
     def __init__(self, config: Config, store: VipStore, ops: ProcessOps, clock: Callable[[], float] = time.monotonic,
-                 env_file: str | None = None) -> None:
+                 env_file: str | None = None, notifier: Notifier | None = None) -> None:
         self.config = config
         self.env_file = env_file
         self.priority = config.priority  # the host's; SIGUSR1/SIGUSR2 shift it, SIGHUP rereads it
@@ -65,10 +67,12 @@ class Arbiter:
         # the VIP count.
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        # Before any fork: takes NOTIFY_SOCKET out of the environment children inherit.
+        self.systemd = SystemdLink(notifier or Notifier.from_environ(), config.fault_policy, clock)
         self.requests = RequestHandlers(self)  # the API process's requests (link.supervisor.requests)
         self.watchdog = Watchdog(ops, config.lease_ttl, clock)  # replaces hung workers
         self._on_report = protocol.Dispatcher(protocol.Family.REPORT, {
-            StateReport: observe.state_report, BinderReport: observe.binder_report, MetricsReport: observe.metrics_report,
+            StateReport: self._state_report, BinderReport: observe.binder_report, MetricsReport: observe.metrics_report,
             BootFailed: observe.boot_failed, CandidatesDone: self.requests.candidates_done,
             FailoverDone: self.requests.failover_done,
             Heartbeat: lambda report, record: None,  # _worker_message noted that the worker is alive
@@ -77,7 +81,7 @@ class Arbiter:
             signal.SIGTERM: lambda: self.begin_stop("SIGTERM"),
             signal.SIGINT: lambda: self.begin_stop("SIGINT"),
             signal.SIGCHLD: lambda: None,  # reaping happens on every loop turn
-            signal.SIGHUP: self._reload,
+            signal.SIGHUP: self._reload_told,
             signal.SIGUSR1: lambda: self.set_priority(self.priority - 1, "SIGUSR1 (promote)"),
             signal.SIGUSR2: lambda: self.set_priority(self.priority + 1, "SIGUSR2 (demote)"),
         }
@@ -97,6 +101,14 @@ class Arbiter:
 
     def _enqueue_signal(self, signum: int, frame: Any) -> None:
         self.signals.append(signum)
+
+    def _reload_told(self) -> None:
+        """SIGHUP, with systemd told (RELOADING=1, then READY=1 once done, whatever the outcome)."""
+        self.systemd.reloading()
+        try:
+            self._reload()
+        finally:
+            self.systemd.reloaded()
 
     def _reload(self) -> None:
         """SIGHUP: the env file read again for what may change live (log level, priority)."""
@@ -162,6 +174,7 @@ class Arbiter:
             if self.ops.remove_address(record.ip):
                 logger.warning("removed %s left on %s by a previous run", record.ip, self.config.interface)
         self.spawn_api()
+        self.systemd.booting(self.vips)
         for record in self.vips.values():
             self.spawn_worker(record)
         logger.info("link supervisor started as %s on %s with %d VIP(s)", self.config.hostname, self.config.interface, len(self.vips))
@@ -191,8 +204,8 @@ class Arbiter:
     def spawn_worker(self, record: VipRecord) -> None:
         record.pid, record.conn = self.ops.spawn_worker(record.spec)
         self._watch(record.conn, record)
-        record.started_at = record.heard_at = self.clock()
-        record.respawn_at = record.kill_at = record.boot_error = None
+        record.started_at = self.clock()
+        record.heard_at = record.respawn_at = record.kill_at = record.boot_error = None
         self.by_pid[record.pid] = record
         lifecycle.change(record, WorkerEvent.SPAWNED, f"worker {record.pid} started (restart {record.restarts})"
                          if record.restarts else f"worker {record.pid} started", note="worker_respawned" if record.restarts else None)
@@ -229,6 +242,7 @@ class Arbiter:
             self.child_exited(pid, code)
         self.respawn_due()
         self.watchdog.check(self.vips.values())
+        self.systemd.tick(self.vips)  # READY, STATUS, and the watchdog's ping only while the loop turns
         logs.pump()  # lines kept back while stderr was full (the supervisor never waits for it)
         return self.check_stop()
 
@@ -263,6 +277,13 @@ class Arbiter:
             return
         record.heard_at = self.clock()  # any message says the worker is alive (the hung watchdog)
         self._on_report(report, record)
+
+    def _state_report(self, report: StateReport, record: VipRecord) -> None:
+        observe.state_report(report, record)
+        self.systemd.worker_booted(record.id)  # its first report: booted
+
+    def api_listening(self) -> None:
+        self.systemd.api_listening()
 
     def child_exited(self, pid: int, code: int) -> None:
         if pid == self.api_pid:
@@ -322,6 +343,7 @@ class Arbiter:
             return
         logger.info("stopping (%s): releasing %d VIP(s)", why, len(self.vips))
         self.stopping = True
+        self.systemd.stopping()
         self.stop_deadline = self.clock() + STOP_TIMEOUT
         if self.api_pid is not None:
             self.ops.kill(self.api_pid, signal.SIGTERM)

@@ -13,7 +13,8 @@ good on every host.
 
 A worker sends something up at least once per lease: its reports, or a `heartbeat` from its
 main loop's tick when it has sent nothing else for a lease. One that sends nothing for
-`hung_timeout` (HUNG_LEASES leases, at least HUNG_MIN seconds) is hung: stopped by SIGSTOP, a
+`hung_timeout` (HUNG_LEASES leases, at least HUNG_MIN seconds; BOOT_SILENCE before its first
+message) is hung: stopped by SIGSTOP, a
 debugger or a deadlock, or stuck in a call that never returns. It may still hold the VIP's
 lock (its keepalive stream runs on a thread of its own), so it is replaced: SIGTERM first, so
 that a worker whose Python code can still run releases the VIP (unbind, lease revoked), then
@@ -42,6 +43,9 @@ MAX_BOOT_FAILURES = 5  # then FATAL (Supervisor's startretries)
 FATAL_RETRY = 300.0  # seconds (±20 % jitter) before a FATAL worker is tried again, once per period
 HUNG_LEASES = 3  # leases without a message from a worker before it is replaced
 HUNG_MIN = 5.0  # seconds, at least: a short lease on a loaded host must not look like a hang
+# A worker that has said nothing yet is still booting: hundreds forked at once (agent start)
+# each load gRPC and scapy first, which on a busy host takes far longer than a lease.
+BOOT_SILENCE = 30.0
 WATCH_EVERY = 1.0  # seconds between two looks at the workers' last messages
 # How loud a change is: a worker that died, hung or keeps failing is news for the operator.
 LOUDNESS = {WorkerState.BACKOFF: logging.WARNING, WorkerState.HUNG: logging.ERROR, WorkerState.FATAL: logging.ERROR}
@@ -120,6 +124,11 @@ class Watchdog:
         self.grace = float(lease_ttl)  # between SIGTERM and SIGKILL: a responsive worker releases by then
         self._next_look = 0.0
 
+    def _silent(self, record: VipRecord, now: float) -> bool:
+        if record.heard_at is None:
+            return now - record.started_at >= max(self.timeout, BOOT_SILENCE)
+        return now - record.heard_at >= self.timeout
+
     def check(self, records: Iterable[VipRecord]) -> None:
         """Called every loop turn; looks at most every WATCH_EVERY seconds (hundreds of VIPs)."""
         now = self.clock()
@@ -133,9 +142,10 @@ class Watchdog:
                 logger.error("%s: worker %d did not exit %.0f s after SIGTERM: SIGKILL", record.ip, record.pid, self.grace)
                 record.kill_at = None  # reaped (and respawned) like any dead worker
                 self.ops.kill(record.pid, signal.SIGKILL)
-            elif record.worker_state is WorkerState.RUNNING and now - record.heard_at >= self.timeout:
-                reason = (f"worker {record.pid} sent nothing for {now - record.heard_at:.1f} s "
-                          f"(limit {self.timeout:.0f} s): SIGTERM, SIGKILL in {self.grace:.0f} s, then respawned")
+            elif record.worker_state is WorkerState.RUNNING and self._silent(record, now):
+                last, since = (record.started_at, "it started") if record.heard_at is None else (record.heard_at, "its last message")
+                reason = (f"worker {record.pid} sent nothing for {now - last:.1f} s since {since}: "
+                          f"SIGTERM, SIGKILL in {self.grace:.0f} s, then respawned")
                 change(record, WorkerEvent.SILENT, reason, note="worker_hung")
                 record.kill_at = now + self.grace
                 self.ops.kill(record.pid, signal.SIGTERM)

@@ -28,7 +28,7 @@ class VipRecord:
     # Changed only by link.supervisor.lifecycle.change (the table in worker_states.py).
     worker_state: WorkerState = WorkerState.STOPPED
     started_at: float = 0.0
-    heard_at: float = 0.0  # the worker's last message (the supervisor's clock): the hung watchdog's
+    heard_at: float | None = None  # the worker's last message (the supervisor's clock), None before its first
     kill_at: float | None = None  # a HUNG worker's SIGKILL is due then
     respawn_at: float | None = None  # when BACKOFF or FATAL ends (the supervisor's clock)
     restarts: int = 0

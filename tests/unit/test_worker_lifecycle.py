@@ -89,8 +89,13 @@ def test_the_channel_beats_only_when_nothing_else_went_up() -> None:
 
 # -- the supervisor's watchdog --------------------------------------------------------------
 def add(arb, ops):
+    """A VIP whose worker has booted: it said something once (it is watched from then on)."""
     vip_id = request(arb, ops, "add", ip=VIP)["result"]["id"]
-    return arb.vips[vip_id], ops.spawned[-1][0]
+    pid = ops.spawned[-1][0]
+    ops.children[pid].send({"type": "heartbeat"})
+    arb.turn(max_wait=0.01)
+    assert arb.vips[vip_id].heard_at is not None
+    return arb.vips[vip_id], pid
 
 
 def test_the_hung_timeout_is_three_leases_and_never_below_the_floor() -> None:
@@ -123,6 +128,20 @@ def test_a_silent_worker_is_terminated_then_killed_then_respawned(setup, caplog)
     clock.now += 1.0
     arb.turn(max_wait=0.01)
     assert rec.worker_state is W.RUNNING and rec.pid not in (None, pid) and len(ops.spawned) == 2
+
+
+def test_a_worker_that_never_spoke_is_given_the_boot_allowance(setup) -> None:
+    # Hundreds of workers forked at once each load gRPC first: slower than a lease.
+    arb, ops, clock = setup
+    vip_id = request(arb, ops, "add", ip=VIP)["result"]["id"]
+    rec, pid = arb.vips[vip_id], ops.spawned[-1][0]
+    clock.now += lifecycle.BOOT_SILENCE - 1
+    arb.turn(max_wait=0.01)
+    assert rec.worker_state is W.RUNNING and ops.killed == [] and arb.watchdog.timeout < lifecycle.BOOT_SILENCE - 1
+    clock.now += 2
+    arb.turn(max_wait=0.01)
+    assert rec.worker_state is W.HUNG and ops.killed == [(pid, signal.SIGTERM)]
+    assert "since it started" in rec.events[-1]["reason"]
 
 
 def test_a_worker_that_sends_heartbeats_is_left_alone(setup) -> None:
