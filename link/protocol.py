@@ -175,7 +175,12 @@ class GetMetrics(Message):
     """`{"workers": <running>, "vips": [{"id", "ip", "status", "since", "worker_state", "restarts", "metrics"}]}`"""
 
 
-Request = Union[ListIps, GetIp, AddIp, UpdateIp, DeleteIp, FailoverIp, GetEvents, GetMetrics]
+@message(Family.REQUEST, "listening")
+class ApiListening(Message):
+    """`None`: the API process listens (the supervisor tells systemd READY once its workers booted too)"""
+
+
+Request = Union[ListIps, GetIp, AddIp, UpdateIp, DeleteIp, FailoverIp, GetEvents, GetMetrics, ApiListening]
 
 
 # -- supervisor -> API process: the answer to the request with the same id ------------------

@@ -25,7 +25,7 @@ from link import logs
 from link.api import http_server
 from link.api.app import make_app
 from link.config import Config
-from link.protocol import Answer, Done, Family, Message, ProtocolError, Refused, answer_id, decode, encode
+from link.protocol import Answer, ApiListening, Done, Family, Message, ProtocolError, Refused, answer_id, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,13 @@ def usable_addresses(addresses: tuple[str, ...]) -> tuple[str, ...]:
     return addresses
 
 
+def _tell_listening(client: SupervisorClient) -> None:
+    try:
+        client.call(ApiListening())
+    except (ConnectionError, TimeoutError, ProtocolError) as exc:
+        log.warning("could not tell the supervisor the API listens (systemd's READY waits): %s", exc)
+
+
 def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
     """Body of the API process: serve the API until SIGTERM or the supervisor goes away.
 
@@ -244,6 +251,9 @@ def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
         log.error("cannot listen on %s (PORT / BIND_ADDRESS): %s", where, exc)
         _exit(EXIT_CANNOT_LISTEN)
     client.start()
+    # The sockets listen from here (connections wait in the backlog until run()): the
+    # supervisor may tell systemd READY. From a thread, so that serving never waits for it.
+    threading.Thread(target=_tell_listening, args=(client,), name="link-api-listening", daemon=True).start()
     log.info(
         "listening on %s (link %s, basic auth %s)",
         ", ".join(f"http://{a}" for a in listen.split()),

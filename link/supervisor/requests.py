@@ -14,8 +14,8 @@ from typing import Any, Iterable, Protocol
 
 from link import protocol
 from link.config import Config
-from link.protocol import (AddIp, CandidatesDone, DeleteIp, Done, FailoverDone, FailoverIp, GetEvents, GetIp,
-                           GetMetrics, HandOver, ListIps, Message, ProtocolError, ReadCandidates, Refused, UpdateIp)
+from link.protocol import (AddIp, ApiListening, CandidatesDone, DeleteIp, Done, FailoverDone, FailoverIp, GetEvents,
+                           GetIp, GetMetrics, HandOver, ListIps, Message, ProtocolError, ReadCandidates, Refused, UpdateIp)
 from link.supervisor import lifecycle, observe
 from link.supervisor.records import VipRecord
 from link.supervisor.worker_states import WorkerEvent, WorkerState
@@ -48,6 +48,9 @@ class Host(Protocol):
     def vips_changed(self) -> None:
         """A VIP was added or removed (the process title shows the count)."""
 
+    def api_listening(self) -> None:
+        """The API process listens (systemd's READY waits for it)."""
+
 
 class Refusal(Exception):
     """A request refused with an HTTP status and a sentence."""
@@ -66,6 +69,7 @@ class RequestHandlers:
         self._dispatch = protocol.Dispatcher(protocol.Family.REQUEST, {
             ListIps: self.list_ips, GetIp: self.get_ip, AddIp: self.add_ip, UpdateIp: self.update_ip,
             DeleteIp: self.delete_ip, FailoverIp: self.failover_ip, GetEvents: self.events, GetMetrics: self.metrics,
+            ApiListening: self.api_listening,
         })
 
     def reply(self, request_id: int, result: Any) -> None:
@@ -130,6 +134,9 @@ class RequestHandlers:
 
     def metrics(self, request: GetMetrics, request_id: int) -> Any:
         return observe.metrics_answer(self.host.vips.values())
+
+    def api_listening(self, request: ApiListening, request_id: int) -> None:
+        self.host.api_listening()
 
     def add_ip(self, request: AddIp, request_id: int) -> Any:
         ip, settings, vips = request.ip, request.settings, self.host.vips
