@@ -179,6 +179,19 @@ def test_unit_runs_the_agent_with_its_configuration():
     assert one(s, "WantedBy") == "multi-user.target"
 
 
+def test_unit_is_type_notify_with_a_watchdog_the_supervisor_feeds():
+    from link.supervisor.systemd import READY_BOUND
+
+    s = unit_settings()
+    assert one(s, "Type") == "notify"
+    assert one(s, "NotifyAccess") == "main"  # the supervisor only: its children are given no NOTIFY_SOCKET
+    m = re.fullmatch(r"(\d+)s?", one(s, "WatchdogSec"))
+    assert m and int(m.group(1)) >= 10, "WatchdogSec in seconds, long enough for a busy loop turn"
+    # READY comes by READY_BOUND at the latest: before systemd gives up on the start (90 s default).
+    start = re.fullmatch(r"(\d+)s?", (s.get("TimeoutStartSec") or ["90"])[0])
+    assert start and READY_BOUND < int(start.group(1))
+
+
 def test_unit_stop_lets_the_supervisor_hand_the_vips_over():
     from link.supervisor.arbiter import STOP_TIMEOUT
 
