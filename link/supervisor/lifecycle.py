@@ -14,13 +14,14 @@ good on every host.
 A worker sends something up at least once per lease: its reports, or a `heartbeat` from its
 main loop's tick when it has sent nothing else for a lease. One that sends nothing for
 `hung_timeout` (HUNG_LEASES leases, at least HUNG_MIN seconds; BOOT_SILENCE before its first
-message) is hung: stopped by SIGSTOP, a
-debugger or a deadlock, or stuck in a call that never returns. It may still hold the VIP's
-lock (its keepalive stream runs on a thread of its own), so it is replaced: SIGTERM first, so
-that a worker whose Python code can still run releases the VIP (unbind, lease revoked), then
-SIGKILL one lease later if it has not exited. The arp binder's address has a lifetime of one
-lease and goes by itself; whatever is left on the interface is removed when the killed
-process is reaped, before the respawn (`Arbiter.child_exited`).
+message) is hung: stopped by SIGSTOP, a debugger or a deadlock, or stuck in a call that never
+returns. Its main loop refreshes its lease, so peers take the VIP one TTL after the last
+refresh; replacing it makes this host a candidate again. SIGTERM first, so that a worker
+whose Python code can still run releases what it holds (unbind, lease revoked), then SIGKILL
+one lease later if it has not exited. The supervisor has no etcd client (it forks), so a
+killed worker's lease simply expires. The arp binder's address has a lifetime of one lease and
+goes by itself; whatever is left on the interface is removed when the killed process is
+reaped, before the respawn (`Arbiter.child_exited`).
 """
 from __future__ import annotations
 
