@@ -207,8 +207,8 @@ class Arbiter:
         record.started_at = self.clock()
         record.heard_at = record.respawn_at = record.kill_at = record.boot_error = None
         self.by_pid[record.pid] = record
-        lifecycle.change(record, WorkerEvent.SPAWNED, f"worker {record.pid} started (restart {record.restarts})"
-                         if record.restarts else f"worker {record.pid} started", note="worker_respawned" if record.restarts else None)
+        started = f"worker {record.pid} started" + (f" (restart {record.restarts})" if record.restarts else "")
+        lifecycle.change(record, WorkerEvent.SPAWNED, started, note="worker_respawned" if record.restarts else None)
         # What signals changed since start-up: the worker was built from the start-up config.
         if self.priority != self.config.priority:
             self.send(record, protocol.Priority(self.priority))

@@ -144,7 +144,8 @@ class Watchdog:
                 record.kill_at = None  # reaped (and respawned) like any dead worker
                 self.ops.kill(record.pid, signal.SIGKILL)
             elif record.worker_state is WorkerState.RUNNING and self._silent(record, now):
-                last, since = (record.started_at, "it started") if record.heard_at is None else (record.heard_at, "its last message")
+                last = record.started_at if record.heard_at is None else record.heard_at
+                since = "it started" if record.heard_at is None else "its last message"
                 reason = (f"worker {record.pid} sent nothing for {now - last:.1f} s since {since}: "
                           f"SIGTERM, SIGKILL in {self.grace:.0f} s, then respawned")
                 change(record, WorkerEvent.SILENT, reason, note="worker_hung")
