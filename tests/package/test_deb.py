@@ -24,6 +24,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -348,8 +349,24 @@ def test_installed_agent_binds_a_vip_in_a_lab(package, lab, monkeypatch):
     command = agent_command_as_the_unit_runs_it(str(env_file))
     monkeypatch.setattr(lab_module, "agent_command", lambda: command)
 
+    # Type=notify: systemd's socket played by the test, writable by the user link as
+    # /run/systemd/notify is; the agent must reach it under the unit's filter and user.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_path = host.state_dir.parent / "notify.sock"
+    notify.bind(str(notify_path))
+    os.chmod(notify_path, 0o666)
+    notify.settimeout(45)
     agent = host.start_agent(INTERFACE=IFACE, HOSTNAME="h1", ETCD_HOSTS=ETCD_URL, STATE_DIR=str(host.state_dir),
-                             KEEPALIVE_INTERVAL="1", PYTHONPATH=None)
+                             KEEPALIVE_INTERVAL="1", PYTHONPATH=None, NOTIFY_SOCKET=str(notify_path))
+    try:
+        notices: list[str] = []  # STATUS=starting: ..., then READY=1
+        for _ in range(20):
+            notices.append(notify.recv(4096).decode())
+            if notices[-1].startswith("READY=1"):
+                break
+        assert any(n.startswith("READY=1") for n in notices), notices
+    finally:
+        notify.close()
     agent.wait_ready(30)
 
     post = run(["ip", "netns", "exec", host.ns, "curl", "-sS", "--max-time", "20", "-X", "POST",
