@@ -78,7 +78,7 @@ phase_end "$rc"
 # depends on (older grpc, pyroute2, bottle, waitress...). Skipped only when extra pytest
 # arguments select a subset of the tests.
 if [ "$#" -eq 0 ]; then
-  phase 3 "Debian's own libraries" "scripts/test-debian-libs.sh --lab: unit and lab tests again"
+  phase 3 "Debian's own libraries" "scripts/test-debian-libs.sh --lab: unit tests and the lab tests through its libraries"
   set +e
   bash scripts/test-debian-libs.sh --lab
   rc=$?
