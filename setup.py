@@ -29,8 +29,8 @@ setup(
     extras_require={"test": ["pytest>=7", "schemathesis>=4", "matplotlib>=3.6", "pyyaml>=5.4"]},
     entry_points={
         "console_scripts": [
-            "link-agent=link.agent:main",
-            "link-client=link.client:main",
+            "link-agent=link.agent.link_agent:main",
+            "link-client=link.cli.link_client:main",
         ]
     },
 )

@@ -42,7 +42,7 @@ sys.path.insert(0, REPO)
 import psutil
 kind, n, window, tick = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 from link.config import EtcdEndpoint
-from link.worker.etcd_grpc import GrpcEtcd, quiet_grpc_polling
+from link.etcd.grpc_client import GrpcEtcd, quiet_grpc_polling
 
 def grpc_client():
     quiet_grpc_polling()  # as GrpcEtcd.from_config does in a worker, after the fork

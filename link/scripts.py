@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 from link.security_settings import ScriptUser
 
 if TYPE_CHECKING:
-    from link.vip import VipSpec
+    from link.vocabulary.vip import VipSpec
 
 logger = logging.getLogger(__name__)
 

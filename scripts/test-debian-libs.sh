@@ -98,7 +98,7 @@ if [ "$lab" = 1 ]; then
 #!$work/py/bin/python
 import sys
 sys.path.insert(0, "$repo")
-from link.agent import main
+from link.agent.link_agent import main
 sys.exit(main())
 PY
   chmod +x "$work/py/bin/link-agent"

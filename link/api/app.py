@@ -1,7 +1,7 @@
 """The HTTP API, compatible with LinK v2: a bottle app that relays every request to the supervisor.
 
 The app holds no state. Each request becomes one `call(<request>)` (a message of
-`link.protocol`) whose answer is the supervisor's; the app only checks the input
+`link.vocabulary.protocol`) whose answer is the supervisor's; the app only checks the input
 (`link.api.validation`), maps answers to HTTP, and makes sure every error, bottle's own
 included, is a JSON object `{"error": "..."}` served as application/json. The routes are
 described by `link/api/openapi.json`, served at `GET /openapi.json`.
@@ -25,7 +25,7 @@ from link.api.guard import FailureGuard
 from link.config import DEFAULT_SCRIPTS_DIR
 from link.security_settings import ScriptUser
 from link.api.admission import check_programs, check_webhook_allowed
-from link import protocol
+from link.vocabulary import protocol
 from link.api.validation import (
     JSON_TYPE,
     ApiError,

@@ -41,7 +41,7 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 from link.api.guard import peer_key
 from link.api.validation import JSON_TYPE
-from link.worker.warn_throttle import WarningThrottle
+from link.warn_throttle import WarningThrottle
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,9 @@ from typing import Any, Callable, Iterator, Mapping
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-STATES = ("BOOTING", "STANDBY", "ACTIVATED", "FAILING")
+from link.vocabulary.vip_states import State
+
+STATES = tuple(state.value for state in State)
 VIP_LABELS = ["id", "ip"]
 
 __all__ = ["CONTENT_TYPE_LATEST", "LinkCollector", "render"]

@@ -6,7 +6,7 @@ endpoints' addresses (taking one cuts every agent off etcd), the addresses the p
 publish as their own (the clients' traffic for that peer would come here), and the address of
 a VIP already known under another prefix length, on this host or in etcd (one address under
 two prefix lengths is two lock keys: two hosts would bind it; "the same address" is
-link.vip.address_of, nothing else).
+link.vocabulary.vip.address_of, nothing else).
 
 "link did not put there": the arp binder binds a VIP with a lifetime of one lease
 (KEEPALIVE_INTERVAL rounded up) and refreshes it while it holds the VIP, so an address whose
@@ -44,10 +44,10 @@ from typing import Callable, Iterable
 
 from link.api.validation import ApiError
 from link.config import Config
-from link.vip import ETCD_DIRECTORY, address_of, candidates_prefix_of_address, lock_prefix_of_address, same_address_as
-from link.worker.etcd_port import EtcdError, EtcdPort, LeaseNotFound
+from link.vocabulary.vip import ETCD_DIRECTORY, address_of, candidates_prefix_of_address, lock_prefix_of_address, same_address_as
+from link.etcd.port import EtcdError, EtcdPort, LeaseNotFound
 # A leaf module (logging only): how values read from etcd are shown, shared with the workers.
-from link.worker.etcd_values import as_name
+from link.etcd.values import as_name
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +346,7 @@ def start(config: Config) -> ReservedAddresses:
     an etcd client (it could not be made), the check runs without the peers' addresses."""
     directory: HostsDirectory | None = None
     try:
-        from link.worker.etcd_grpc import GrpcEtcd
+        from link.etcd.grpc_client import GrpcEtcd
 
         etcd = GrpcEtcd.from_config(config)
     except (OSError, EtcdError, ValueError) as exc:

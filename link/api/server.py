@@ -25,7 +25,7 @@ from link import logs
 from link.api import http_server
 from link.api.app import make_app
 from link.config import Config
-from link.protocol import Answer, ApiListening, Done, Family, Message, ProtocolError, Refused, answer_id, decode, encode
+from link.vocabulary.protocol import Answer, ApiListening, Done, Family, Message, ProtocolError, Refused, answer_id, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class SupervisorClient:
         self._reader.start()
 
     def call(self, request: Message) -> Answer:
-        """Send a request (link.protocol) and wait for its answer (Done or Refused).
+        """Send a request (link.vocabulary.protocol) and wait for its answer (Done or Refused).
 
         Raises TimeoutError when no answer comes within the timeout, ConnectionError when the
         supervisor is gone, ProtocolError when its answer is not one.

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from link.checks import CheckError, utf8, validate_checks
 from link.config import FAULT_POLICIES
-from link.vip import BINDERS, VipError, parse_vip
+from link.vocabulary.vip import BINDERS, VipError, parse_vip
 
 # A VIP request is a few hundred bytes; the limit only stops a client from making us buffer junk.
 MAX_BODY_BYTES = 64 * 1024

@@ -17,9 +17,10 @@ from typing import Any, Callable
 
 from setproctitle import setproctitle
 
-from link import logs, protocol
+from link import logs
+from link.vocabulary import protocol
 from link.config import Config, ConfigError
-from link.protocol import (BinderReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, Message, MetricsReport,
+from link.vocabulary.protocol import (BinderReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, Message, MetricsReport,
                            StateReport)
 from link.supervisor import lifecycle, observe, reload
 from link.supervisor.lifecycle import Watchdog

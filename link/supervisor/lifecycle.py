@@ -31,7 +31,7 @@ import signal
 import time
 from typing import Callable, Iterable
 
-from link.exit_codes import WORKER_BOOT_FAILED
+from link.vocabulary.exit_codes import WORKER_BOOT_FAILED
 from link.supervisor import observe
 from link.supervisor.ops import ProcessOps
 from link.supervisor.records import VipRecord

@@ -4,7 +4,7 @@ Events: every transition a worker reports (time, from, to, event, reason) and wh
 supervisor itself sees happen to the worker (exited, respawned, FATAL); the last MAX_EVENTS per
 VIP, newest last (`GET /ips/<id>/events`). Metrics: the latest numbers each worker sent,
 plus those of its dead predecessors, so a VIP's counters keep growing across respawns
-(`GET /metrics`, rendered by the API process). A worker's reports (link.protocol) land here.
+(`GET /metrics`, rendered by the API process). A worker's reports (link.vocabulary.protocol) land here.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import logging
 import time
 from typing import Any, Iterable
 
-from link.counters import add
-from link.protocol import BinderReport, BootFailed, MetricsReport, StateReport
+from link.vocabulary.counters import add
+from link.vocabulary.protocol import BinderReport, BootFailed, MetricsReport, StateReport
 from link.supervisor.records import VipRecord, iso
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from typing import Callable, Iterable, Protocol
 
 from link import logs
 from link.config import Config
-from link.netlink import remove_address
-from link.vip import VipSpec
+from link.adapters.netlink import remove_address
+from link.vocabulary.vip import VipSpec
 
 logger = logging.getLogger(__name__)
 

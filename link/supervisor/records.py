@@ -8,7 +8,7 @@ from multiprocessing.connection import Connection
 
 from link.config import Config
 from link.supervisor.worker_states import WorkerState
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 
 MAX_EVENTS = 100  # events kept per VIP (GET /ips/<id>/events)
 

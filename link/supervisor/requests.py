@@ -1,4 +1,4 @@
-"""The supervisor's answers to the API process: one handler per request of link.protocol, in
+"""The supervisor's answers to the API process: one handler per request of link.vocabulary.protocol, in
 one dispatch table, each answering with the request's id.
 
 An object the Arbiter holds, given the narrow `Host` below (the VIP records, the store, a way
@@ -12,15 +12,15 @@ import time
 import uuid
 from typing import Any, Iterable, Protocol
 
-from link import protocol
+from link.vocabulary import protocol
 from link.config import Config
-from link.protocol import (AddIp, ApiListening, CandidatesDone, DeleteIp, Done, FailoverDone, FailoverIp, GetEvents,
+from link.vocabulary.protocol import (AddIp, ApiListening, CandidatesDone, DeleteIp, Done, FailoverDone, FailoverIp, GetEvents,
                            GetIp, GetMetrics, HandOver, ListIps, Message, ProtocolError, ReadCandidates, Refused, UpdateIp)
 from link.supervisor import lifecycle, observe
 from link.supervisor.records import VipRecord
 from link.supervisor.worker_states import WorkerEvent, WorkerState
 from link.supervisor.store import StoreError, VipStore
-from link.vip import VipSpec, address_of
+from link.vocabulary.vip import VipSpec, address_of
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from link.supervisor.records import VipRecord
+from link.vocabulary.vip_states import SUMMARY_ORDER
 
 DURATION_STEP = 10  # seconds: the outage's length is shown in these steps, so the line
 #                     (and the datagram to systemd) changes every 10 s, not every second
-STATE_ORDER = ("ACTIVATED", "STANDBY", "FAILING", "BOOTING")
+STATE_ORDER = tuple(state.value for state in SUMMARY_ORDER)
 TROUBLE = ("FATAL", "HUNG", "BACKOFF")  # worker process states worth a word in the line
 
 

@@ -19,7 +19,7 @@ import os
 from typing import Any
 
 from link.api.validation import ApiError, check_vip_id, json_type_name, parse_add_body
-from link.vip import VipSpec, address_of
+from link.vocabulary.vip import VipSpec, address_of
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

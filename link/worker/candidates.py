@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from link.vip import ETCD_DIRECTORY, storable
-from link.worker.etcd_values import plain_name
+from link.vocabulary.vip import ETCD_DIRECTORY, storable
+from link.etcd.values import plain_name
 from link.worker.fsm import State
 
 DEFAULT_PRIORITY = 10

@@ -10,7 +10,7 @@ A lock without a lease holds nothing: an eligible host takes it over with a tran
 compares the key's revision (so a legitimate change made meanwhile wins), and counts it
 (`leaseless_takeovers`, the metric link_vip_leaseless_lock_takeovers_total). A candidate
 without a lease, or malformed (link.worker.candidates), is ignored. Each bad key is logged
-once, escaped (link.worker.etcd_values); a host name read from etcd is shown escaped too.
+once, escaped (link.etcd.values); a host name read from etcd is shown escaped too.
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from link.vip import candidate_key, candidates_prefix, lock_key
+from link.vocabulary.vip import candidate_key, candidates_prefix, lock_key
 from link.worker.candidates import (DEFAULT_PRIORITY, BadCandidate, Candidate, better_than, candidate_info_key, decode,
                                     encode)
 from link.worker.candidates import candidates_prefix as info_prefix
-from link.worker.etcd_port import EtcdError, EtcdPort, EtcdUnavailable, KeyInfo, LeaseNotFound
-from link.worker.etcd_values import OncePerKey, as_name, plain_name, shown
+from link.etcd.port import EtcdError, EtcdPort, EtcdUnavailable, KeyInfo, LeaseNotFound
+from link.etcd.values import OncePerKey, as_name, plain_name, shown
 from link.worker.fsm import Event
 
 logger = logging.getLogger(__name__)

@@ -18,11 +18,11 @@ from setproctitle import setproctitle
 
 from link import logs
 from link.config import Config
-from link.exit_codes import WORKER_BOOT_FAILED, WORKER_OK
-from link.protocol import BootFailed
-from link.vip import VipSpec
+from link.vocabulary.exit_codes import WORKER_BOOT_FAILED, WORKER_OK
+from link.vocabulary.protocol import BootFailed
+from link.vocabulary.vip import VipSpec
 from link.worker.binders import Binder, make_binder
-from link.worker.etcd_grpc import GrpcEtcd
+from link.etcd.grpc_client import GrpcEtcd
 from link.worker.main import Worker
 
 logger = logging.getLogger(__name__)

@@ -1,33 +1,18 @@
-"""LinK v2's per-VIP state machine, as a table.
+"""LinK v2's per-VIP state machine, as a table (its states and events: `link/vocabulary/vip_states.py`).
 
 The table is the single source of truth: the worker drives it, the tests check every cell and
 the README's diagram is generated from it (`python -m link.worker.fsm`).
 """
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from typing import Callable, Mapping
 
 from link import state_diagram
+from link.vocabulary.vip_states import Event, State
 
 logger = logging.getLogger(__name__)
-
-
-class State(str, enum.Enum):
-    BOOTING = "BOOTING"
-    STANDBY = "STANDBY"
-    ACTIVATED = "ACTIVATED"
-    FAILING = "FAILING"
-
-
-class Event(str, enum.Enum):
-    FAULT = "fault"
-    ELECTED = "elected"
-    DEMOTED = "demoted"
-    HEALTH_CHECK_FAIL = "health_check_fail"
-    HEALTH_CHECK_SUCCESS = "health_check_success"
 
 
 S, E = State, Event

@@ -17,18 +17,18 @@ from setproctitle import setproctitle
 
 from link import logs
 from link.config import Config
-from link.protocol import (BinderReport, CandidatesDone, FailoverDone, HandOver, LogLevel, MetricsReport, Priority,
+from link.vocabulary.protocol import (BinderReport, CandidatesDone, FailoverDone, HandOver, LogLevel, MetricsReport, Priority,
                            ReadCandidates, Settings, StateReport, Stop)
 from link.scripts import ProgramPolicy
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 from link.worker.binders import Binder, BinderFactory
 from link.worker.election import CycleResult, Election
-from link.worker.etcd_port import EtcdError, EtcdPort
+from link.etcd.port import EtcdError, EtcdPort
 from link.worker.fsm import Event, State, StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
 from link.worker.metrics import WorkerMetrics
 from link.worker.supervisor_link import SupervisorChannel
-from link.worker.warn_throttle import WarningThrottle
+from link.warn_throttle import WarningThrottle
 
 logger = logging.getLogger(__name__)
 

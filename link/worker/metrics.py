@@ -2,8 +2,8 @@
 
 No metrics library in the worker: the counters are a few dicts, copied into a small dict
 that rides along with each state report and, at most every PUSH_INTERVAL seconds, in a
-metrics report (`link.protocol.MetricsReport`). The supervisor keeps the latest per VIP (and
-sums them with `link.counters.add`); the API process renders them (`link.api.metrics`).
+metrics report (`link.vocabulary.protocol.MetricsReport`). The supervisor keeps the latest per VIP (and
+sums them with `link.vocabulary.counters.add`); the API process renders them (`link.api.metrics`).
 Counting is a dict update, so the main loop stays cheap.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The worker's end of its pipe to the supervisor: the commands it reads (link.protocol's
+"""The worker's end of its pipe to the supervisor: the commands it reads (link.vocabulary.protocol's
 supervisor → worker family), each handed to the worker's handler for it, and the reports it
 sends. An object the Worker holds; it knows the pipe and the protocol, nothing of a VIP.
 
@@ -12,8 +12,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Mapping
 
-from link import protocol
-from link.protocol import Heartbeat, Message, ProtocolError
+from link.vocabulary import protocol
+from link.vocabulary.protocol import Heartbeat, Message, ProtocolError
 
 logger = logging.getLogger(__name__)
 

@@ -86,7 +86,7 @@ class Trickler(threading.Thread):
 def link_client() -> list[str]:
     """The real CLI: the console script next to this interpreter, else its module."""
     script = Path(sys.executable).parent / "link-client"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "link.client"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "link.cli.link_client"]
 
 
 @pytest.mark.hosts(1)

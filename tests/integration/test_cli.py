@@ -17,7 +17,7 @@ VIP = "198.51.100.65/32"
 def client(lab, name, *args):
     """`link-client ARGS` run inside host `name`'s namespace, talking to its own agent."""
     script = Path(sys.executable).parent / "link-client"
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "link.client"]
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "link.cli.link_client"]
     return netns.exec_in(lab.host(name).ns, *argv, *args, timeout=30, check=False)
 
 

@@ -45,7 +45,7 @@ def labels(vip_id: str, **more: str) -> tuple[tuple[str, str], ...]:
 def client(lab, name: str, *args: str):
     """`link-client ARGS` inside host `name`'s namespace, talking to its own agent."""
     script = Path(sys.executable).parent / "link-client"
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "link.client"]
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "link.cli.link_client"]
     return netns.exec_in(lab.host(name).ns, *argv, *args, timeout=30, check=False)
 
 

@@ -79,11 +79,11 @@ def agent_command() -> list[str]:
     python = os.environ.get("LINK_AGENT_PYTHON")
     if python:
         return [python, "-s", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); "
-                "from link.agent import main; sys.exit(main())"]
+                "from link.agent.link_agent import main; sys.exit(main())"]
     script = Path(sys.executable).parent / "link-agent"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from link.agent import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from link.agent.link_agent import main; sys.exit(main())"]
 
 
 def _tail(path: str | os.PathLike, lines: int = 60) -> str:

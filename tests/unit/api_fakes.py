@@ -1,4 +1,4 @@
-"""Fakes for the API tests: the supervisor's side of the pipe (every request of link.protocol,
+"""Fakes for the API tests: the supervisor's side of the pipe (every request of link.vocabulary.protocol,
 called directly or behind a real Pipe) and a WSGI request helper that needs no socket."""
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterable, Mapping
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
-from link import protocol
+from link.vocabulary import protocol
 
 
 class FakeSupervisor:
-    """Answers `call(request)` like the supervisor does (link.protocol's requests and answers);
+    """Answers `call(request)` like the supervisor does (link.vocabulary.protocol's requests and answers);
     `requests` keeps each request as it would cross the pipe."""
 
     def __init__(self, *, default_fault_policy: str = "activate") -> None:
@@ -88,7 +88,7 @@ class FakeSupervisor:
         return created
 
     def _dispatch(self, request: protocol.Message) -> Any:
-        # The supervisor's dispatch style (link.protocol.Dispatcher): one handler per request.
+        # The supervisor's dispatch style (link.vocabulary.protocol.Dispatcher): one handler per request.
         handle = protocol.Dispatcher(protocol.Family.REQUEST, {
             protocol.ListIps: lambda _: list(self.ips.values()),
             protocol.GetMetrics: lambda _: self.metrics_answer(),

@@ -8,7 +8,7 @@ from typing import Any
 import bottle
 import pytest
 
-from link import protocol
+from link.vocabulary import protocol
 from link.api import MAX_BODY_BYTES, make_app
 from tests.unit.api_fakes import FakeSupervisor, WsgiResponse, wsgi_request
 

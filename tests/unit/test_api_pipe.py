@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from link import protocol
+from link.vocabulary import protocol
 from link.api.server import EXIT_CANNOT_LISTEN, EXIT_OK, SupervisorClient, run_api
 from link.config import Config, load
 from tests.unit.api_fakes import ShufflingSupervisor, run_in_threads

@@ -18,13 +18,13 @@ from typing import Any
 import bottle
 import pytest
 
-from link import protocol
+from link.vocabulary import protocol
 from link.api import make_app
 from link.api.app import openapi_document
 from link.api.guard import FailureGuard
 from link.api.reserved import HOSTS_PREFIX, HostAddress, HostsDirectory, ReservedAddresses
 from link.config import load
-from link.vip import lock_key
+from link.vocabulary.vip import lock_key
 from tests.unit.api_fakes import FakeSupervisor, ip_object, wsgi_request
 from tests.unit.fake_etcd import FakeEtcd
 from tests.unit.test_api_hostile import serving

@@ -13,7 +13,7 @@ from link.supervisor.worker_states import WorkerState
 from link.supervisor.arbiter import Arbiter
 from link.supervisor.lifecycle import MAX_BOOT_FAILURES, backoff_delay
 from link.supervisor.store import VipStore
-from link.exit_codes import WORKER_BOOT_FAILED as EXIT_BOOT_FAILED
+from link.vocabulary.exit_codes import WORKER_BOOT_FAILED as EXIT_BOOT_FAILED
 from tests.unit.fake_clock import Clock
 
 

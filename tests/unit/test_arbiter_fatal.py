@@ -7,7 +7,7 @@ import pytest
 
 from link.supervisor.worker_states import WorkerState
 from link.supervisor.lifecycle import BOOT_WINDOW, FATAL_RETRY, MAX_BOOT_FAILURES, fatal_retry_delay
-from link.exit_codes import WORKER_BOOT_FAILED as EXIT_BOOT_FAILED
+from link.vocabulary.exit_codes import WORKER_BOOT_FAILED as EXIT_BOOT_FAILED
 from tests.unit.test_arbiter import booted_arbiter, request
 
 VIP = "198.51.100.50/32"

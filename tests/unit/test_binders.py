@@ -18,7 +18,7 @@ from link.api.validation import ApiError, parse_add_body, parse_update_body
 from link.config import load
 from link.supervisor.records import VipRecord
 from link.supervisor.store import VipStore
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 from link.worker.binders import make_binder
 from link.worker.binders.command import CommandBinder
 from link.worker.binders.runner import Action, ActionFailed, ActionRunner, backoff_delay

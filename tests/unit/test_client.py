@@ -14,8 +14,8 @@ import waitress
 
 from link import __version__
 from link.api import make_app
-from link.client import EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, main, parse_health_check, parse_host
-from link.client_http import _server_error
+from link.cli.link_client import EXIT_SERVER, EXIT_UNREACHABLE, EXIT_USAGE, main, parse_health_check, parse_host
+from link.cli.transport import _server_error
 from tests.lab.scripts import ScriptsDir, ScriptsDirUnavailable
 from tests.unit.api_fakes import FakeSupervisor
 
@@ -268,13 +268,13 @@ def test_parse_host(text: str, expected: str) -> None:
 def test_the_console_script_as_a_process(host: str, sup: FakeSupervisor) -> None:
     sup.ips["vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d"] = {"id": "vip-3f7c8a52-5d2e-4b8a-9c1d-2e4f6a8b0c1d", "ip": "198.51.100.50/32"}
     done = subprocess.run(
-        [sys.executable, "-m", "link.client", "--host", host, "list", "--json"],
+        [sys.executable, "-m", "link.cli.link_client", "--host", host, "list", "--json"],
         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ips"][0]["ip"] == "198.51.100.50/32"
     missing = subprocess.run(
-        [sys.executable, "-m", "link.client", "--host", host, "get", "vip-00000000-0000-4000-8000-000000000000"],
+        [sys.executable, "-m", "link.cli.link_client", "--host", host, "get", "vip-00000000-0000-4000-8000-000000000000"],
         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
     )
     assert missing.returncode == EXIT_SERVER and missing.stderr == "link-client: IP not found (HTTP 404)\n"

@@ -1,5 +1,5 @@
 """The election cycle against a fake etcd: who gets elected, demoted, faulted, and why."""
-from link.vip import candidate_key, lock_key
+from link.vocabulary.vip import candidate_key, lock_key
 from link.worker.election import Election
 from link.worker.fsm import Event
 from tests.unit.fake_etcd import FakeEtcd

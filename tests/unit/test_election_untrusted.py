@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from link.api.metrics import render
-from link.vip import candidate_key, lock_key
+from link.vocabulary.vip import candidate_key, lock_key
 from link.worker.candidates import candidate_info_key, encode
 from link.worker.election import Election
 from link.worker.fsm import Event

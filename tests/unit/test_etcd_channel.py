@@ -1,4 +1,4 @@
-"""When the etcd adapter gives up on its gRPC channel (link/worker/etcd_grpc.py): at once after
+"""When the etcd adapter gives up on its gRPC channel (link/etcd/grpc_client.py): at once after
 a call that failed at once; after a call that ran into its deadline, the next member at once,
 then only a channel that keeps failing and is old enough, so that slow connection attempts
 are not cut short one after the other. And what a failure is called."""
@@ -12,8 +12,8 @@ import pytest
 from etcd3 import etcdrpc
 
 from link.config import EtcdEndpoint
-from link.worker.etcd_grpc import WATCH_RETRY_MAX, WATCH_RETRY_MIN, GrpcEtcd, translate
-from link.worker.etcd_port import EtcdUnavailable
+from link.etcd.grpc_client import WATCH_RETRY_MAX, WATCH_RETRY_MIN, GrpcEtcd, translate
+from link.etcd.port import EtcdUnavailable
 from tests.lab import wait_until
 from tests.unit.fake_clock import Clock
 

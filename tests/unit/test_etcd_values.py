@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from link.worker.candidates import BadCandidate, Candidate, decode, encode
-from link.worker.etcd_grpc import _key_info
-from link.worker.etcd_values import OncePerKey, as_name, plain_name, shown
+from link.etcd.grpc_client import _key_info
+from link.etcd.values import OncePerKey, as_name, plain_name, shown
 
 HOSTILE_VALUES = [
     '{"priority":1e400,"state":"STANDBY"}',  # the issue's: float('inf'), int() of it overflowed
@@ -85,7 +85,7 @@ def test_invalid_utf8_read_from_etcd_shows_its_bytes():
 
 def test_a_bad_key_is_logged_once_then_again_only_when_it_changes(caplog):
     said = OncePerKey("198.51.100.50/32")
-    with caplog.at_level(logging.WARNING, logger="link.worker.etcd_values"):
+    with caplog.at_level(logging.WARNING, logger="link.etcd.values"):
         assert said.warn("/k", "1e400", "not a candidate")
         assert not said.warn("/k", "1e400", "not a candidate")
         assert said.warn("/k", "2e400", "not a candidate")  # a new value

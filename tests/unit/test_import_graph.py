@@ -84,7 +84,7 @@ def test_the_graph_is_read_whole() -> None:
     graph = import_graph()
     # A reader that missed imports would find no cycle anywhere: it must see these edges.
     assert "link.worker.entry" in graph["link.supervisor.ops"]  # inside a function
-    assert "link.protocol" in graph["link.api.app"]  # from link import protocol
+    assert "link.vocabulary.protocol" in graph["link.api.app"]  # from link import protocol
     assert "link.worker.main" in graph["link.worker.entry"]
     assert "link.api.app" in graph["link.api"]  # a package's __init__
 
@@ -108,12 +108,30 @@ def test_the_supervisor_imports_only_the_workers_entry_point() -> None:
             assert reached <= {"link.worker.entry"}, f"{name} imports {sorted(reached)}"
 
 
-def test_the_protocol_is_a_leaf() -> None:
-    assert import_graph()["link.protocol"] == set()
-    tree = ast.parse((PACKAGE / "protocol.py").read_text())
+@pytest.mark.parametrize("name", sorted(n for n in modules() if n.startswith("link.vocabulary.")))
+def test_the_vocabulary_modules_are_leaves(name: str) -> None:
+    # The words every process shares import nothing but each other: no process, no library.
+    assert {t for t in import_graph()[name] if not t.startswith("link.vocabulary")} == set()
+    tree = ast.parse(modules()[name].read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert not imported & {"grpc", "etcd3", "scapy", "pyroute2", "bottle", "waitress", "link"}
+    assert not imported & {"grpc", "etcd3", "scapy", "pyroute2", "bottle", "waitress", "prometheus_client"}
+
+
+def test_the_cli_shares_nothing_with_the_agent_but_json() -> None:
+    # link-client talks to an agent (ours or LinK v2's) over HTTP only: it imports none of the
+    # agent's modules, so it runs where the agent's libraries are not installed.
+    for name, targets in import_graph().items():
+        if name.startswith("link.cli"):
+            assert {t for t in targets if not t.startswith("link.cli")} <= {"link"}, f"{name} imports {sorted(targets)}"
+
+
+def test_the_adapters_and_etcd_layers_know_no_process() -> None:
+    # OS adapters and the etcd layer serve the worker, the API and the one-shot commands alike.
+    for name, targets in import_graph().items():
+        if name.startswith(("link.adapters", "link.etcd")):
+            processes = {t for t in targets if t.startswith(("link.worker", "link.supervisor", "link.api", "link.agent"))}
+            assert processes == set(), f"{name} imports {sorted(processes)}"
 
 
 @pytest.mark.parametrize("name", sorted(modules()))

@@ -19,9 +19,10 @@ import time
 
 import pytest
 
-from link import linkv2_import, state_lock
+from link.agent import import_linkv2 as linkv2_import
+from link.agent import state_lock
 from link.supervisor.store import VipStore
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 from tests.unit.fake_etcd import FakeEtcd
 
 ID_A = "vip-6f1c2b8e-3d4a-4c5b-9e7f-0a1b2c3d4e5f"
@@ -183,7 +184,7 @@ def test_bad_configuration_is_exit_2_in_one_line(tmp_path, etcd):
 
 
 def test_it_refuses_while_an_agent_holds_the_state_dir(tmp_path, etcd):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from link.state_lock import hold; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from link.agent.state_lock import hold; "
                                "hold(sys.argv[1], 'link-agent'); print('held', flush=True); time.sleep(60)", str(tmp_path)],
                               stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     try:

@@ -9,8 +9,8 @@ import pytest
 from link.supervisor import records
 from link.supervisor.worker_states import WorkerState
 from link.supervisor.lifecycle import MAX_BOOT_FAILURES
-from link.exit_codes import WORKER_BOOT_FAILED as EXIT_BOOT_FAILED
-from link.counters import add
+from link.vocabulary.exit_codes import WORKER_BOOT_FAILED as EXIT_BOOT_FAILED
+from link.vocabulary.counters import add
 from tests.unit.test_arbiter import booted_arbiter, request
 
 VIP = "198.51.100.50/32"

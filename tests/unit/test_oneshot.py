@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from link import agent, oneshot
+from link.agent import link_agent as agent
+from link.agent import oneshot
 
 ENV = {"INTERFACE": "lo", "ARP_GRATUITOUS_COUNT": "3", "ARP_GRATUITOUS_INTERVAL": "200ms",
        "ETCD_HOSTS": "this is not an etcd URL"}  # a broken etcd setting must not matter

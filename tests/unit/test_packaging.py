@@ -131,7 +131,7 @@ def test_agent_man_page_documents_every_option_and_signal():
     import contextlib
     import io
 
-    from link.agent import main
+    from link.agent.link_agent import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
@@ -152,7 +152,7 @@ def test_man_pages_carry_the_version():
 def test_client_man_page_documents_every_command_and_option():
     import argparse
 
-    from link.client import build_parser
+    from link.cli.link_client import build_parser
 
     page = _read(DEBIAN / "man" / "link-client.1").replace("\\-", "-")
     words = {"LINK_HOST", "LINK_USER", "LINK_PASSWORD"}

@@ -1,5 +1,5 @@
 """Priorities and preemption in the election, against a fake etcd and a fake clock."""
-from link.vip import lock_key
+from link.vocabulary.vip import lock_key
 from link.worker.election import Election
 from link.worker.fsm import Event
 from tests.unit.fake_etcd import FakeEtcd

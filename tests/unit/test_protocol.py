@@ -1,4 +1,4 @@
-"""link.protocol: every pipe message typed, one encode/decode, one dispatch table, and the
+"""link.vocabulary.protocol: every pipe message typed, one encode/decode, one dispatch table, and the
 table of docs/ARCHITECTURE.md generated from it."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from link import protocol
-from link.protocol import Family, ProtocolError
+from link.vocabulary import protocol
+from link.vocabulary.protocol import Family, ProtocolError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_a_message_defined_twice_is_refused() -> None:
 def test_the_architecture_documents_table_is_generated_from_the_module() -> None:
     doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     assert protocol.markdown_table() in doc, \
-        "docs/ARCHITECTURE.md's message table is stale: regenerate it with python -m link.protocol"
+        "docs/ARCHITECTURE.md's message table is stale: regenerate it with python -m link.vocabulary.protocol"
     for cls in (m for family in Family for m in protocol.messages(family)):
         assert (cls.__doc__ or "").split()[0] in protocol.markdown_table()
 

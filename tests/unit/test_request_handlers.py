@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from link import protocol
+from link.vocabulary import protocol
 from link.config import load
 from link.supervisor.worker_states import WorkerState
 from link.supervisor.records import VipRecord
 from link.supervisor.requests import RequestHandlers
 from link.supervisor.store import StoreError, VipStore
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 
 VIP = "198.51.100.50/32"
 

@@ -1,4 +1,4 @@
-"""The raw rtnetlink pieces (link/rtnl.py) on messages built here: which deletions are the
+"""The raw rtnetlink pieces (link/adapters/rtnl.py) on messages built here: which deletions are the
 VIP's own, and the kernel filter's program. The real kernel is in the lab tests
 (tests/integration/test_failover.py: lifetimes and deletions on a real interface)."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from link import rtnl
+from link.adapters import rtnl
 
 
 def deladdr(address: str, prefixlen: int, index: int, kind: int = rtnl.RTM_DELADDR) -> bytes:

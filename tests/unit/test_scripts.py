@@ -18,7 +18,7 @@ from link.checks import run_check
 from link.config import Config
 from link.scripts import SETPRIV, ProgramPolicy, RefusalLog, ScriptRefused, check_program, warn_stored_programs
 from link.security_settings import ScriptUser
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="chown and switching user need root (CI runs as root)")

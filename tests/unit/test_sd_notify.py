@@ -18,7 +18,7 @@ from link.supervisor.sd_notify import Notifier, socket_address, watchdog_seconds
 from link.supervisor.status_line import EtcdWatch, status_line
 from link.supervisor.store import VipStore
 from link.supervisor.systemd import READY_BOUND, SystemdLink
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 from tests.unit.fake_clock import Clock
 from tests.unit.test_arbiter import FakeOps
 

@@ -10,11 +10,11 @@ import os
 
 import pytest
 
-from link import agent
+from link.agent import link_agent as agent
 from link.config import load
 from link.supervisor import store as store_mod
 from link.supervisor.store import StoreError, VipStore
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 from tests.unit.test_arbiter import booted_arbiter, request
 
 VIP_ID = "vip-8c1e40e6-0f3a-4c5e-9a57-0b6a3a1c2d4e"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from link import protocol
+from link.vocabulary import protocol
 from link.worker.supervisor_link import GONE, SupervisorChannel
 
 

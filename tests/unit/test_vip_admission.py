@@ -26,7 +26,7 @@ from link.api.admission import check_webhook_allowed
 from link.api.validation import ApiError, parse_add_body
 from link.checks import run_check
 from link.config import load
-from link.vip import (
+from link.vocabulary.vip import (
     VipError,
     VipSpec,
     address_of,

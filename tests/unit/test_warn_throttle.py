@@ -1,7 +1,7 @@
 """A long etcd outage logs one warning per 30 s per VIP, not one per cycle."""
 from __future__ import annotations
 
-from link.worker.warn_throttle import WarningThrottle
+from link.warn_throttle import WarningThrottle
 from tests.unit.fake_clock import Clock
 
 

@@ -11,13 +11,13 @@ from multiprocessing import Pipe
 
 import pytest
 
-from link import protocol
+from link.vocabulary import protocol
 from link.config import load
 from link.supervisor import lifecycle
 from link.supervisor.lifecycle import Watchdog, hung_timeout
 from link.supervisor.records import VipRecord
 from link.supervisor.worker_states import TRANSITIONS, WorkerEvent, WorkerState, mermaid
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 from link.worker.supervisor_link import SupervisorChannel
 from tests.unit.test_arbiter import booted_arbiter, request
 

@@ -11,9 +11,9 @@ from etcd3 import etcdrpc
 
 from link.checks import CheckResult
 from link.config import EtcdEndpoint
-from link.worker.announce import announcement_frames
-from link.worker.etcd_grpc import GrpcEtcd
-from link.worker.etcd_port import EtcdUnavailable
+from link.adapters.announce import announcement_frames
+from link.etcd.grpc_client import GrpcEtcd
+from link.etcd.port import EtcdUnavailable
 from link.worker.metrics import WorkerMetrics
 from tests.unit.fake_clock import Clock
 

@@ -13,11 +13,11 @@ from typing import Callable, Iterator
 import pytest
 
 from link.config import load
-from link.protocol import HandOver
-from link.vip import VipSpec, lock_key
+from link.vocabulary.protocol import HandOver
+from link.vocabulary.vip import VipSpec, lock_key
 from link.worker import main as worker_main
 from link.worker.binders.runner import idle_status
-from link.worker.etcd_port import EtcdError
+from link.etcd.port import EtcdError
 from link.worker.fsm import State
 from link.worker.main import TRUSTED_CYCLES, Worker
 from tests.unit.fake_clock import Clock
@@ -287,7 +287,7 @@ def test_after_preempting_itself_the_holder_holds_off_too(hosts: Callable[..., H
 def test_build_worker_wires_the_real_parts_without_connecting() -> None:
     from link.worker.binders.webhook import WebhookBinder
     from link.worker.entry import build_worker
-    from link.worker.etcd_grpc import GrpcEtcd
+    from link.etcd.grpc_client import GrpcEtcd
 
     # A closed port on loopback: nothing is called here (the channel connects on first use).
     config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "ETCD_HOSTS": "http://127.0.0.1:1",

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from link.config import Config
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 
 
 class Binder(Protocol):

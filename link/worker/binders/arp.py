@@ -2,7 +2,7 @@
 
 The VIP is bound with a lifetime of one lease and refreshed every tick while this host holds
 it: if the whole agent is SIGKILLed or frozen, the kernel removes the address about when the
-peers take the VIP over (link.rtnl). Its deletion by anyone else is seen at the next cycle,
+peers take the VIP over (link.adapters.rtnl). Its deletion by anyone else is seen at the next cycle,
 through a netlink socket that the kernel filters down to deletions on our interface.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import time
 
-from link.netlink import AddressBinder
-from link.rtnl import DeletionWatch
-from link.worker.announce import Announcer
+from link.adapters.netlink import AddressBinder
+from link.adapters.rtnl import DeletionWatch
+from link.adapters.announce import Announcer
 from link.worker.binders.runner import idle_status, iso_now
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Callable, Mapping
 
 from link.config import Config
 from link.scripts import HIDDEN_VARIABLES, ProgramPolicy, ScriptRefused
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from link import __version__
 from link.config import Config, origin
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import sys
 from link import __version__, logs
 from link.config import ConfigError, load, origin
 from link.scripts import warn_stored_programs
-from link.vip import VipSpec
+from link.vocabulary.vip import VipSpec
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-file", metavar="PATH",
                         help="the file the environment came from (e.g. /etc/default/link): SIGHUP rereads "
                              "LOGGER_LEVEL and PRIORITY from it")
-    # Without a mode the agent runs; a mode does one change and exits (link.oneshot).
+    # Without a mode the agent runs; a mode does one change and exits (link.agent.oneshot).
     modes = parser.add_subparsers(dest="mode", metavar="[associate IP | dissociate IP | import-link]")
     for mode, what in (("associate", "bind IP on INTERFACE, announce it, exit"),
                        ("dissociate", "unbind IP from INTERFACE, exit")):
@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
                           help="read the variables from this file too (e.g. /etc/default/link)")
     args = parser.parse_args(argv)
     if args.mode == "import-link":
-        from link import linkv2_import
+        from link.agent import import_linkv2 as linkv2_import
 
         return linkv2_import.run(args.import_env_file or args.env_file, args.dry_run)
     if args.mode is not None:
-        from link import oneshot
+        from link.agent import oneshot
 
         return oneshot.run(args.mode, args.ip)
     try:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("the API listens on %s without a password (ALLOW_UNAUTHENTICATED_API=true): anyone who "
                        "reaches port %d can add, move and delete this host's VIPs", config.bind_address, config.port)
 
-    from link import state_lock
+    from link.agent import state_lock
     from link.supervisor.arbiter import Arbiter
     from link.supervisor.ops import RealOps
     from link.supervisor.store import StoreError, VipStore
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"link-agent: cannot lock {state_lock.lock_path(config.state_dir)}: {exc.strerror}", file=sys.stderr)
         return 2
-    from link.linkv2_import import import_at_first_start
+    from link.agent.import_linkv2 import import_at_first_start
 
     import_at_first_start(config, store)
     try:

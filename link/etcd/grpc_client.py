@@ -16,8 +16,8 @@ import grpc
 from etcd3 import etcdrpc
 
 from link.config import Config, EtcdEndpoint
-from link.worker.etcd_keepalive import KeepAliveStream
-from link.worker.etcd_port import EtcdError, EtcdUnavailable, KeyInfo, LeaseNotFound
+from link.etcd.keepalive import KeepAliveStream
+from link.etcd.port import EtcdError, EtcdUnavailable, KeyInfo, LeaseNotFound
 
 logger = logging.getLogger(__name__)
 

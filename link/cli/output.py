@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Sequence
 
-from link.client_http import clean
+from link.cli.transport import clean
 
 TABLE_HEADER = ("ID", "IP", "STATUS", "HOLDER", "SINCE", "CHECKS")
 _SHOWN = ("id", "ip", "status", "holder", "since", "checks", "healthcheck_interval", "fault_policy", "worker", "priority",

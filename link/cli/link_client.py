@@ -1,7 +1,7 @@
 """link-client: list, add, show, change, fail over and delete the VIPs of one link (or LinK v2) agent.
 
 Standard library only, so it runs wherever Python does, without the agent's dependencies.
-HTTP is in `link.client_http`, what is printed for people in `link.client_output`.
+HTTP is in `link.cli.transport`, what is printed for people in `link.cli.output`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence, TextIO
 from urllib.parse import quote
 
 from link import __version__
-from link.client_http import (
+from link.cli.transport import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     EXIT_OK,
@@ -28,7 +28,7 @@ from link.client_http import (
     clean,
     parse_host,
 )
-from link.client_output import format_events, format_ip, format_table
+from link.cli.output import format_events, format_ip, format_table
 
 __all__ = [
     "EXIT_OK", "EXIT_SERVER", "EXIT_UNREACHABLE", "EXIT_USAGE", "Target", "build_parser", "main",

@@ -14,7 +14,7 @@ import socket
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from link.rtnl import AddressLifetime
+from link.adapters.rtnl import AddressLifetime
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class AddressBinder:
     """The VIP on one interface: bind (with a lifetime, or for ever), refresh, unbind, is it there.
 
     A VIP bound with a lifetime disappears by itself unless `refresh()` is called in time
-    (link.rtnl says why); adding and refreshing go through link.rtnl, the rest through pyroute2.
+    (link.adapters.rtnl says why); adding and refreshing go through link.adapters.rtnl, the rest through pyroute2.
     """
 
     def __init__(self, ifname: str, vip: str, lifetime: int | None = None) -> None:

@@ -35,14 +35,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, TextIO
 
-from link import logs, state_lock
+from link import logs
+from link.agent import state_lock
 from link.api.validation import ApiError, check_vip_id, parse_add_body
 from link.checks import describe
 from link.config import Config, ConfigError, load
 from link.supervisor.reload import read_env_file
 from link.supervisor.store import StoreError, VipStore, parse_stored
-from link.vip import ETCD_DIRECTORY, VipSpec, lock_key
-from link.worker.etcd_port import EtcdError, EtcdPort, EtcdUnavailable, KeyInfo
+from link.vocabulary.vip import ETCD_DIRECTORY, VipSpec, lock_key
+from link.etcd.port import EtcdError, EtcdPort, EtcdUnavailable, KeyInfo
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def read_linkv2(etcd: EtcdPort, hostname: str, attempts: int) -> dict[str, KeyIn
 
 
 def _grpc_etcd(config: Config, deadline: float) -> EtcdPort:
-    from link.worker.etcd_grpc import GrpcEtcd  # gRPC only in the process that runs the import
+    from link.etcd.grpc_client import GrpcEtcd  # gRPC only in the process that runs the import
 
     return GrpcEtcd(config.etcd_endpoints, deadline, config.etcd_cacert, config.etcd_tls_cert, config.etcd_tls_key)
 

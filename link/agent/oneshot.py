@@ -23,7 +23,7 @@ import time
 from typing import Callable, TextIO
 
 from link.config import ConfigError, OneShotConfig, load_oneshot
-from link.vip import VipError, parse_vip
+from link.vocabulary.vip import VipError, parse_vip
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -36,13 +36,13 @@ class _Failed(Exception):
 
 
 def _address_binder(ifname: str, vip: str):
-    from link.netlink import AddressBinder
+    from link.adapters.netlink import AddressBinder
 
     return AddressBinder(ifname, vip)
 
 
 def _announcer(ifname: str, vip: str, mac: str, count: int, interval: float):
-    from link.worker.announce import Announcer
+    from link.adapters.announce import Announcer
 
     return Announcer(ifname, vip, mac, count, interval)
 

@@ -8,7 +8,7 @@ refuses a message it does not know, or one with a field missing, unknown or of t
 type, with one ProtocolError naming it, so that a handler never meets a half-formed message.
 
 Adding a message is one class here (`@message(family, kind)`) and one handler in the
-table of the process that receives it (`Dispatcher`). `python -m link.protocol` prints the
+table of the process that receives it (`Dispatcher`). `python -m link.vocabulary.protocol` prints the
 table docs/ARCHITECTURE.md shows; a unit test keeps the two equal.
 
 A leaf module: the supervisor, the API process and the workers import it; it imports only the
@@ -397,7 +397,7 @@ def messages(family: Family) -> list[type[Message]]:
 
 
 def markdown_table() -> str:
-    """The message table of docs/ARCHITECTURE.md (regenerate: python -m link.protocol)."""
+    """The message table of docs/ARCHITECTURE.md (regenerate: python -m link.vocabulary.protocol)."""
     rows = ["| direction | message | fields | meaning / answer |", "|---|---|---|---|"]
     for family in Family:
         for cls in messages(family):
