@@ -25,8 +25,11 @@ setup(
         "psutil>=5.9",
         "prometheus-client>=0.16",
     ],
-    # matplotlib: the benchmarks' plots; pyyaml: the tests of the shipped Prometheus rules
-    extras_require={"test": ["pytest>=7", "schemathesis>=4", "matplotlib>=3.6", "pyyaml>=5.4"]},
+    # matplotlib: the benchmarks' plots; pyyaml: the tests of the shipped Prometheus rules;
+    # mypy and the stubs of grpcio and waitress: the strict type check of link/ (mypy.ini), pinned
+    # so that a new release cannot fail a build of unchanged code.
+    extras_require={"test": ["pytest>=7", "schemathesis>=4", "matplotlib>=3.6", "pyyaml>=5.4",
+                             "mypy==2.4.1", "types-grpcio==1.85.0.20261028", "types-waitress==3.0.1.20260724"]},
     entry_points={
         "console_scripts": [
             "link-agent=link.agent.link_agent:main",

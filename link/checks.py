@@ -28,7 +28,7 @@ class CheckError(ValueError):
     """A check given through the API is not valid; the message names the field."""
 
 
-def _require(check: dict, field: str, kinds: tuple[type, ...], where: str) -> Any:
+def _require(check: dict[str, Any], field: str, kinds: tuple[type, ...], where: str) -> Any:
     if field not in check:
         raise CheckError(f"{where}.{field} is required")
     value = check[field]
@@ -38,7 +38,7 @@ def _require(check: dict, field: str, kinds: tuple[type, ...], where: str) -> An
     return value
 
 
-def _validate_one(raw: object, where: str) -> dict:
+def _validate_one(raw: object, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise CheckError(f"{where} must be an object like {{\"type\": \"TCP\", \"host\": \"198.51.100.20\", \"port\": 5432}}")
     kind = raw.get("type")
@@ -99,7 +99,7 @@ def utf8(text: str) -> bool:
     return True
 
 
-def validate_checks(value: object, field: str = "checks") -> list[dict]:
+def validate_checks(value: object, field: str = "checks") -> list[dict[str, Any]]:
     """The checks in canonical form; CheckError names the first bad field."""
     if value is None:
         return []
@@ -110,7 +110,7 @@ def validate_checks(value: object, field: str = "checks") -> list[dict]:
     return [_validate_one(raw, f"{field}[{i}]") for i, raw in enumerate(value)]
 
 
-def describe(check: dict) -> str:
+def describe(check: dict[str, Any]) -> str:
     if check["type"] == "TCP":
         return f"TCP {check['host']}:{check['port']}"
     if check["type"] == "HTTP":
@@ -126,7 +126,7 @@ class CheckResult:
     refused: str = ""  # why an EXEC check's program was not run (link.scripts), "" if it ran
 
 
-def run_check(check: dict, timeout: float, programs: ProgramPolicy | None = None) -> CheckResult:
+def run_check(check: dict[str, Any], timeout: float, programs: ProgramPolicy | None = None) -> CheckResult:
     """Run one check; `programs` (SCRIPTS_DIR, SCRIPT_USER) is needed by EXEC checks, which
     fail without it rather than run a program nobody vetted."""
     start = time.monotonic()
@@ -140,12 +140,12 @@ def run_check(check: dict, timeout: float, programs: ProgramPolicy | None = None
     return CheckResult(ok, f"{describe(check)}: {detail}", time.monotonic() - start, refused)
 
 
-def _tcp(check: dict, timeout: float, _programs: ProgramPolicy | None) -> tuple[bool, str]:
+def _tcp(check: dict[str, Any], timeout: float, _programs: ProgramPolicy | None) -> tuple[bool, str]:
     with socket.create_connection((check["host"], check["port"]), timeout=timeout):
         return True, "connected"
 
 
-def _http(check: dict, timeout: float, _programs: ProgramPolicy | None) -> tuple[bool, str]:
+def _http(check: dict[str, Any], timeout: float, _programs: ProgramPolicy | None) -> tuple[bool, str]:
     parts = urlsplit(check["url"])
     conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = conn_class(parts.hostname, parts.port, timeout=timeout)
@@ -165,7 +165,7 @@ def _http(check: dict, timeout: float, _programs: ProgramPolicy | None) -> tuple
     return status == check["expect_status"], f"status {status}"
 
 
-def _exec(check: dict, timeout: float, programs: ProgramPolicy | None) -> tuple[bool, str]:
+def _exec(check: dict[str, Any], timeout: float, programs: ProgramPolicy | None) -> tuple[bool, str]:
     if programs is None:
         raise ScriptRefused("no SCRIPTS_DIR to check the program against")
     # Checked right before the run: a program changed since the VIP was added (now writable by

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 from link.scripts import ScriptRefused, check_scripts_dir
 from link.security_settings import (
     LOOPBACK_ADDRESSES,
-    ConfigError,
+    ConfigError as ConfigError,  # re-exported: callers catch link.config.ConfigError
     ScriptUser,
     is_loopback,
-    origin,  # noqa: F401 - link.worker.binders.webhook imports it from here
+    origin as origin,  # re-exported: link.worker.binders.webhook imports it from here
     parse_bind_addresses,
     parse_script_user,
     parse_webhook_allowed_urls,

@@ -160,12 +160,12 @@ class ThreadedHandler(logging.handlers.QueueHandler):
 
     def __init__(self, fd: int = 2, limit: int = BUFFER_LINES) -> None:
         self.buffer = LineBuffer(limit)
-        super().__init__(self.buffer)  # type: ignore[arg-type]  # has put_nowait, all QueueHandler needs
+        super().__init__(self.buffer)  # a LineBuffer has put_nowait, all QueueHandler needs
         self.fd = fd
         self._thread = threading.Thread(target=self._write_lines, name="log-writer", daemon=True)
         self._thread.start()
 
-    def prepare(self, record: logging.LogRecord) -> bytes:  # type: ignore[override]
+    def prepare(self, record: logging.LogRecord) -> bytes:
         # The final line, made here: the record's arguments may change once we return.
         return _encode(self, record)
 

@@ -99,7 +99,7 @@ class AddressLifetime(_Vip):
             while offset + _NLMSGHDR.size <= len(data):
                 length, kind, _, got_seq, _ = _NLMSGHDR.unpack_from(data, offset)
                 if kind == NLMSG_ERROR and got_seq == seq:
-                    return -struct.unpack_from("=i", data, offset + _NLMSGHDR.size)[0]
+                    return -int(struct.unpack_from("=i", data, offset + _NLMSGHDR.size)[0])
                 offset += max((length + 3) & ~3, _NLMSGHDR.size)
         raise NetlinkFailed(errno.EPROTO, "no answer from the kernel to our address request")
 
@@ -123,7 +123,12 @@ class AddressLifetime(_Vip):
         self._sock.close()
 
 
-def _deladdr_filter(index: int) -> tuple[bytes, ctypes.Array]:
+class _SockFilter(ctypes.Structure):
+    """struct sock_filter: one instruction of a classic BPF program."""
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+def _deladdr_filter(index: int) -> tuple[bytes, ctypes.Array[_SockFilter]]:
     """A classic BPF program for the kernel: keep only RTM_DELADDR messages of our interface,
     so that the many address changes of a busy host cost this socket nothing. BPF loads read
     big-endian; the netlink header is in host order, hence the from_bytes(pack("=")) below."""
@@ -138,11 +143,7 @@ def _deladdr_filter(index: int) -> tuple[bytes, ctypes.Array]:
         (0x06, 0, 0, 0xFFFF),       # ret: keep (up to 64 KiB)
         (0x06, 0, 0, 0),            # ret: drop
     ]
-
-    class SockFilter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
-
-    program = (SockFilter * len(code))(*[SockFilter(*c) for c in code])
+    program = (_SockFilter * len(code))(*[_SockFilter(*c) for c in code])
     # struct sock_fprog {unsigned short len; struct sock_filter *filter;}: the caller keeps
     # `program` alive until setsockopt has copied it into the kernel.
     return struct.pack("HL", len(code), ctypes.addressof(program)), program

@@ -170,7 +170,7 @@ class GrpcEtcd:
         self._channel: grpc.Channel | None = None
         self._closing = threading.Event()
         self._watch_thread: threading.Thread | None = None
-        self._watch_stream: grpc.Future | None = None
+        self._watch_stream: grpc.Future[Any] | None = None
         self._watches: list[tuple[str, bool, Callable[[], None]]] = []
         self._watch_ready = threading.Event()
         self._watch_lock = threading.Lock()
@@ -247,7 +247,8 @@ class GrpcEtcd:
         self._tried = 0
         self._patience = 0
 
-    def _call(self, method: Callable, request: object) -> object:
+    def _call(self, method: Callable[..., Any], request: object) -> Any:
+        """The response of a unary call (Any: etcd3's generated stubs are untyped)."""
         name = type(request).__name__.removesuffix("Request")  # RangeRequest -> Range
         start = self._clock()
         try:
@@ -285,7 +286,7 @@ class GrpcEtcd:
             self._succeeded()
             self.stats.record("LeaseKeepAlive", self._clock() - start)
             self.stats.lease_renewals += 1
-            return response.TTL
+            return int(response.TTL)
         except grpc.RpcError as exc:
             error = translate(exc, self._tls is not None)
         except (TimeoutError, EOFError) as exc:

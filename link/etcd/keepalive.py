@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 import grpc
 from etcd3 import etcdrpc
@@ -19,8 +19,9 @@ _CLOSE = object()
 
 class KeepAliveStream:
     def __init__(self, stub: etcdrpc.LeaseStub) -> None:
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._answers: queue.SimpleQueue = queue.SimpleQueue()
+        # Any: etcd3's generated messages are untyped; the queues also carry _CLOSE and errors.
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._call = stub.LeaseKeepAlive(self._feed())
         self._reader = threading.Thread(target=self._read, name="etcd-keepalive", daemon=True)
         self._reader.start()

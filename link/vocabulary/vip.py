@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 # LinK v2 keeps every key under this directory; sharing it lets both agents share a cluster.
 ETCD_DIRECTORY = "/link"
@@ -127,32 +127,32 @@ class VipSpec:
 
     id: str
     ip: str
-    checks: tuple[dict, ...] = ()
+    checks: tuple[dict[str, Any], ...] = ()
     healthcheck_interval: float = 0.0  # 0: the agent's HEALTH_CHECK_INTERVAL
     fault_policy: str = ""  # "": the agent's FAULT_POLICY
     priority: int | None = None  # None: the host's PRIORITY (which signals can shift)
     preempt: bool | None = None  # None: the agent's PREEMPT
     binder: str = "arp"
-    command: dict | None = None  # binder "command": activate, deactivate, ensure, timeout, ensure_interval
-    webhook: dict | None = None  # binder "webhook": url, secret, timeout
+    command: dict[str, Any] | None = None  # binder "command": activate, deactivate, ensure, timeout, ensure_interval
+    webhook: dict[str, Any] | None = None  # binder "webhook": url, secret, timeout
 
     def __repr__(self) -> str:
         # Never the webhook's secret, whatever logs a spec.
         return f"VipSpec(id={self.id!r}, ip={self.ip!r}, binder={self.binder!r})"
 
-    def to_json(self) -> dict:
-        data = {"id": self.id, "ip": self.ip, "checks": list(self.checks),
-                "healthcheck_interval": self.healthcheck_interval, "fault_policy": self.fault_policy,
-                "priority": self.priority, "preempt": self.preempt, "binder": self.binder}
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "ip": self.ip, "checks": list(self.checks),
+                                "healthcheck_interval": self.healthcheck_interval, "fault_policy": self.fault_policy,
+                                "priority": self.priority, "preempt": self.preempt, "binder": self.binder}
         if self.command is not None:
             data["command"] = dict(self.command)
         if self.webhook is not None:
             data["webhook"] = dict(self.webhook)
         return data
 
-    def public_binder(self) -> dict:
+    def public_binder(self) -> dict[str, Any]:
         """The binder as the API shows it: its kind and settings, the webhook's secret masked."""
-        shown: dict = {"binder": self.binder}
+        shown: dict[str, Any] = {"binder": self.binder}
         if self.binder == "command" and self.command is not None:
             shown["command"] = dict(self.command)
         if self.binder == "webhook" and self.webhook is not None:
@@ -160,7 +160,7 @@ class VipSpec:
         return shown
 
     @classmethod
-    def from_json(cls, data: dict) -> "VipSpec":
+    def from_json(cls, data: dict[str, Any]) -> "VipSpec":
         # Fields added later have defaults: a vips.json written by an older link still loads.
         binder = str(data.get("binder") or "arp")
         if binder not in BINDERS:
