@@ -7,10 +7,14 @@ tables, and unit tests keep them equal.
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from typing import Mapping, TypeVar
+
+# Each table has its own State and Event enums (a Mapping's key type is invariant).
+StateT = TypeVar("StateT", bound=enum.Enum)
+EventT = TypeVar("EventT", bound=enum.Enum)
 
 
-def mermaid(initial: enum.Enum, transitions: Mapping[tuple[enum.Enum, enum.Enum], enum.Enum]) -> str:
+def mermaid(initial: StateT, transitions: Mapping[tuple[StateT, EventT], StateT]) -> str:
     """The table as a Mermaid state diagram (self-loops left out: they change nothing)."""
     lines = ["stateDiagram-v2", f"    [*] --> {initial.value}"]
     for (src, event), dst in transitions.items():

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from link.vocabulary.vip import ETCD_DIRECTORY, storable
 from link.etcd.values import plain_name
-from link.worker.fsm import State
+from link.vocabulary.vip_states import State
 
 DEFAULT_PRIORITY = 10
 MIN_PRIORITY, MAX_PRIORITY = 0, 255  # PRIORITY's range
@@ -52,7 +53,7 @@ class Candidate:
     def healthy(self) -> bool:
         return self.state != "FAILING"
 
-    def to_api(self) -> dict:
+    def to_api(self) -> dict[str, Any]:
         return {"host": self.host, "priority": self.priority, "state": self.state}
 
 

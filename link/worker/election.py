@@ -25,7 +25,7 @@ from link.worker.candidates import (DEFAULT_PRIORITY, BadCandidate, Candidate, b
 from link.worker.candidates import candidates_prefix as info_prefix
 from link.etcd.port import EtcdError, EtcdPort, EtcdUnavailable, KeyInfo, LeaseNotFound
 from link.etcd.values import OncePerKey, as_name, plain_name, shown
-from link.worker.fsm import Event
+from link.vocabulary.vip_states import Event
 
 logger = logging.getLogger(__name__)
 

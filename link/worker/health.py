@@ -9,17 +9,17 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 from link.checks import CheckResult, describe, run_check
 from link.scripts import ProgramPolicy, RefusalLog
-from link.worker.fsm import Event
+from link.vocabulary.vip_states import Event
 
 logger = logging.getLogger(__name__)
 
 
 class HealthMonitor:
-    def __init__(self, checks: list[dict], interval: float, timeout: float, wake: Callable[[], None],
+    def __init__(self, checks: list[dict[str, Any]], interval: float, timeout: float, wake: Callable[[], None],
                  programs: ProgramPolicy, label: str = "") -> None:
         self._checks = list(checks)
         self._interval = interval
@@ -43,7 +43,7 @@ class HealthMonitor:
         if self._started and self._checks and self._thread.ident is None and not self._stop.is_set():
             self._thread.start()
 
-    def replace(self, checks: list[dict], interval: float) -> None:
+    def replace(self, checks: list[dict[str, Any]], interval: float) -> None:
         """New checks take effect at once, without touching the VIP."""
         with self._lock:
             self._checks, self._interval = list(checks), interval
@@ -66,7 +66,7 @@ class HealthMonitor:
             self._changed.wait(interval)
             self._changed.clear()
 
-    def _run(self, check: dict) -> CheckResult:
+    def _run(self, check: dict[str, Any]) -> CheckResult:
         result = run_check(check, self._timeout, self._programs)
         # A refused program fails the check every round; its reason is logged once per change.
         if result.refused:

@@ -11,7 +11,7 @@ import logging
 import os
 import selectors
 from multiprocessing.connection import Connection
-from typing import Callable
+from typing import Any, Callable
 
 from setproctitle import setproctitle
 
@@ -24,7 +24,8 @@ from link.vocabulary.vip import VipSpec
 from link.worker.binders import Binder, BinderFactory
 from link.worker.election import CycleResult, Election
 from link.etcd.port import EtcdError, EtcdPort
-from link.worker.fsm import Event, State, StateMachine
+from link.vocabulary.vip_states import Event, State
+from link.worker.fsm import StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
 from link.worker.metrics import WorkerMetrics
 from link.worker.supervisor_link import SupervisorChannel
@@ -73,7 +74,7 @@ class Worker:
         self._reported_state: str | None = None  # the `from` of the next transition report
         self._make_binder = binder
         self.binder: Binder | None = None  # how the VIP is put in place (link.worker.binders)
-        self._binder_reported: dict | None = None
+        self._binder_reported: dict[str, Any] | None = None
         self.etcd = etcd
         self.election: Election | None = None
 
@@ -313,7 +314,7 @@ class Worker:
             self._binder_reported = status
             self.link.send(BinderReport(status))
 
-    def _metrics_snapshot(self) -> dict:
+    def _metrics_snapshot(self) -> dict[str, Any]:
         return self.metrics.snapshot(self.etcd.call_stats(), self.binder.packets_sent() if self.binder else 0,
                                      self.election.counters() if self.election else None)
 
