@@ -13,7 +13,7 @@ import selectors
 import signal
 import time
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from setproctitle import setproctitle
 
@@ -238,7 +238,8 @@ class Arbiter:
         # Worker reports first, so that API answers in the same turn reflect them.
         pipes = [key for key in ready if key.fileobj != self._wake_r]
         for key in sorted(pipes, key=lambda k: k.fileobj is self.api_conn):
-            self._read(key.fileobj, key.data)
+            # Every key but the wake pipe's is a Connection: the API's or a worker's (_watch).
+            self._read(cast(Connection, key.fileobj), key.data)
         for pid, code in self.ops.reap():
             self.child_exited(pid, code)
         self.respawn_due()
@@ -249,7 +250,7 @@ class Arbiter:
 
     def _timeout(self, max_wait: float) -> float:
         now = self.clock()
-        times = [r.respawn_at for r in self.by_respawn()]
+        times = [at for r in self.by_respawn() if (at := r.respawn_at) is not None]
         if self.stopping:
             times.append(self.stop_deadline)
         soonest = min(times, default=now + max_wait)
@@ -318,7 +319,7 @@ class Arbiter:
             return
         now = self.clock()
         for record in self.by_respawn():
-            if now >= record.respawn_at:
+            if record.respawn_at is not None and now >= record.respawn_at:
                 if record.worker_state is WorkerState.FATAL:
                     logger.warning("%s: retrying the worker that failed to boot %d times", record.ip, record.boot_failures)
                     observe.add_event(record, record.status, "worker_fatal_retry",
@@ -357,11 +358,11 @@ class Arbiter:
         """True while the agent should keep running."""
         if not self.stopping:
             return True
-        alive = [r for r in self.vips.values() if r.pid is not None]
+        alive = [(r, r.pid) for r in self.vips.values() if r.pid is not None]
         if self.clock() >= self.stop_deadline:
-            for record in alive:
-                logger.error("%s: worker %d did not stop in %.0fs, killing it", record.ip, record.pid, STOP_TIMEOUT)
-                self.ops.kill(record.pid, signal.SIGKILL)
+            for record, pid in alive:
+                logger.error("%s: worker %d did not stop in %.0fs, killing it", record.ip, pid, STOP_TIMEOUT)
+                self.ops.kill(pid, signal.SIGKILL)
                 self.ops.remove_address(record.ip)
             if self.api_pid is not None:
                 self.ops.kill(self.api_pid, signal.SIGKILL)

@@ -55,7 +55,7 @@ LOUDNESS = {WorkerState.BACKOFF: logging.WARNING, WorkerState.HUNG: logging.ERRO
 def backoff_delay(failures: int, rng: Callable[[float, float], float] = random.uniform) -> float:
     """0.1 s after a crash of a worker that ran fine, doubling per failed boot, capped at 30 s,
     with ±25 % jitter so many failing VIPs do not respawn in lockstep."""
-    return min(30.0, 0.1 * (2 ** failures)) * rng(0.75, 1.25)
+    return min(30.0, 0.1 * (2.0 ** failures)) * rng(0.75, 1.25)
 
 
 def fatal_retry_delay(rng: Callable[[float, float], float] = random.uniform) -> float:

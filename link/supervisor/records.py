@@ -5,6 +5,7 @@ import collections
 import datetime
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 from link.config import Config
 from link.supervisor.worker_states import WorkerState
@@ -39,11 +40,11 @@ class VipRecord:
     failover_waiters: list[int] = field(default_factory=list)
     candidate_waiters: list[int] = field(default_factory=list)
     priority: int | None = None  # the worker's effective priority, as it last reported
-    binder_status: dict | None = None  # the binder's last outcome, as the worker last reported
+    binder_status: dict[str, Any] | None = None  # the binder's last outcome, as the worker last reported
     # What people look at (link.supervisor.observe): recent events, the worker's numbers.
-    events: collections.deque[dict] = field(default_factory=lambda: collections.deque(maxlen=MAX_EVENTS))
-    metrics: dict = field(default_factory=dict)  # the latest the running worker sent
-    metrics_base: dict = field(default_factory=dict)  # the sum of its dead predecessors' last
+    events: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=MAX_EVENTS))
+    metrics: dict[str, Any] = field(default_factory=dict)  # the latest the running worker sent
+    metrics_base: dict[str, Any] = field(default_factory=dict)  # the sum of its dead predecessors' last
 
     @property
     def id(self) -> str:
@@ -53,7 +54,7 @@ class VipRecord:
     def ip(self) -> str:
         return self.spec.ip
 
-    def to_api(self, config: Config, host_priority: int) -> dict:
+    def to_api(self, config: Config, host_priority: int) -> dict[str, Any]:
         spec = self.spec
         if self.priority is not None:
             priority = self.priority

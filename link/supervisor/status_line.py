@@ -31,8 +31,11 @@ def _totals(metrics: Mapping[str, Any]) -> tuple[int, int]:
     etcd = metrics.get("etcd")
     if not isinstance(etcd, Mapping):
         return 0, 0
-    requests = etcd.get("requests") if isinstance(etcd.get("requests"), Mapping) else {}
-    errors = etcd.get("errors") if isinstance(etcd.get("errors"), Mapping) else {}
+    requests, errors = etcd.get("requests"), etcd.get("errors")
+    if not isinstance(requests, Mapping):
+        requests = {}
+    if not isinstance(errors, Mapping):
+        errors = {}
     calls = sum(v for v in requests.values() if isinstance(v, int))
     failed = unavailable = 0
     for kinds in errors.values():
