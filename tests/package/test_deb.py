@@ -197,7 +197,7 @@ def test_installed_files(package):
     listing = set(run(["dpkg-query", "-L", "link"], timeout=30).stdout.split())
     for path in ("/usr/bin/link-agent", "/usr/bin/link-client", str(UNIT), "/etc/default/link",
                  "/usr/share/man/man8/link-agent.8.gz", "/usr/share/man/man1/link-client.1.gz",
-                 "/usr/share/doc/link/README.Debian", "/usr/lib/python3/dist-packages/link/agent.py", str(RULES)):
+                 "/usr/share/doc/link/README.Debian", "/usr/lib/python3/dist-packages/link/agent/link_agent.py", str(RULES)):
         assert path in listing, f"the package does not install {path}"
     # The Prometheus rules as tested by tests/prometheus/link-rules.test.yml, byte for byte.
     assert RULES.read_bytes() == (REPO / "packaging" / "prometheus" / "link-rules.yml").read_bytes()
