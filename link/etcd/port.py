@@ -1,7 +1,8 @@
 """The etcd interface the election logic needs, and what its errors mean.
 
 The election is written against `EtcdPort` so unit tests can drive it with a fake etcd; the
-real adapter (`etcd_grpc.py`) translates every gRPC failure into one of these exceptions.
+real adapter (`link/etcd/grpc_client.py`) translates every gRPC failure into one of these
+exceptions.
 """
 from __future__ import annotations
 

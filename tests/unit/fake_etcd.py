@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from link.etcd.port import EtcdError, EtcdUnavailable, KeyInfo, LeaseNotFound
 
-# What the real adapter raises (etcd_grpc.translate of the gRPC status etcd's client sees).
+# What the real adapter raises (link.etcd.grpc_client.translate of the gRPC status etcd's client sees).
 DEADLINE = EtcdUnavailable("DEADLINE_EXCEEDED: context deadline exceeded")
 REFUSED = EtcdUnavailable("UNAVAILABLE: failed to connect to all addresses; connection refused")
 NO_LEADER = EtcdUnavailable("UNAVAILABLE: etcdserver: no leader")
