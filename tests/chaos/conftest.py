@@ -1,6 +1,8 @@
-"""Options of the chaos run: how long (--chaos-seconds) and which random schedule
-(--chaos-seed). Both also read from the environment (LINK_CHAOS_SECONDS, LINK_CHAOS_SEED),
-for a run of the whole suite, where options of this directory's conftest are not known yet.
+"""Options of the chaos run: how long (--chaos-seconds), which random schedule (--chaos-seed),
+and which FAULT_POLICY the agents run with (--chaos-fault-policy; default: none set, so the
+agents' configured default). All also read from the environment (LINK_CHAOS_SECONDS,
+LINK_CHAOS_SEED, LINK_CHAOS_FAULT_POLICY), for a run of the whole suite, where options of this
+directory's conftest are not known yet.
 The run's summary (seed, faults, longest gap and double, API calls) is printed at the end of
 pytest's output whether the run passed or failed (pytest shows a passing test's output only
 with -rP): the `chaos_report` fixture hands it to `pytest_terminal_summary`.
@@ -8,6 +10,7 @@ with -rP): the `chaos_report` fixture hands it to `pytest_terminal_summary`.
     pytest tests/chaos                                  # the CI run, 90 s of chaos
     pytest tests/chaos --chaos-seconds 1800             # a longer one
     pytest tests/chaos --chaos-seed 1234567             # the same schedule again
+    pytest tests/chaos --chaos-fault-policy activate    # LinK's rule for the VIPs without their own
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"how long faults are injected (default LINK_CHAOS_SECONDS or {DEFAULT_SECONDS:g})")
     group.addoption("--chaos-seed", type=int, default=None,
                     help="seed of the fault schedule (default LINK_CHAOS_SEED or a random one, printed)")
+    group.addoption("--chaos-fault-policy", default=None,
+                    help="FAULT_POLICY of the agents (default LINK_CHAOS_FAULT_POLICY or their configured default)")
 
 
 def _option(config: pytest.Config, name: str):
@@ -67,9 +72,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.lab_timeout(chaos_seconds(config) + OVERHEAD))
 
 
+def chaos_fault_policy(config: pytest.Config) -> str | None:
+    return _option(config, "--chaos-fault-policy") or os.environ.get("LINK_CHAOS_FAULT_POLICY") or None
+
+
 @pytest.fixture
 def chaos_settings(request: pytest.FixtureRequest) -> tuple[float, int]:
     return chaos_seconds(request.config), chaos_seed(request.config)
+
+
+@pytest.fixture
+def chaos_policy(request: pytest.FixtureRequest) -> str | None:
+    return chaos_fault_policy(request.config)
 
 
 @pytest.fixture
@@ -95,6 +109,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"{summary.get('longest_gap_with_a_candidate_s')} s, bound {bounds.get('gap')} s)",
         f"longest double {summary.get('longest_double_s')} s ({summary.get('doubles')} doubles; while etcd was reachable "
         f"{summary.get('longest_double_while_etcd_reachable_s')} s, bound {bounds.get('double')} s)",
+        f"client's entry elsewhere than at a live holder: longest {summary.get('longest_client_entry_elsewhere_s')} s "
+        f"(bound {bounds.get('client_entry')} s after a change); fault policies {summary.get('fault_policies')}",
         f"API calls: {calls.get('valid')} valid, {calls.get('invalid')} invalid ("
         + ", ".join(f"{status}: {count}" for status, count in (calls.get("statuses") or {}).items()) + ")",
         f"observer: {observer.get('samples')} samples, longest step {observer.get('longest_step_s')} s",

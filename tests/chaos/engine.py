@@ -3,8 +3,8 @@ health checks, random faults at random times (seeded), and an observer that chec
 promises all along.
 
 Faults (one at a time, each undone before the next; health flags stay flipped across them),
-drawn from a shuffled deck that holds each kind WEIGHTS times, so that even a short run
-injects every kind:
+drawn first from a shuffled deck that holds each kind once, so that even a short run injects
+every kind, then from shuffled decks that hold each kind WEIGHTS times:
   worker-kill    SIGKILL to one VIP worker of a host;
   agent-kill     SIGKILL to every process of a host's agent, the host and its link staying up
                  (nothing can unbind its VIPs: their address lifetime ends them), the agent
@@ -14,7 +14,11 @@ injects every kind:
                  started again;
   link-flap      a host's link goes down for a while and comes back;
   etcd-member    one etcd member SIGKILLed, restarted after a while (same data dir);
-  etcd-outage    all three members SIGKILLed, restarted after a while (same data dirs);
+  etcd-outage    all three members SIGKILLed, restarted after a while (same data dirs), the
+                 LAN up (tests/chaos/wire_faults.py, as the three below);
+  etcd-freeze    all three members SIGSTOPped (etcd hangs), SIGCONT after a while;
+  etcd-cut       one host cut from etcd (blackhole routes), its LAN up, for a while;
+  rogue          a foreign machine on the LAN binds a VIP, announces it once, leaves later;
   health-flip    a host's check for one VIP starts or stops failing (a flag file);
   api-burst      valid and invalid API calls in a row on one host.
 
@@ -22,14 +26,23 @@ The observer (tests/chaos/observer.py: a thread, raw netlink sockets opened insi
 namespace, tens of microseconds a look) samples every host every few ms: which VIPs are bound
 on eth1, and whether eth1 is up (a host whose link is down answers nobody: it holds nothing).
 Judged afterwards against the fault timeline (tests/chaos/judge.py, which has the bounds):
-  * double: two hosts or more hold a VIP in two samples in a row or more. Allowed only
-    while etcd is unreachable (all members down) and for CONVERGE after it is back, and
-    otherwise for at most DOUBLE_BOUND (a host that comes back from a partition holds the VIP
-    until it notices the other holder; a killed agent's VIP lives until the end of its
-    address lifetime, which etcd's lease-revoke tick does not wait for exactly);
-  * gap: no host holds a VIP. Allowed while no host is a candidate for it (down, or its
-    check failing), during an etcd outage and CONVERGE after it, and otherwise for at most
-    GAP_BOUND, counted from the last moment it was allowed;
+  * double: two hosts or more hold a VIP in two samples in a row or more. For a VIP whose
+    fault policy (its own, else the agents' configured default) is LinK's (activate, keep,
+    release): allowed only while etcd is unreachable (all members down or frozen) or one of
+    the holders is cut from it, and for CONVERGE after, and otherwise for at most
+    DOUBLE_BOUND (a host that comes back from a partition holds the VIP until it notices the
+    other holder; a killed agent's VIP lives until the end of its address lifetime, which
+    etcd's lease-revoke tick does not wait for exactly). Under `arbitrate` (issue 15, point
+    3): while etcd is out, one double of at most OUTAGE_DOUBLE per outage; after it is back,
+    none beyond AFTER_ETCD (one lease); a host cut from etcd beside another holder for at most
+    CUT_YIELD; otherwise DOUBLE_BOUND;
+  * gap: no host holds a VIP. Allowed while no host is a candidate for it (down, cut from
+    etcd, or its check failing), during an etcd outage and CONVERGE after it, and otherwise
+    for at most GAP_BOUND, counted from the last moment it was allowed;
+  * the client: its neighbour entry for each VIP (the observer reads the client namespace's
+    table) points at a live holder's MAC (a host that has the VIP bound and its link up)
+    within NEIGH_BOUND of any change: a new holder set, a rogue's claim (issue 15, points 1
+    and 2). No entry at all is not judged (the client's next packet asks afresh);
   * after the run, once everything is undone: one agreed holder for every VIP, and each
     host's configured VIPs are the ones it had before the run.
 """
@@ -44,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from link import config as link_config
 from tests.lab import netns
 from tests.lab.etcd_members import Cluster, _healthy
 from tests.lab.lab import IFACE, Host, Lab
@@ -51,9 +65,10 @@ from tests.lab.scripts import ScriptsDir
 from tests.lab.waiting import wait_until
 
 from .api_calls import ApiBursts, ApiCall
-from .judge import (CONVERGE, DOUBLE_BOUND, GAP_BOUND, HEALTH_INTERVAL, LEASE, Timeline, Window, double_excused,
-                    find_violations, gap_blame)
+from .judge import HEALTH_INTERVAL, LEASE, Timeline, Window, find_violations, neigh_violations
 from .observer import Observer
+from .summary import summarize
+from .wire_faults import WireFaults
 
 # ---------------------------------------------------------------- settings
 AGENT_ENV = {
@@ -83,12 +98,13 @@ PLANS = [
 ]
 
 WEIGHTS = {"worker-kill": 3, "agent-kill": 2, "host-crash": 2, "link-flap": 2, "etcd-member": 2, "etcd-outage": 1,
-           "health-flip": 4, "api-burst": 2}
+           "etcd-freeze": 1, "etcd-cut": 2, "rogue": 2, "health-flip": 4, "api-burst": 2}
 
 
 # ---------------------------------------------------------------- the run
-class Chaos(ApiBursts):
-    def __init__(self, lab: Lab, seed: int, scripts: ScriptsDir, log: Callable[[str], None] = print) -> None:
+class Chaos(ApiBursts, WireFaults):
+    def __init__(self, lab: Lab, seed: int, scripts: ScriptsDir, log: Callable[[str], None] = print,
+                 fault_policy: str | None = None) -> None:
         self.lab = lab
         self.scripts = scripts  # the agents' SCRIPTS_DIR: the health check program lives there
         self.seed = seed
@@ -96,6 +112,7 @@ class Chaos(ApiBursts):
         self.say = log
         self.cluster = Cluster(lab)
         self.env: dict[str, str] = {}
+        self.fault_policy = fault_policy  # FAULT_POLICY for the agents; None: their configured default
         # The checks run as nobody (agents as root, no SCRIPT_USER): flags where nobody can look.
         self.flags_dir = scripts.out / "flags"
         self.ids: dict[str, dict[str, str]] = {}  # vip -> {host: id}
@@ -107,6 +124,7 @@ class Chaos(ApiBursts):
         self.journal = open(lab.workdir / "chaos.log", "a", encoding="utf-8")
         self.observer: Observer | None = None
         self.before: dict[str, Any] = {}
+        self.init_wire_faults()
 
     # -- bookkeeping --------------------------------------------------------------------
     def note(self, text: str) -> None:
@@ -131,6 +149,9 @@ class Chaos(ApiBursts):
         self.healthy = self.scripts.add("healthy", 'test ! -e "$1"\n')  # healthy while the flag is absent
         self.cluster.start()
         self.env = {**AGENT_ENV, "ETCD_HOSTS": self.cluster.urls, "SCRIPTS_DIR": str(self.scripts.path)}
+        if self.fault_policy:
+            self.env["FAULT_POLICY"] = self.fault_policy
+        self.timeline.policies = self.policies()
         self.lab.start_agents(**self.env)
         for plan in PLANS:
             self.ids[plan.ip] = {}
@@ -140,9 +161,22 @@ class Chaos(ApiBursts):
                     raise AssertionError(f"POST /ips {plan.ip} on {host.name}: {resp}")
                 self.ids[plan.ip][host.name] = resp.body["id"]
         for plan in PLANS:
-            self.lab.wait_agreement(plan.ip, self.ids[plan.ip], timeout=30, lab_etcd=False)
+            holder = self.lab.wait_agreement(plan.ip, self.ids[plan.ip], timeout=30, lab_etcd=False)
+            # The client talks to each VIP once: it has an entry for it from then on.
+            mac = self.lab.host(holder).mac
+            wait_until(lambda: self.lab.neigh(plan.ip) == mac or self.lab.client_ping(plan.ip), 10, 0.1,
+                       f"a client entry for {plan.ip}")
+            wait_until(lambda: self.lab.neigh(plan.ip) == mac, 10, 0.05, f"the client's entry for {plan.ip} ({holder})")
         self.before = self.configured()
-        self.note(f"set up: seed {self.seed}, {len(PLANS)} VIPs on {len(self.lab.hosts)} hosts, etcd {self.cluster.urls}")
+        self.note(f"set up: seed {self.seed}, {len(PLANS)} VIPs on {len(self.lab.hosts)} hosts, etcd {self.cluster.urls}, "
+                  f"fault policies {self.timeline.policies}")
+
+    def policies(self) -> dict[str, str]:
+        """Each VIP's effective fault policy: its own, else the agents' (their environment
+        read by link's own config loader, so a changed default is followed)."""
+        host = self.lab.hosts[0]
+        default = link_config.load(self.lab.agent_env_for(host, self.env), check_interface=False).fault_policy
+        return {p.ip: p.fault_policy or default for p in PLANS}
 
     def vip_body(self, plan: VipPlan, host: str) -> dict:
         body: dict[str, Any] = {"ip": plan.ip, "checks": [
@@ -173,7 +207,8 @@ class Chaos(ApiBursts):
         self.observer = Observer(self.lab, self.vips(), limit=seconds + 600).start()
         self.note("observer started")
         deadline = time.monotonic() + seconds
-        deck: list[str] = []
+        deck = list(WEIGHTS)  # each kind once first
+        self.rng.shuffle(deck)
         try:
             while time.monotonic() < deadline:
                 if not deck:
@@ -264,20 +299,6 @@ class Chaos(ApiBursts):
         wait_until(lambda: _healthy(member), 30, 0.1, f"etcd member {member.name} to be healthy again")
         self.note(f"etcd-member: {member.name} back")
 
-    def fault_etcd_outage(self) -> None:
-        window = Window(time.monotonic())
-        self.timeline.etcd_out.append(window)
-        for member in self.cluster.members:
-            member.kill()
-        self.note("etcd-outage: all members killed")
-        self.pause(self.rng.uniform(2.0, 6.0))
-        for member in self.cluster.members:
-            member.start()
-        for member in self.cluster.members:
-            wait_until(lambda m=member: _healthy(m), 30, 0.1, f"etcd member {member.name} to be healthy again")
-        window.end = time.monotonic()
-        self.note("etcd-outage: all members back")
-
     def fault_health_flip(self) -> None:
         flagged = [(h.name, v) for h in self.lab.hosts for v in self.vips() if self.flag(h.name, v).exists()]
         # Keep most checks passing: with many flags up, lower one.
@@ -309,7 +330,9 @@ class Chaos(ApiBursts):
 
     # -- the end --------------------------------------------------------------------------
     def restore(self) -> None:
-        """Undo everything: flags removed, links up, every etcd member and agent running."""
+        """Undo everything: flags removed, links up, etcd thawed and reachable from every host,
+        the rogue gone, every etcd member and agent running."""
+        self.end_wire_faults()
         for path in self.flags_dir.glob("*"):
             path.unlink()
         now = time.monotonic()
@@ -366,36 +389,10 @@ class Chaos(ApiBursts):
         assert self.observer is not None
         hosts = [h.name for h in self.lab.hosts]
         self.violations += find_violations(self.observer.episodes, self.timeline, hosts, self.t0)
+        macs = {h.name: h.mac for h in self.lab.hosts}
+        end = self.observer.stopped_at or time.monotonic()
+        for vip, view in self.observer.views.items():
+            self.violations += neigh_violations(vip, view, macs, self.timeline, end, self.t0)
 
     def summary(self) -> dict[str, Any]:
-        obs = self.observer
-        eps = obs.episodes if obs else []
-        gaps = [e for e in eps if e.kind == "gap"]
-        doubles = [e for e in eps if e.kind == "double"]
-        unexcused_doubles = [e for e in doubles if not double_excused(e, self.timeline)]
-        hosts = [h.name for h in self.lab.hosts]
-        valid = [c for c in self.api_calls if c.valid]
-        invalid = [c for c in self.api_calls if not c.valid]
-        return {
-            "seed": self.seed,
-            "seconds": round(time.monotonic() - self.t0, 1),
-            "faults": {k: v for k, v in self.faults.items() if v},
-            "observer": {"samples": obs.samples if obs else 0, "longest_step_s": round(obs.max_step, 3) if obs else None},
-            "gaps": len(gaps),
-            "longest_gap_s": round(max((e.length for e in gaps), default=0.0), 3),
-            "longest_gap_with_a_candidate_s": round(max((gap_blame(e, self.timeline, hosts) for e in gaps), default=0.0), 3),
-            "doubles": len(doubles),
-            "longest_double_s": round(max((e.length for e in doubles), default=0.0), 3),
-            "longest_double_while_etcd_reachable_s": round(max((e.length for e in unexcused_doubles), default=0.0), 3),
-            "bounds_s": {"gap": GAP_BOUND, "double": DOUBLE_BOUND, "converge_after_etcd": CONVERGE},
-            "api_calls": {"valid": len(valid), "invalid": len(invalid),
-                          "statuses": _count(f"{'valid' if c.valid else 'invalid'} {c.status}" for c in self.api_calls)},
-            "violations": len(self.violations),
-        }
-
-
-def _count(items) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for i in items:
-        out[i] = out.get(i, 0) + 1
-    return dict(sorted(out.items()))
+        return summarize(self)

@@ -12,10 +12,10 @@ from tests.chaos.engine import Chaos
 pytestmark = pytest.mark.lab
 
 
-def test_promises_hold_under_random_faults(lab, scripts, chaos_settings, chaos_report):
+def test_promises_hold_under_random_faults(lab, scripts, chaos_settings, chaos_policy, chaos_report):
     seconds, seed = chaos_settings
     print(f"chaos: seed {seed}, {seconds:g} s (reproduce with --chaos-seed {seed}); journal {lab.workdir / 'chaos.log'}")
-    chaos = Chaos(lab, seed, scripts)
+    chaos = Chaos(lab, seed, scripts, fault_policy=chaos_policy)
     try:
         chaos.setup()
         chaos.run(seconds)

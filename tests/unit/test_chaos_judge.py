@@ -2,8 +2,9 @@
 and what it calls a violation, so a green chaos run means something."""
 from __future__ import annotations
 
-from tests.chaos.judge import (CONVERGE, DOUBLE_BOUND, GAP_BOUND, HEALTH_GRACE, Episode, Timeline, Window,
-                               find_violations, gap_blame)
+from tests.chaos.judge import (AFTER_ETCD, CONVERGE, CUT_YIELD, DOUBLE_BOUND, GAP_BOUND, HEALTH_GRACE, NEIGH_BOUND,
+                               OUTAGE_DOUBLE, SAMPLING_MARGIN, ClientView, Episode, Timeline, Window, find_violations,
+                               gap_blame, longest_wrong_entry, neigh_violations)
 from tests.chaos.observer import Observer
 
 HOSTS = ["h1", "h2", "h3"]
@@ -63,3 +64,89 @@ def test_the_observer_drops_a_one_sample_double_and_keeps_a_lasting_one():
     obs._feed(VIP, 2.500, set())
     obs._feed(VIP, 2.600, {"h3"})
     assert [(e.kind, e.start, e.end) for e in obs.episodes] == [("double", 2.000, 2.500), ("gap", 2.500, 2.600)]
+
+
+# ---------------------------------------------------------------- issue 15: arbitrate and the client
+def arbitrated(**kw) -> Timeline:
+    return Timeline(policies={VIP: "arbitrate"}, **kw)
+
+
+def test_under_arbitrate_one_short_double_per_etcd_outage_passes_and_a_long_or_second_one_fails():
+    tl = arbitrated(etcd_out=[Window(50.0, 60.0)])
+    assert find_violations([double(50.2, 50.2 + OUTAGE_DOUBLE)], tl, HOSTS) == []
+    long = find_violations([double(50.2, 50.2 + OUTAGE_DOUBLE + SAMPLING_MARGIN + 0.3)], tl, HOSTS)
+    assert len(long) == 1 and "while etcd was out" in long[0]
+    second = find_violations([double(50.2, 50.5), double(55.0, 55.2)], tl, HOSTS)
+    assert len(second) == 1 and "second double during one etcd outage" in second[0]
+    # LinK's activate lets every host bind for the whole outage and its convergence.
+    activate = Timeline(policies={VIP: "activate"}, etcd_out=[Window(50.0, 60.0)])
+    assert find_violations([double(50.2, 60.0 + CONVERGE - 0.1)], activate, HOSTS) == []
+    assert find_violations([double(50.2, 60.0 + CONVERGE - 0.1)], tl, HOSTS) != []
+
+
+def test_under_arbitrate_each_outage_allows_its_own_double():
+    tl = arbitrated(etcd_out=[Window(50.0, 60.0), Window(80.0, 90.0)])
+    assert find_violations([double(50.2, 50.5), double(80.3, 80.6)], tl, HOSTS) == []
+
+
+def test_under_arbitrate_etcd_back_means_one_holder_within_a_lease():
+    tl = arbitrated(etcd_out=[Window(50.0, 60.0)])
+    assert find_violations([double(60.2, 60.0 + AFTER_ETCD - 0.05)], tl, HOSTS) == []
+    late = find_violations([double(60.2, 60.0 + AFTER_ETCD + 0.5)], tl, HOSTS)
+    assert len(late) == 1 and "after etcd came back" in late[0]
+
+
+def test_under_arbitrate_a_host_cut_from_etcd_yields_within_two_seconds():
+    tl = arbitrated(etcd_cut={"h1": [Window(30.0, 40.0)]})
+    assert find_violations([double(31.0, 31.0 + CUT_YIELD)], tl, HOSTS) == []
+    kept = find_violations([double(31.0, 39.0)], tl, HOSTS)
+    assert len(kept) == 1 and "cut from etcd kept the VIP" in kept[0]
+    # activate: the cut host keeps the VIP as long as the cut lasts (LinK's rule).
+    activate = Timeline(policies={VIP: "activate"}, etcd_cut={"h1": [Window(30.0, 40.0)]})
+    assert find_violations([double(31.0, 39.0)], activate, HOSTS) == []
+    # The cut must be one of the two holders' for it to excuse anything.
+    other = Timeline(policies={VIP: "activate"}, etcd_cut={"h3": [Window(30.0, 40.0)]})
+    assert find_violations([double(31.0, 39.0)], other, HOSTS) != []
+
+
+def test_a_host_cut_from_etcd_is_no_candidate_for_a_gap():
+    tl = Timeline(etcd_cut={"h3": [Window(0.0, 100.0)]})
+    tl.host_down["h1"] = [Window(0.0, 100.0)]
+    tl.unhealthy[("h2", VIP)] = [Window(0.0, 100.0)]
+    assert find_violations([gap(10.0, 30.0)], tl, HOSTS) == []
+    assert find_violations([gap(10.0, 30.0)], Timeline(host_down={"h1": [Window(0.0, 100.0)]},
+                                                       unhealthy={("h2", VIP): [Window(0.0, 100.0)]}), HOSTS) != []
+
+
+MACS = {"h1": "02:00:00:00:01:01", "h2": "02:00:00:00:01:02", "h3": "02:00:00:00:01:03"}
+ROGUE = "02:00:00:00:03:01"
+
+
+def view(holders: list[tuple[float, set]], neigh: list[tuple[float, str | None]]) -> ClientView:
+    return ClientView([(t, frozenset(h)) for t, h in holders], list(neigh))
+
+
+def test_the_client_following_a_new_holder_within_the_bound_passes_and_a_stale_entry_fails():
+    good = view([(0.0, {"h1"}), (10.0, set()), (11.5, {"h2"})],
+                [(0.0, MACS["h1"]), (11.5 + NEIGH_BOUND - 0.5, MACS["h2"])])
+    assert neigh_violations(VIP, good, MACS, Timeline(), end=30.0) == []
+    # The split-brain story of issue 15: the old holder's MAC stays in the client after it let go.
+    stale = view([(0.0, {"h1"}), (10.0, {"h1", "h2"}), (12.0, {"h2"})], [(0.0, MACS["h1"])])
+    found = neigh_violations(VIP, stale, MACS, Timeline(), end=30.0)
+    assert len(found) == 1 and "pointed at 02:00:00:00:01:01 (h1)" in found[0]
+    assert f"{30.0 - 12.0 - NEIGH_BOUND:.3f}s" in found[0]
+
+
+def test_a_rogue_claim_must_be_won_back_within_the_bound():
+    tl = Timeline(rogue={VIP: [Window(20.0, 25.0)]})
+    won = view([(0.0, {"h1"})], [(0.0, MACS["h1"]), (20.01, ROGUE), (21.5, MACS["h1"])])
+    assert neigh_violations(VIP, won, MACS, tl, end=40.0) == []
+    lost = view([(0.0, {"h1"})], [(0.0, MACS["h1"]), (20.01, ROGUE)])
+    found = neigh_violations(VIP, lost, MACS, tl, end=40.0)
+    assert len(found) == 1 and "a foreign machine" in found[0]
+    assert longest_wrong_entry(lost, MACS, 40.0) > 19.0 and longest_wrong_entry(won, MACS, 40.0) < 1.5
+
+
+def test_no_holder_or_no_client_entry_is_not_judged_and_any_holder_of_a_double_is_live():
+    v = view([(0.0, {"h1"}), (5.0, set()), (20.0, {"h1", "h2"})], [(0.0, MACS["h1"]), (6.0, None), (22.0, MACS["h2"])])
+    assert neigh_violations(VIP, v, MACS, Timeline(), end=60.0) == []
