@@ -119,10 +119,10 @@ def _endpoint(handler: Handler) -> Handler:
     return wrapper
 
 
-class _JsonBottle(bottle.Bottle):
+class _JsonBottle(bottle.Bottle):  # type: ignore[misc]  # bottle has no types (no py.typed, no stubs): Bottle is Any
     """A Bottle whose own errors (unknown route, wrong method, crash) are JSON, not HTML."""
 
-    def default_error_handler(self, res: bottle.HTTPError) -> bytes:  # type: ignore[override]
+    def default_error_handler(self, res: bottle.HTTPError) -> bytes:
         status = res.status_code
         method, path = bottle.request.method, bottle.request.path
         if status >= 500:
@@ -168,7 +168,6 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
 
     if password:
 
-        @app.hook("before_request")
         def authenticate() -> None:
             # A hook rather than a route wrapper, so unknown paths are hidden behind auth too.
             if not metrics_auth and bottle.request.path == "/metrics":
@@ -188,6 +187,9 @@ def make_app(call: Call, *, user: str = "", password: str = "", version: str, me
                 # Only attempts count: a first request without credentials is how clients start.
                 failures.failed(peer)
             raise json_response(401, {"error": error}, {"WWW-Authenticate": AUTH_CHALLENGE})
+
+        # add_hook, not the @app.hook decorator: bottle's decorators are untyped.
+        app.add_hook("before_request", authenticate)
 
     @_endpoint
     def list_ips() -> bottle.HTTPResponse:

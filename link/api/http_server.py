@@ -31,7 +31,7 @@ import re
 import socket
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -85,19 +85,23 @@ class JsonErrorTask(ErrorTask):
     """The answer to a request waitress refused itself (or a crash it caught), as JSON."""
 
     def execute(self) -> None:
-        error = self.request.error
+        # types-waitress types an ErrorTask's request as the Error; waitress hands it the
+        # HTTPRequestParser whose parsing failed, and the Error is that parser's `error`.
+        error = cast(HTTPRequestParser, self.request).error
         reason = str(getattr(error, "reason", "Internal Server Error"))
         detail = _detail(error)
         message = f"{reason.lower()}: {detail}" if detail else reason.lower()
         body = (json.dumps({"error": message}) + "\n").encode("utf-8")
         self.status = f"{getattr(error, 'code', 500)} {reason}"
-        self.response_headers.append(("Content-Type", JSON_TYPE))
+        # A list in waitress (its own ErrorTask appends to it); a Sequence in types-waitress.
+        headers = cast(list[tuple[str, str]], self.response_headers)
+        headers.append(("Content-Type", JSON_TYPE))
         # The request stream cannot be trusted past a refused request: close after answering.
         close = getattr(self, "set_close_on_finish", None)  # waitress 3
         if callable(close):
             close()
         else:  # waitress 2.1: what its own ErrorTask does
-            self.response_headers.append(("Connection", "close"))
+            headers.append(("Connection", "close"))
             self.close_on_finish = True
         self.content_length = len(body)
         self.write(body)
@@ -108,7 +112,8 @@ class StrictParser(HTTPRequestParser):
         super().parse_header(header_plus)
         # waitress 2.1 hands a request line it could not read to the app, with an empty or
         # binary method (a TLS hello, say); 3.x refuses it with 400, as here.
-        if not METHOD.fullmatch(self.command):
+        # str: waitress decodes the method (latin-1) before storing it; types-waitress says bytes.
+        if not METHOD.fullmatch(cast(str, self.command)):
             raise ParsingError("Start line is invalid")
 
 
@@ -206,6 +211,13 @@ class LinkServer(TcpWSGIServer):
 
     channel_class = LinkChannel
     request_deadline: float = REQUEST_DEADLINE
+    # time.time() + cleanup_interval, as waitress sets it (types-waitress says int).
+    next_channel_cleanup: float  # type: ignore[assignment]
+    # Set by waitress's __init__s, left out of types-waitress: wasyncore.dispatcher's socket
+    # map, and the address BaseWSGIServer listens on.
+    _map: dict[int, Any]
+    effective_host: str
+    effective_port: int
 
     def __init__(self, *args: Any, pools: Pools, **kw: Any) -> None:
         self.pools = pools
@@ -221,8 +233,12 @@ class LinkServer(TcpWSGIServer):
         return bool(self.accepting)
 
     def maintenance(self, now: float) -> None:
-        super().maintenance(now)  # IDLE_TIMEOUT (channel_timeout) between requests
-        for channel in list(self.active_channels.values()):
+        # IDLE_TIMEOUT (channel_timeout) between requests. waitress passes time.time() (a
+        # float) here itself; types-waitress says int.
+        super().maintenance(now)  # type: ignore[arg-type]
+        # waitress's {fd: channel} of this server (types-waitress types it as one channel).
+        channels = cast(dict[int, HTTPChannel], self.active_channels)
+        for channel in list(channels.values()):
             if isinstance(channel, LinkChannel) and not channel.will_close \
                     and channel.overdue(now, self.request_deadline):
                 log.debug("closing a connection from %s: no whole request within %g s", channel.peer,

@@ -108,5 +108,5 @@ class LinkCollector:
 def render(answer: Mapping[str, Any], version: str, clock: Callable[[], float] = time.time) -> bytes:
     """The Prometheus text exposition of one `metrics` answer."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LinkCollector(answer, version, clock))  # type: ignore[arg-type]
+    registry.register(LinkCollector(answer, version, clock))
     return generate_latest(registry)
