@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from link import logs
 from link.agent import state_lock
@@ -72,7 +72,7 @@ class Plan:
     others: list[str] = field(default_factory=list)  # keys of hosts whose name starts like ours
 
 
-def _checks(raw: object, key: str) -> tuple[list[dict], list[str]]:
+def _checks(raw: object, key: str) -> tuple[list[dict[str, Any]], list[str]]:
     if raw is None:
         return [], []
     if not isinstance(raw, list):
@@ -102,7 +102,7 @@ def convert(key: str, value: str) -> tuple[VipSpec, list[str]]:
     if not isinstance(data, dict):
         raise LinkV2KeyError(f"{key}: not a JSON object")
     checks, notes = _checks(data.get("checks"), key)
-    body: dict = {"ip": data.get("ip"), "checks": checks}
+    body: dict[str, Any] = {"ip": data.get("ip"), "checks": checks}
     if data.get("healthcheck_interval") is not None:
         body["healthcheck_interval"] = data["healthcheck_interval"]
     try:

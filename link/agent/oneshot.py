@@ -20,10 +20,18 @@ import ipaddress
 import logging
 import sys
 import time
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Callable, Mapping, TextIO
 
 from link.config import ConfigError, OneShotConfig, load_oneshot
 from link.vocabulary.vip import VipError, parse_vip
+
+if TYPE_CHECKING:  # imported when used: pyroute2 and scapy are loaded only by the mode that needs them
+    from link.adapters.announce import Announcer
+    from link.adapters.netlink import AddressBinder
+
+# (interface, vip) -> binder; (interface, vip, mac, count, interval) -> announcer: tests give fakes.
+BinderFactory = Callable[[str, str], "AddressBinder"]
+AnnouncerFactory = Callable[[str, str, str, int, float], "Announcer"]
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -35,13 +43,13 @@ class _Failed(Exception):
     pass
 
 
-def _address_binder(ifname: str, vip: str):
+def _address_binder(ifname: str, vip: str) -> AddressBinder:
     from link.adapters.netlink import AddressBinder
 
     return AddressBinder(ifname, vip)
 
 
-def _announcer(ifname: str, vip: str, mac: str, count: int, interval: float):
+def _announcer(ifname: str, vip: str, mac: str, count: int, interval: float) -> Announcer:
     from link.adapters.announce import Announcer
 
     return Announcer(ifname, vip, mac, count, interval)
@@ -53,8 +61,9 @@ def _kind(vip: str) -> str:
     return "unsolicited neighbour advertisement(s)"
 
 
-def run(mode: str, ip_text: str, env=None, *, out: TextIO | None = None, err: TextIO | None = None,
-        binder_factory: Callable = _address_binder, announcer_factory: Callable = _announcer,
+def run(mode: str, ip_text: str, env: Mapping[str, str] | None = None, *, out: TextIO | None = None,
+        err: TextIO | None = None, binder_factory: BinderFactory = _address_binder,
+        announcer_factory: AnnouncerFactory = _announcer,
         sleep: Callable[[float], None] = time.sleep) -> int:
     """Do `mode` for `ip_text`; print one line (stdout on success, stderr otherwise); the exit status."""
     out = sys.stdout if out is None else out
@@ -83,14 +92,14 @@ def run(mode: str, ip_text: str, env=None, *, out: TextIO | None = None, err: Te
     return EXIT_DONE
 
 
-def _open(vip: str, config: OneShotConfig, binder_factory: Callable):
+def _open(vip: str, config: OneShotConfig, binder_factory: BinderFactory) -> AddressBinder:
     try:
         return binder_factory(config.interface, vip)
     except Exception as exc:  # the interface went away, netlink cannot be opened...
         raise _Failed(f"cannot use {config.interface} with netlink: {exc}") from None
 
 
-def _associate(vip: str, config: OneShotConfig, binder_factory: Callable, announcer_factory: Callable,
+def _associate(vip: str, config: OneShotConfig, binder_factory: BinderFactory, announcer_factory: AnnouncerFactory,
                sleep: Callable[[float], None]) -> str:
     binder = _open(vip, config, binder_factory)
     try:
@@ -124,7 +133,7 @@ def _associate(vip: str, config: OneShotConfig, binder_factory: Callable, announ
         binder.close()
 
 
-def _dissociate(vip: str, config: OneShotConfig, binder_factory: Callable, announcer_factory: Callable,
+def _dissociate(vip: str, config: OneShotConfig, binder_factory: BinderFactory, announcer_factory: AnnouncerFactory,
                 sleep: Callable[[float], None]) -> str:
     binder = _open(vip, config, binder_factory)
     try:
