@@ -16,13 +16,14 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
 
 BASE_DELAY = 0.5  # seconds before the first retry
 MAX_DELAY = 30.0  # retries never wait longer than this
 MAX_ERROR = 200  # characters of a program's output or an answer kept in an error
+MAX_DOUBLINGS = 1000  # of BASE_DELAY in backoff_delay: far past any cap, within a float's range
 
 
 class ActionFailed(Exception):
@@ -34,20 +35,23 @@ class Action:
     name: str  # "activate", "deactivate" or "ensure"
     state: str  # the VIP's state it goes with: ACTIVATED, STANDBY or FAILING
     reason: str = ""
-    context: dict = field(default_factory=dict)  # what the worker knew when it asked (priority...)
+    context: dict[str, Any] = field(default_factory=dict)  # what the worker knew when it asked (priority...)
 
 
 def backoff_delay(failures: int, base: float = BASE_DELAY, cap: float = MAX_DELAY,
                   rng: Callable[[float, float], float] = random.uniform) -> float:
     """Seconds to wait after `failures` failed attempts in a row: base doubling up to cap, jittered."""
-    return min(cap, base * (2 ** max(0, failures - 1))) * rng(0.75, 1.25)
+    # The doublings are bounded: a float cannot hold 2 ** 1024, and an action that keeps failing
+    # (a web server down for a night) reaches that many attempts; the overflow killed the thread.
+    doublings = min(max(0, failures - 1), MAX_DOUBLINGS)
+    return min(cap, base * 2.0 ** doublings) * rng(0.75, 1.25)
 
 
 def iso_now(clock: Callable[[], float] = time.time) -> str:
     return datetime.datetime.fromtimestamp(clock(), datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def idle_status() -> dict:
+def idle_status() -> dict[str, Any]:
     """What `binder_status` says before the binder did anything."""
     return {"ok": True, "action": None, "error": None, "attempts": 0, "since": None}
 
@@ -95,7 +99,7 @@ class ActionRunner:
         with self._cond:
             return not self._busy and self._pending is None
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         with self._cond:
             return dict(self._status)
 
