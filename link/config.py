@@ -10,6 +10,8 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from link.scripts import ScriptRefused, check_scripts_dir
+from link.wire import settings as wire_settings
+from link.wire.peers import Endpoint
 from link.security_settings import (
     LOOPBACK_ADDRESSES,
     ConfigError as ConfigError,  # re-exported: callers catch link.config.ConfigError
@@ -83,7 +85,7 @@ class Config:
     health_check_interval: float = 1.0
     health_check_timeout: float = 1.0
     fail_count_before_failover: int = 3
-    fault_policy: str = "activate"
+    fault_policy: str = "arbitrate"
     priority: int = 10
     preempt: bool = True
     preempt_delay: float = 3.0
@@ -95,6 +97,13 @@ class Config:
     webhook_allowed_urls: tuple[str, ...] = ()
     # Most VIPs this agent takes (each is a process; the benchmark's 2-core hosts broke at 200).
     max_vips: int = DEFAULT_MAX_VIPS
+    # The heartbeat between agents (link.wire): its UDP port, period, static peers, HMAC key file
+    # (the key is read by the supervisor, never kept here) and the address peers send to.
+    wire_port: int = wire_settings.DEFAULT_PORT
+    wire_interval: float = 1.0
+    wire_peers: tuple[Endpoint, ...] = ()
+    wire_key_file: str = ""
+    wire_address: str = ""
 
     @property
     def bind_address(self) -> str:
@@ -172,7 +181,7 @@ def parse_etcd_hosts(raw: str) -> tuple[EtcdEndpoint, ...]:
     return tuple(endpoints)
 
 
-FAULT_POLICIES = ("activate", "keep", "release")
+FAULT_POLICIES = ("arbitrate", "activate", "keep", "release")  # the first is the default
 LOGGER_TYPES = ("text", "json")
 
 
@@ -269,6 +278,9 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         check_scripts_dir(scripts_dir)
     except ScriptRefused as exc:
         raise ConfigError(f"SCRIPTS_DIR {exc}") from None
+    wire_port = _int(env, "WIRE_PORT", wire_settings.DEFAULT_PORT, 1, 65535)
+    wire_key_file = env.get("WIRE_KEY_FILE", "").strip()
+    wire_settings.read_key(wire_key_file)  # checked now: a bad key file is one line at start, not a silent wire
     return Config(
         interface=interface,
         hostname=hostname,
@@ -300,4 +312,9 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         script_user=parse_script_user(env.get("SCRIPT_USER", "")),
         webhook_allowed_urls=parse_webhook_allowed_urls(env.get("WEBHOOK_ALLOWED_URLS", "")),
         max_vips=_int(env, "MAX_VIPS", DEFAULT_MAX_VIPS, 1, MAX_MAX_VIPS),
+        wire_port=wire_port,
+        wire_interval=_duration(env, "WIRE_INTERVAL", 1.0, 0.1, 10.0),
+        wire_peers=wire_settings.parse_peers(env.get("WIRE_PEERS", ""), wire_port),
+        wire_key_file=wire_key_file,
+        wire_address=wire_settings.parse_address(env.get("WIRE_ADDRESS", "")),
     )

@@ -39,9 +39,15 @@ configuration is read from environment variables (as LinK):
   HEALTH_CHECK_INTERVAL       time between two rounds of a VIP's health checks (default 1s)
   HEALTH_CHECK_TIMEOUT        longest a single check may take (default 1s)
   FAIL_COUNT_BEFORE_FAILOVER  failed rounds in a row before the VIP fails over (default 3)
-  FAULT_POLICY                when etcd is unreachable: activate (LinK), keep or release
+  FAULT_POLICY                when etcd is unreachable: arbitrate (default: the hosts agree on
+                              one holder over the wire), activate (LinK), keep or release
   PRIORITY                    0-255, lowest wins (default 10); PREEMPT (default true),
   PREEMPT_DELAY               how long a better host waits before taking over (default 3s)
+  WIRE_PORT                   UDP port of the heartbeat between agents (default 1314)
+  WIRE_INTERVAL               time between two heartbeats (default 1s); a peer silent for 3 is dead
+  WIRE_PEERS                  static peers, comma-separated address[:port] (default: from etcd)
+  WIRE_KEY_FILE               shared HMAC-SHA256 key (a file only root reads); none: unsigned
+  WIRE_ADDRESS                the address peers send heartbeats to (default: INTERFACE's first)
 
 signals:
   SIGTERM, SIGINT  hand every VIP over (unbind, release the lock), then exit
@@ -140,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     from link.supervisor.arbiter import Arbiter
     from link.supervisor.ops import RealOps
     from link.supervisor.store import StoreError, VipStore
+    from link.supervisor.wire_link import WireLink
 
     store = VipStore(config.state_dir)
     try:
@@ -173,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     arbiter: Arbiter
     ops = RealOps(config, lambda: arbiter.open_fds(), __version__)
-    arbiter = Arbiter(config, store, ops, env_file=args.env_file)
+    arbiter = Arbiter(config, store, ops, env_file=args.env_file, open_wire=lambda send: WireLink(config, send))
     return arbiter.run()
 
 

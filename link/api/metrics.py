@@ -44,6 +44,24 @@ class LinkCollector:
         yield GaugeMetricFamily("link_workers", "Worker processes running (one per VIP).", value=_number(self.answer.get("workers")))
         vips = [v for v in self.answer.get("vips") or [] if isinstance(v, Mapping)]
         yield from self._vip_families(vips)
+        yield from self._wire_families(_mapping(self.answer.get("wire")))
+
+    def _wire_families(self, wire: Mapping[str, Any]) -> Iterator[Metric]:
+        """The heartbeat between agents (link.supervisor.wire_link); nothing without one."""
+        if not wire:
+            return
+        yield CounterMetricFamily("link_wire_heartbeats_sent", "Heartbeat datagrams sent to the peers.",
+                                  value=_number(wire.get("sent")))
+        yield CounterMetricFamily("link_wire_heartbeats_received", "Heartbeats received and accepted.",
+                                  value=_number(wire.get("received")))
+        dropped = CounterMetricFamily("link_wire_heartbeats_dropped", "Datagrams dropped, by reason (decode: not a "
+                                      "heartbeat; auth: bad or missing MAC; replay: not newer; self: our own name).",
+                                      labels=["reason"])
+        for reason in sorted({"decode", "auth", "replay", "self", *_mapping(wire.get("dropped"))}):
+            dropped.add_metric([str(reason)], _number(_mapping(wire.get("dropped")).get(reason)))
+        yield dropped
+        yield GaugeMetricFamily("link_wire_peers_alive", "Peers whose heartbeat came within 3 intervals.",
+                                value=_number(wire.get("peers_alive")))
 
     def _vip_families(self, vips: list[Mapping[str, Any]]) -> Iterator[Metric]:
         now = self.clock()

@@ -18,7 +18,8 @@ Addresses for ever (or with a longer lifetime: DHCP, SLAAC) are the host's.
 Why here, in the API process: the supervisor forks and may hold neither a thread nor a gRPC
 channel; the API process does not fork, runs threads already, and is the one process alive
 from start-up on, before any VIP exists. It publishes this host's INTERFACE addresses as
-`/link/agents/<hostname>` = {"addresses": [...]} on a lease of its own (HOSTS_TTL), through
+`/link/agents/<hostname>` = {"addresses": [...], "wire": {"address", "port"}, "mac": INTERFACE's MAC (the workers name the
+host behind a MAC that claims a VIP with it, link.worker.claim_guard)} on a lease of its own (HOSTS_TTL), through
 the same etcd client the workers use (one implementation of TLS, deadlines and endpoint
 rotation), and reads the peers' keys when a VIP is added. Keys without a lease are ignored
 (anyone could have written them for ever). etcd unreachable: the add goes on with the other
@@ -40,18 +41,20 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from link.api.validation import ApiError
 from link.config import Config
-from link.vocabulary.vip import ETCD_DIRECTORY, address_of, candidates_prefix_of_address, lock_prefix_of_address, same_address_as
+from link.adapters.capture import interface_mac
+from link.vocabulary.agents_key import AGENTS_PREFIX, MAC_FIELD
+from link.vocabulary.vip import address_of, candidates_prefix_of_address, lock_prefix_of_address, same_address_as
 from link.etcd.port import EtcdError, EtcdPort, LeaseNotFound
 # A leaf module (logging only): how values read from etcd are shown, shared with the workers.
 from link.etcd.values import as_name
 
 logger = logging.getLogger(__name__)
 
-HOSTS_PREFIX = f"{ETCD_DIRECTORY}/agents/"
+HOSTS_PREFIX = AGENTS_PREFIX
 # Lease of the /link/agents key: a host gone for this long no longer reserves its addresses.
 HOSTS_TTL = 30
 PUBLISH_EVERY = HOSTS_TTL / 3  # three refreshes per lease, as the workers do
@@ -188,13 +191,21 @@ class HostsDirectory:
     One lock around every etcd call: the publishing thread and the API's request threads
     share one client; each call is bounded by the client's deadline (ETCD deadline)."""
 
-    def __init__(self, etcd: EtcdPort, hostname: str, addresses: Callable[[], list[str]]) -> None:
+    def __init__(self, etcd: EtcdPort, hostname: str, addresses: Callable[[], list[str]],
+                 wire: Callable[[list[str]], dict[str, Any] | None] = lambda addresses: None,
+                 on_wire_peers: Callable[[list[dict[str, Any]]], None] | None = None,
+                 mac: Callable[[], str | None] = lambda: None) -> None:
         self.etcd = etcd
+        self.mac = mac  # INTERFACE's MAC, published for the peers' claim guards
         self.hostname = hostname
         self.addresses = addresses
+        # The heartbeat's endpoint published beside the addresses (link.wire), and the peers' sent
+        # to the supervisor after each publication (it keeps them for an etcd outage).
+        self.wire = wire
+        self.on_wire_peers = on_wire_peers
         self._lock = threading.Lock()
         self._lease: int | None = None
-        self._published: list[str] | None = None
+        self._published: str | None = None
         self._stop = threading.Event()
         self._failing = False
         self._thread: threading.Thread | None = None
@@ -212,9 +223,11 @@ class HostsDirectory:
                     self._lease, _ = self.etcd.grant_lease(HOSTS_TTL)
                     self._published = None
                 current = self.addresses()
-                if current != self._published:
-                    self.etcd.put(hosts_key(self.hostname), json.dumps({"addresses": current}), self._lease)
-                    self._published = current
+                value = json.dumps({"addresses": current, **({"wire": endpoint} if (endpoint := self.wire(current)) else {}),
+                                    **({MAC_FIELD: mac} if (mac := self.mac()) else {})})
+                if value != self._published:
+                    self.etcd.put(hosts_key(self.hostname), value, self._lease)
+                    self._published = value
         except (EtcdError, OSError) as exc:
             if not self._failing:
                 logger.warning("could not publish this host's addresses in etcd (%s): retrying every %.0fs", exc, PUBLISH_EVERY)
@@ -237,11 +250,37 @@ class HostsDirectory:
                 found.setdefault(address, host)
         return found
 
+    def wire_peers(self) -> list[dict[str, Any]]:
+        """The heartbeat endpoints the other hosts publish, from keys on a lease (EtcdError if etcd fails)."""
+        with self._lock:
+            keys = self.etcd.get_prefix(HOSTS_PREFIX)
+        found = []
+        for key, info in sorted(keys.items()):
+            if key[len(HOSTS_PREFIX):] == self.hostname or not info.lease:
+                continue
+            try:
+                endpoint = json.loads(info.value).get("wire")
+            except (ValueError, RecursionError, AttributeError):
+                continue
+            if isinstance(endpoint, dict):
+                found.append(endpoint)  # checked by the supervisor (link.wire.peers.endpoints_from_json)
+        return found[:MAX_PUBLISHED]
+
+    def share_wire_peers(self) -> None:
+        if self.on_wire_peers is None:
+            return
+        try:
+            peers = self.wire_peers()
+        except EtcdError:
+            return  # etcd is away: the supervisor keeps the last list
+        self.on_wire_peers(peers)
+
     def start(self) -> None:
         def loop() -> None:
             while True:
                 try:
                     self.publish_once()
+                    self.share_wire_peers()
                 except Exception:  # a netlink surprise: logged, tried again, never the end of the thread
                     logger.exception("publishing this host's addresses failed")
                 if self._stop.wait(PUBLISH_EVERY):
@@ -341,7 +380,17 @@ class ReservedAddresses:
                                 f"({key}, {who}); one address is one VIP: use that prefix length")
 
 
-def start(config: Config) -> ReservedAddresses:
+def wire_endpoint(config: Config, addresses: list[str]) -> dict[str, Any] | None:
+    """Where peers send this host's heartbeats: WIRE_ADDRESS, else INTERFACE's first IPv4
+    address (else its first IPv6 one that is not link-local)."""
+    if config.wire_address:
+        return {"address": config.wire_address, "port": config.wire_port}
+    parsed = [ipaddress.ip_address(a) for a in addresses]
+    usable = sorted((a for a in parsed if not a.is_link_local), key=lambda a: (a.version, a))
+    return {"address": usable[0].compressed, "port": config.wire_port} if usable else None
+
+
+def start(config: Config, on_wire_peers: Callable[[list[dict[str, Any]]], None] | None = None) -> ReservedAddresses:
     """In the API process: publish this host's addresses, and the check for new VIPs. Without
     an etcd client (it could not be made), the check runs without the peers' addresses."""
     directory: HostsDirectory | None = None
@@ -353,7 +402,8 @@ def start(config: Config) -> ReservedAddresses:
         logger.warning("no etcd client in the API process (%s): new VIPs are not compared to the peers' addresses", exc)
     else:
         directory = HostsDirectory(
-            etcd, config.hostname, lambda: own_addresses(host_addresses(), config.interface, config.lease_ttl))
+            etcd, config.hostname, lambda: own_addresses(host_addresses(), config.interface, config.lease_ttl),
+            lambda addresses: wire_endpoint(config, addresses), on_wire_peers, mac=lambda: interface_mac(config.interface))
         directory.start()
     reserved = ReservedAddresses(config, directory)
     reserved.endpoints.start()

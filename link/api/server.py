@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 import setproctitle
 
@@ -25,7 +25,8 @@ from link import logs
 from link.api import http_server
 from link.api.app import make_app
 from link.config import Config
-from link.vocabulary.protocol import Answer, ApiListening, Done, Family, Message, ProtocolError, Refused, answer_id, decode, encode
+from link.vocabulary.protocol import (Answer, ApiListening, Done, Family, Message, ProtocolError, Refused, WirePeers, answer_id,
+                                     decode, encode)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,14 @@ def _tell_listening(client: SupervisorClient) -> None:
         log.warning("could not tell the supervisor the API listens (systemd's READY waits): %s", exc)
 
 
+def _tell_wire_peers(client: SupervisorClient, peers: list[dict[str, Any]]) -> None:
+    """The peers' heartbeat endpoints, from the publishing thread to the supervisor (link.supervisor.wire_link)."""
+    try:
+        client.call(WirePeers(peers))
+    except (ConnectionError, TimeoutError, ProtocolError) as exc:
+        log.warning("could not give the supervisor the wire peers read from etcd: %s", exc)
+
+
 def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
     """Body of the API process: serve the API until SIGTERM or the supervisor goes away.
 
@@ -229,7 +238,7 @@ def run_api(conn: Connection, config: Config, version: str) -> NoReturn:
 
     client = SupervisorClient(conn, on_closed=supervisor_gone)
     # Before any VIP is added: this host's addresses published for its peers (link.api.reserved).
-    reserved = link.api.reserved.start(config)
+    reserved = link.api.reserved.start(config, lambda peers: _tell_wire_peers(client, peers))
     app = make_app(client.call, user=config.user, password=config.password, version=version,
                    metrics_auth=config.metrics_auth, webhook_allowed_urls=config.webhook_allowed_urls,
                    reserved=reserved.check, scripts_dir=config.scripts_dir, script_user=config.script_user)

@@ -21,7 +21,7 @@ from link import logs
 from link.vocabulary import protocol
 from link.config import Config, ConfigError
 from link.vocabulary.protocol import (BinderReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, Message, MetricsReport,
-                           StateReport)
+                           StateReport, WireReport)
 from link.supervisor import lifecycle, observe, reload
 from link.supervisor.lifecycle import Watchdog
 from link.supervisor.ops import ProcessOps
@@ -30,6 +30,7 @@ from link.supervisor.requests import RequestHandlers
 from link.supervisor.sd_notify import Notifier
 from link.supervisor.store import VipStore
 from link.supervisor.systemd import SystemdLink
+from link.supervisor.wire_link import WireLink
 from link.supervisor.worker_states import WorkerEvent, WorkerState
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP,
 
 class Arbiter:
     def __init__(self, config: Config, store: VipStore, ops: ProcessOps, clock: Callable[[], float] = time.monotonic,
-                 env_file: str | None = None, notifier: Notifier | None = None) -> None:
+                 env_file: str | None = None, notifier: Notifier | None = None,
+                 open_wire: Callable[[Callable[[VipRecord, Message], bool]], WireLink] | None = None) -> None:
         self.config = config
         self.env_file = env_file
         self.priority = config.priority  # the host's; SIGUSR1/SIGUSR2 shift it, SIGHUP rereads it
@@ -72,11 +74,15 @@ class Arbiter:
         self.systemd = SystemdLink(notifier or Notifier.from_environ(), config.fault_policy, clock)
         self.requests = RequestHandlers(self)  # the API process's requests (link.supervisor.requests)
         self.watchdog = Watchdog(ops, config.lease_ttl, clock)  # replaces hung workers
+        # The heartbeat between agents (link.supervisor.wire_link): opened at boot, in this loop.
+        self._open_wire = open_wire
+        self.wire: WireLink | None = None
         self._on_report = protocol.Dispatcher(protocol.Family.REPORT, {
             StateReport: self._state_report, BinderReport: observe.binder_report, MetricsReport: observe.metrics_report,
             BootFailed: observe.boot_failed, CandidatesDone: self.requests.candidates_done,
             FailoverDone: self.requests.failover_done,
             Heartbeat: lambda report, record: None,  # _worker_message noted that the worker is alive
+            WireReport: lambda report, record: self.wire.report(report, record) if self.wire else None,
         })
         self._on_signal: dict[int, Callable[[], None]] = {
             signal.SIGTERM: lambda: self.begin_stop("SIGTERM"),
@@ -89,7 +95,7 @@ class Arbiter:
 
     # -- file descriptors a child must close ------------------------------------------------
     def open_fds(self) -> list[int]:
-        fds = [self._wake_r, self._wake_w]
+        fds = [self._wake_r, self._wake_w] + ([self.wire.fileno()] if self.wire is not None else [])
         conns = [r.conn for r in self.vips.values()] + [self.api_conn]
         fds += [c.fileno() for c in conns if c is not None and not c.closed]
         return fds
@@ -166,6 +172,9 @@ class Arbiter:
     # -- start ------------------------------------------------------------------------------
     def boot(self) -> None:
         stored = self.store.load()
+        if self._open_wire is not None:
+            self.wire = self._open_wire(self.send)
+            self._selector.register(self.wire.fileno(), selectors.EVENT_READ, None)
         now = time.time()
         for spec in stored:
             self.vips[spec.id] = VipRecord(spec=spec, since=now)
@@ -233,10 +242,13 @@ class Arbiter:
                 os.read(self._wake_r, 4096)
             except BlockingIOError:
                 pass
+        wire_fd = self.wire.fileno() if self.wire is not None else None
+        if wire_fd is not None and any(key.fileobj == wire_fd for key in ready):
+            self.wire.read()
         while self.signals:
             self._on_signal[self.signals.pop(0)]()
         # Worker reports first, so that API answers in the same turn reflect them.
-        pipes = [key for key in ready if key.fileobj != self._wake_r]
+        pipes = [key for key in ready if key.fileobj not in (self._wake_r, wire_fd)]
         for key in sorted(pipes, key=lambda k: k.fileobj is self.api_conn):
             # Every key but the wake pipe's is a Connection: the API's or a worker's (_watch).
             self._read(cast(Connection, key.fileobj), key.data)
@@ -244,6 +256,8 @@ class Arbiter:
             self.child_exited(pid, code)
         self.respawn_due()
         self.watchdog.check(self.vips.values())
+        if self.wire is not None and not self.stopping:
+            self.wire.tick()
         self.systemd.tick(self.vips)  # READY, STATUS, and the watchdog's ping only while the loop turns
         logs.pump()  # lines kept back while stderr was full (the supervisor never waits for it)
         return self.check_stop()
@@ -253,6 +267,8 @@ class Arbiter:
         times = [at for r in self.by_respawn() if (at := r.respawn_at) is not None]
         if self.stopping:
             times.append(self.stop_deadline)
+        elif self.wire is not None:
+            times.append(self.wire.next_due())
         soonest = min(times, default=now + max_wait)
         return max(0.0, min(max_wait, soonest - now))
 
@@ -287,6 +303,13 @@ class Arbiter:
     def api_listening(self) -> None:
         self.systemd.api_listening()
 
+    def wire_peers(self, endpoints: list[dict[str, Any]]) -> None:
+        if self.wire is not None:
+            self.wire.set_peers(endpoints)
+
+    def wire_metrics(self) -> dict[str, Any] | None:
+        return self.wire.metrics() if self.wire is not None else None
+
     def child_exited(self, pid: int, code: int) -> None:
         if pid == self.api_pid:
             self._api_exited(code)
@@ -296,6 +319,8 @@ class Arbiter:
             return
         self._close(record.conn)
         record.pid, record.conn = None, None
+        if self.wire is not None:
+            self.wire.forget(record)
         observe.worker_gone(record)
         self.requests.worker_gone(record)
         # Whatever the worker left on the interface goes: a killed worker cannot unbind.

@@ -40,6 +40,7 @@ class VipRecord:
     failover_waiters: list[int] = field(default_factory=list)
     candidate_waiters: list[int] = field(default_factory=list)
     priority: int | None = None  # the worker's effective priority, as it last reported
+    wire: dict | None = None  # what the heartbeats say of the VIP (link.supervisor.wire_link.WireLink.document)
     binder_status: dict[str, Any] | None = None  # the binder's last outcome, as the worker last reported
     # What people look at (link.supervisor.observe): recent events, the worker's numbers.
     events: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=MAX_EVENTS))
@@ -74,6 +75,7 @@ class VipRecord:
             "worker": {"pid": self.pid, "state": self.worker_state.value, "restarts": self.restarts, "error": self.error},
             # The binder and its settings, never the webhook's secret (VipSpec.public_binder).
             **spec.public_binder(),
+            "wire": self.wire,
             "binder_status": dict(self.binder_status) if self.binder_status else
             {"ok": True, "action": None, "error": None, "attempts": 0, "since": None},
         }

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Protocol
 from link.vocabulary import protocol
 from link.config import Config
 from link.vocabulary.protocol import (AddIp, ApiListening, CandidatesDone, DeleteIp, Done, FailoverDone, FailoverIp, GetEvents,
-                           GetIp, GetMetrics, HandOver, ListIps, Message, ProtocolError, ReadCandidates, Refused, UpdateIp)
+                           GetIp, GetMetrics, HandOver, ListIps, Message, ProtocolError, ReadCandidates, Refused, UpdateIp,
+                           WirePeers)
 from link.supervisor import lifecycle, observe
 from link.supervisor.records import VipRecord
 from link.supervisor.worker_states import WorkerEvent, WorkerState
@@ -51,6 +52,12 @@ class Host(Protocol):
     def api_listening(self) -> None:
         """The API process listens (systemd's READY waits for it)."""
 
+    def wire_peers(self, endpoints: list[dict[str, Any]]) -> None:
+        """The peers' heartbeat endpoints published in etcd."""
+
+    def wire_metrics(self) -> dict[str, Any] | None:
+        """The heartbeat's counters (None: no wire)."""
+
 
 class Refusal(Exception):
     """A request refused with an HTTP status and a sentence."""
@@ -69,7 +76,7 @@ class RequestHandlers:
         self._dispatch = protocol.Dispatcher(protocol.Family.REQUEST, {
             ListIps: self.list_ips, GetIp: self.get_ip, AddIp: self.add_ip, UpdateIp: self.update_ip,
             DeleteIp: self.delete_ip, FailoverIp: self.failover_ip, GetEvents: self.events, GetMetrics: self.metrics,
-            ApiListening: self.api_listening,
+            ApiListening: self.api_listening, WirePeers: lambda request, request_id: self.host.wire_peers(request.endpoints),
         })
 
     def reply(self, request_id: int, result: Any) -> None:
@@ -133,7 +140,7 @@ class RequestHandlers:
         return observe.events_answer(self._find(request.vip_id))
 
     def metrics(self, request: GetMetrics, request_id: int) -> Any:
-        return observe.metrics_answer(self.host.vips.values())
+        return {**observe.metrics_answer(self.host.vips.values()), "wire": self.host.wire_metrics()}
 
     def api_listening(self, request: ApiListening, request_id: int) -> None:
         self.host.api_listening()

@@ -180,7 +180,14 @@ class ApiListening(Message):
     """`None`: the API process listens (the supervisor tells systemd READY once its workers booted too)"""
 
 
-Request = Union[ListIps, GetIp, AddIp, UpdateIp, DeleteIp, FailoverIp, GetEvents, GetMetrics, ApiListening]
+@message(Family.REQUEST, "wire_peers")
+class WirePeers(Message):
+    """`None`: the peers' heartbeat endpoints `[{"address", "port"}]` published in etcd (`/link/agents/`), read every 10 s"""
+
+    endpoints: list[dict[str, Any]]
+
+
+Request = Union[ListIps, GetIp, AddIp, UpdateIp, DeleteIp, FailoverIp, GetEvents, GetMetrics, ApiListening, WirePeers]
 
 
 # -- supervisor -> API process: the answer to the request with the same id ------------------
@@ -310,8 +317,39 @@ class Heartbeat(Message):
     """alive: from the main loop's tick when nothing else went up for a lease; a worker silent for 3 leases (5 s at least) is replaced"""
 
 
-Command = Union[Stop, Settings, LogLevel, Priority, ReadCandidates, HandOver]
-Report = Union[StateReport, BinderReport, MetricsReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat]
+@message(Family.COMMAND, "wire_view")
+class WireView(Message):
+    """what the heartbeats say of the VIP, sent when it changes: live holders `[{"host", "priority", "lock"}]`, live eligible candidates, when a holder was last heard (monotonic), the heartbeat interval"""
+
+    holders: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]
+    holder_heard_at: float | None
+    interval: float
+
+
+@message(Family.COMMAND, "reannounce")
+class Reannounce(Message):
+    """another host stopped holding the VIP this host holds with the lock: announce it again now"""
+
+    reason: str
+
+
+Command = Union[Stop, Settings, LogLevel, Priority, ReadCandidates, HandOver, WireView, Reannounce]
+@message(Family.REPORT, "wire")
+class WireReport(Message):
+    """what this host's heartbeat says of the VIP, and the wire's decision (`decision` None while etcd decides); on change"""
+
+    bound: bool
+    lock: bool
+    eligible: bool
+    priority: int
+    decision: str | None = None
+    rank: int | None = None
+    since: float | None = None  # unix time of the decision
+    reason: str = ""
+
+
+Report = Union[StateReport, BinderReport, MetricsReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, WireReport]
 
 
 # -- the wire -------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ class Event(str, enum.Enum):
     DEMOTED = "demoted"
     HEALTH_CHECK_FAIL = "health_check_fail"
     HEALTH_CHECK_SUCCESS = "health_check_success"
+    # FAULT_POLICY=arbitrate: while etcd does not answer, the heartbeats between hosts decide (link.wire).
+    WIRE_ELECTED = "wire_elected"
+    WIRE_DEMOTED = "wire_demoted"
 
 
 # How a summary lists them (systemd's STATUS line): what serves first, then what waits.

@@ -37,6 +37,15 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = {
     (S.FAILING, E.FAULT): S.FAILING,
     (S.FAILING, E.HEALTH_CHECK_FAIL): S.FAILING,
     (S.FAILING, E.HEALTH_CHECK_SUCCESS): S.STANDBY,
+    # Decided on the wire while etcd does not answer (link.worker.wire_policy).
+    (S.BOOTING, E.WIRE_ELECTED): S.ACTIVATED,
+    (S.STANDBY, E.WIRE_ELECTED): S.ACTIVATED,
+    (S.ACTIVATED, E.WIRE_ELECTED): S.ACTIVATED,
+    (S.FAILING, E.WIRE_ELECTED): S.FAILING,
+    (S.BOOTING, E.WIRE_DEMOTED): S.STANDBY,
+    (S.STANDBY, E.WIRE_DEMOTED): S.STANDBY,
+    (S.ACTIVATED, E.WIRE_DEMOTED): S.STANDBY,
+    (S.FAILING, E.WIRE_DEMOTED): S.FAILING,
 }
 
 EnterAction = Callable[[State, Event, str], None]

@@ -18,7 +18,7 @@ from setproctitle import setproctitle
 from link import logs
 from link.config import Config
 from link.vocabulary.protocol import (BinderReport, CandidatesDone, FailoverDone, HandOver, LogLevel, MetricsReport, Priority,
-                           ReadCandidates, Settings, StateReport, Stop)
+                           ReadCandidates, Reannounce, Settings, StateReport, Stop, WireView)
 from link.scripts import ProgramPolicy
 from link.vocabulary.vip import VipSpec
 from link.worker.binders import Binder, BinderFactory
@@ -29,6 +29,7 @@ from link.worker.fsm import StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
 from link.worker.metrics import WorkerMetrics
 from link.worker.supervisor_link import SupervisorChannel
+from link.worker.wire_policy import WirePolicy
 from link.warn_throttle import WarningThrottle
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,11 @@ class Worker:
         self.link = SupervisorChannel(conn, {
             Stop: lambda _: self.request_stop("asked by the supervisor"), Settings: self._on_settings,
             LogLevel: lambda command: logs.set_level(command.level), Priority: self._on_priority,
-            ReadCandidates: self._on_read_candidates, HandOver: self._on_hand_over,
+            ReadCandidates: self._on_read_candidates, HandOver: self._on_hand_over, WireView: self._on_wire_view,
+            Reannounce: self._on_reannounce,
         }, self.request_stop)
         self.fault_policy = spec.fault_policy or config.fault_policy
+        self.wire = WirePolicy(config.hostname, config.interface, spec.ip, clock)  # FAULT_POLICY=arbitrate
         self.stopping = ""
         self.holder: str | None = None
         self.last_event: Event | None = None
@@ -167,7 +170,10 @@ class Worker:
                 self._report(event, reason)
 
     def _apply_fault_policy(self, result: CycleResult) -> CycleResult:
-        """FAULT_POLICY turns a `fault` into LinK's rule (activate), nothing (keep) or a release."""
+        """FAULT_POLICY turns a `fault` into LinK's rule (activate), nothing (keep), a release, or what the wire decides."""
+        if self.fault_policy == "arbitrate":
+            assert self.election is not None
+            return self.wire.apply(result, failures=self.election.failures, state=self.fsm.state, priority=self._priority())
         if result.event is not Event.FAULT or self.fault_policy == "activate":
             return result
         if self.fault_policy == "keep":
@@ -193,7 +199,7 @@ class Worker:
         if result.event is not None:
             if result.holder != self.holder:
                 self.holder, changed = result.holder, True
-            recovered = self.last_event is Event.FAULT and result.event is Event.ELECTED
+            recovered = self.last_event in (Event.FAULT, Event.WIRE_ELECTED) and result.event is Event.ELECTED
             self.last_event = result.event
             if self.fsm.handle(result.event, result.sentence):
                 changed = True
@@ -207,9 +213,11 @@ class Worker:
             self._ensure_bound()
         if changed:
             self._report(result.event, result.sentence)
+        self._report_wire()
 
     def _log_cycle(self, result: CycleResult) -> None:
-        troubled = result.event is Event.FAULT or (result.event is None and "etcd" in result.sentence)
+        troubled = (result.event is Event.FAULT or (result.event is None and "etcd" in result.sentence)
+                    or self.wire.fault_since is not None)  # arbitrate turns a fault into a wire decision
         if not troubled:
             held = self.warnings.clear()
             if held is not None:
@@ -264,6 +272,15 @@ class Worker:
         self._step_down(f"failover requested: handing over to {' or '.join(others)}")
         return FailoverDone(command.request, 204, "")
 
+    def _on_wire_view(self, command: WireView) -> None:
+        if self.wire.on_view(command):
+            self._lock_changed = True  # during an outage: decide again now, not at the next tick
+            self._wake()
+
+    def _on_reannounce(self, command: Reannounce) -> None:
+        if self.fsm.state is State.ACTIVATED:
+            self._ensure_bound(force_announce=True, reason=command.reason)
+
     def _on_priority(self, command: Priority) -> None:
         """The host's priority changed (SIGUSR1/SIGUSR2/SIGHUP); a VIP's own priority wins."""
         assert self.election is not None
@@ -306,6 +323,12 @@ class Worker:
             state=state, since=self.fsm.since, event=event.value if event else None, holder=self.holder, reason=reason,
             priority=self.election.priority if self.election else None, previous=previous,
             metrics=self._metrics_snapshot(), binder_status=self._binder_reported))
+        self._report_wire()
+
+    def _report_wire(self) -> None:
+        """What this host's heartbeat says of the VIP (link.worker.wire_policy), when it changed."""
+        self.wire.report(self.link.send, state=self.fsm.state, holder=self.holder,
+                         failures=self.election.failures if self.election else 1, priority=self._priority())
 
     def _report_binder(self) -> None:
         """Tell the supervisor when the binder's status changed (its thread wakes the loop)."""
@@ -350,6 +373,7 @@ class Worker:
         """Leave cleanly: unbind first, then give the lock up, so no two hosts hold it."""
         logger.info("%s: stopping (%s)", self.vip, self.stopping)
         self.health.stop()
+        self.wire.close()
         if self.binder is not None:
             try:
                 self._unbind(State.STANDBY, f"stopping: {self.stopping}")

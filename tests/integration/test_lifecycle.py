@@ -38,7 +38,7 @@ def test_workers_release_their_vip_when_the_supervisor_is_killed(lab):
 @pytest.mark.hosts(2)
 @pytest.mark.lab_timeout(90)
 def test_a_restart_while_etcd_is_down_keeps_the_vips_and_follows_the_fault_rule(lab):
-    lab.start_agents()
+    lab.start_agents(FAULT_POLICY="activate")  # LinK's rule, which this test is about (the default is arbitrate)
     ids = lab.add_vip(VIP)
     lab.wait_agreement(VIP, ids)
     host = lab.host(2)

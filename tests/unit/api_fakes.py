@@ -93,6 +93,7 @@ class FakeSupervisor:
             protocol.ListIps: lambda _: list(self.ips.values()),
             protocol.GetMetrics: lambda _: self.metrics_answer(),
             protocol.ApiListening: lambda _: None,
+            protocol.WirePeers: lambda _: None,
             protocol.AddIp: self._add, protocol.GetIp: self._get, protocol.GetEvents: self._events,
             protocol.UpdateIp: self._update, protocol.DeleteIp: self._delete, protocol.FailoverIp: self._failover,
         })

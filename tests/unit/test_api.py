@@ -169,7 +169,7 @@ def test_head_on_a_get_route(app: bottle.Bottle) -> None:
         ({"ip": "198.51.100.50", "healthcheck_interval": 3601}, ["healthcheck_interval", "between 0.1 and 3600"]),
         ('{"ip": "198.51.100.50", "healthcheck_interval": 1e400}', ["healthcheck_interval", "between"]),
         ('{"ip": "198.51.100.50", "healthcheck_interval": NaN}', ["malformed JSON", "NaN"]),
-        ({"ip": "198.51.100.50", "fault_policy": "ignore"}, ["fault_policy must be one of activate, keep, release"]),
+        ({"ip": "198.51.100.50", "fault_policy": "ignore"}, ["fault_policy must be one of arbitrate, activate, keep, release"]),
         ({"ip": "198.51.100.50", "fault_policy": "KEEP"}, ["fault_policy"]),
         ({"ip": "198.51.100.50", "fault_policy": 1}, ["fault_policy", "string"]),
         ({"ip": "198.51.100.50", "keepalive_interval": 3}, ["keepalive_interval", "KEEPALIVE_INTERVAL"]),

@@ -272,7 +272,7 @@ def test_fault_policy_shows_the_agent_default_unless_set(setup):
     arb, ops, _ = setup
     plain = request(arb, ops, "add", ip="198.51.100.50/32")["result"]
     strict = request(arb, ops, "add", ip="198.51.100.51/32", fault_policy="release")["result"]
-    assert (plain["fault_policy"], strict["fault_policy"]) == ("activate", "release")
+    assert (plain["fault_policy"], strict["fault_policy"]) == ("arbitrate", "release")
 
 
 def test_failover_is_relayed_to_the_worker_and_its_answer_back(setup):

@@ -21,6 +21,9 @@ SAMPLES: dict[str, Any] = {
     "state": "ACTIVATED", "since": 1700000000.5, "event": "elected", "holder": "h1", "reason": "took the free lock",
     "previous": "STANDBY", "metrics": {"announce_packets": 3}, "binder_status": {"ok": True},
     "candidates": [{"host": "h1", "priority": 10, "state": "ACTIVATED"}],
+    "endpoints": [{"address": "198.51.100.2", "port": 1314}], "holders": [{"host": "h2", "priority": 10, "lock": True}],
+    "holder_heard_at": 12.5, "interval": 1.0, "bound": True, "lock": False, "eligible": True,
+    "claim": {"mac": "02:00:00:00:0e:0e", "host": None, "since": 1700000000.5, "kind": "arp-announce"},
 }
 
 

@@ -50,6 +50,12 @@ class FakeHost:
     def vips_changed(self) -> None:
         self.titles += 1
 
+    def wire_peers(self, endpoints: list[dict[str, Any]]) -> None:
+        self.wire_endpoints = endpoints
+
+    def wire_metrics(self) -> dict[str, Any] | None:
+        return None
+
 
 class BrokenStore:
     def save(self, vips: list[VipSpec]) -> None:

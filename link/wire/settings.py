@@ -1,0 +1,62 @@
+"""WIRE_* settings: parsed and checked at start-up (link.config calls these), one ConfigError each."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+
+from link.security_settings import ConfigError
+from link.wire.peers import MAX_PEERS, Endpoint, parse_endpoint
+
+DEFAULT_PORT = 1314  # next to the API's 1313
+MIN_KEY = 16  # bytes: a shorter shared key is guessable
+
+
+def parse_peers(raw: str, port: int) -> tuple[Endpoint, ...]:
+    """WIRE_PEERS: comma-separated address[:port] (exoip's -p, keepalived's unicast_peer)."""
+    found = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            found.append(parse_endpoint(item, port))
+        except ValueError:
+            raise ConfigError(f"WIRE_PEERS entry {item[:80]!r} is not an address[:port] such as 198.51.100.2 "
+                              "or [2001:db8::2]:1314") from None
+    if len(found) > MAX_PEERS:
+        raise ConfigError(f"WIRE_PEERS lists {len(found)} peers (at most {MAX_PEERS})")
+    return tuple(dict.fromkeys(found))
+
+
+def parse_address(raw: str) -> str:
+    """WIRE_ADDRESS: the address this host's heartbeats come from and peers send to ("" : the
+    first address of INTERFACE that link did not put there)."""
+    text = raw.strip()
+    if not text:
+        return ""
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        raise ConfigError(f"WIRE_ADDRESS={text[:80]!r} is not an IPv4 or IPv6 address") from None
+
+
+def read_key(path: str) -> bytes | None:
+    """WIRE_KEY_FILE: the shared HMAC key (the file's bytes, surrounding blanks stripped); it must be
+    a regular file nobody but its owner can read or write. The key itself is never in a message."""
+    if not path:
+        return None
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"WIRE_KEY_FILE={path!r} is not a regular file")
+        if info.st_mode & 0o077:
+            raise ConfigError(f"WIRE_KEY_FILE={path!r} is readable or writable by others (mode {stat.S_IMODE(info.st_mode):o}): "
+                              "chmod 600 it")
+        with open(path, "rb") as handle:
+            key = handle.read(4097).strip()
+    except OSError as exc:
+        raise ConfigError(f"WIRE_KEY_FILE={path!r} cannot be read: {exc.strerror or exc}") from None
+    if not MIN_KEY <= len(key) <= 4096:
+        raise ConfigError(f"WIRE_KEY_FILE={path!r} holds {len(key)} bytes: a key of {MIN_KEY} to 4096 bytes is needed "
+                          "(e.g. head -c 32 /dev/urandom | base64)")
+    return key

@@ -1,0 +1,167 @@
+"""FAULT_POLICY=arbitrate in the worker: while etcd does not answer, the wire decides (link.wire.arbitration).
+
+The supervisor sends what the peers' heartbeats say of this VIP (`wire_view`); this module
+keeps it, listens for ARP/NDP answers for the VIP while this host waits to take it (a LinK v2
+agent, or any host that does not speak the heartbeat, is seen that way: link.adapters.capture),
+turns the rules' verdict into an event of the state machine (`wire_elected`, `wire_demoted`),
+and tells the supervisor what this host's heartbeat must say of the VIP (`wire` report: bound,
+lock, eligible, priority, and the decision), only when that changes.
+
+A host that reaches etcd is left to the election; its heartbeat says whether it holds the
+lock. A host whose etcd calls fail, before KEEPALIVE_RETRY makes it a `fault`, already yields
+to a holder that has the lock: that one reached etcd, and the lock is not ours.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Protocol
+
+from link.vocabulary.protocol import Message, WireReport, WireView
+from link.vocabulary.vip import address_of
+from link.vocabulary.vip_states import Event, State
+from link.wire.arbitration import Decision, Heard, Verdict, View, decide
+from link.worker.election import CycleResult
+
+logger = logging.getLogger(__name__)
+
+_EVENTS = {Decision.KEEP: Event.WIRE_ELECTED, Decision.TAKE: Event.WIRE_ELECTED, Decision.YIELD_TO_LOCK: Event.WIRE_DEMOTED,
+           Decision.YIELD_TO_RANK: Event.WIRE_DEMOTED, Decision.WAIT: Event.WIRE_DEMOTED, Decision.IDLE: None}
+
+
+class Capture(Protocol):
+    """What this module uses of link.adapters.capture.ClaimCapture."""
+
+    def read(self) -> list[Any]: ...
+
+    def probe(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_claim_capture(interface: str, address: str) -> Capture:
+    from link.adapters.capture import ClaimCapture  # the worker's own libraries (scapy), imported after the fork
+
+    return ClaimCapture(interface, address)
+
+
+def interface_mac(interface: str) -> str:
+    try:
+        with open(f"/sys/class/net/{interface}/address", encoding="ascii") as handle:
+            return handle.read().strip().lower()
+    except OSError:
+        return ""
+
+
+def _heard(items: list[dict[str, Any]]) -> tuple[Heard, ...]:
+    return tuple(Heard(str(i.get("host", "")), int(i.get("priority", 255)), bool(i.get("lock"))) for i in items)
+
+
+class WirePolicy:
+    def __init__(self, hostname: str, interface: str, vip: str, clock: Callable[[], float],
+                 open_capture: Callable[[str, str], Capture] = open_claim_capture) -> None:
+        self.hostname = hostname
+        self.interface = interface
+        self.address = address_of(vip).compressed
+        self.clock = clock
+        self.open_capture = open_capture
+        self.view = View()
+        self.fault_since: float | None = None  # the first failed cycle of the current outage
+        self.arp_heard_at: float | None = None
+        self.verdict: Verdict | None = None
+        self.decided_at: float | None = None  # unix time of the current decision
+        self._capture: Capture | None = None
+        self._capture_failed = False
+        self._probe_at = 0.0
+        self._own_mac = interface_mac(interface)
+        self._reported: tuple[Any, ...] | None = None
+
+    # -- what the supervisor says -------------------------------------------------------------
+    def on_view(self, command: WireView) -> bool:
+        """Keep the view; True when a decision may change (the worker runs a cycle now)."""
+        self.view = View(_heard(command.holders), _heard(command.candidates), command.holder_heard_at, command.interval)
+        return self.fault_since is not None
+
+    # -- the cycle ----------------------------------------------------------------------------
+    def apply(self, result: CycleResult, *, failures: int, state: State, priority: int) -> CycleResult:
+        """The cycle's result under arbitrate: unchanged while etcd answers; the wire's verdict during a fault."""
+        now = self.clock()
+        if failures == 0:
+            self._etcd_answers()
+            return result
+        if self.fault_since is None:
+            self.fault_since = now
+        holding = state is State.ACTIVATED
+        eligible = state is not State.FAILING
+        if not holding and eligible:
+            self._listen(now)
+        verdict = decide(host=self.hostname, priority=priority, holding=holding, eligible=eligible, view=self.view,
+                         now=now, fault_since=self.fault_since, arp_heard_at=self.arp_heard_at)
+        if result.event is not Event.FAULT and verdict.decision is not Decision.YIELD_TO_LOCK:
+            return result  # not a fault yet: only a holder with the lock is obeyed already
+        self._note(verdict)
+        event = _EVENTS[verdict.decision]
+        if event is None:
+            return CycleResult(None, f"{result.sentence}; {verdict.sentence}", result.holder)
+        return CycleResult(event, f"{result.sentence}; {verdict.sentence} (fault policy arbitrate)", verdict.holder)
+
+    def _etcd_answers(self) -> None:
+        if self.fault_since is not None:
+            logger.info("%s: etcd answers again: the election decides, not the wire", self.address)
+        self.fault_since = None
+        self.arp_heard_at = None
+        self._close_capture()
+        if self.verdict is not None:
+            self.verdict, self.decided_at = None, time.time()
+
+    def _note(self, verdict: Verdict) -> None:
+        if self.verdict is None or self.verdict.decision is not verdict.decision:
+            logger.info("%s: wire decision %s: %s", self.address, verdict.decision.value, verdict.sentence)
+            self.decided_at = time.time()
+        self.verdict = verdict
+
+    # -- ARP / NDP answers for the VIP -------------------------------------------------------
+    def _listen(self, now: float) -> None:
+        if self._capture is None and not self._capture_failed:
+            try:
+                self._capture = self.open_capture(self.interface, self.address)
+            except Exception as exc:  # ImportError before link.adapters.capture exists, or no raw socket
+                self._capture_failed = True
+                logger.warning("%s: cannot listen for ARP/NDP answers (%s): only heartbeats tell whether a host "
+                               "holds the VIP", self.address, exc)
+                return
+        if self._capture is None:
+            return
+        for sighting in self._capture.read():
+            if getattr(sighting, "mac", "") != self._own_mac:
+                self.arp_heard_at = max(self.arp_heard_at or 0.0, getattr(sighting, "at", now))
+        if now >= self._probe_at:
+            self._probe_at = now + self.view.interval
+            try:
+                self._capture.probe()
+            except OSError as exc:
+                logger.debug("%s: probe failed: %s", self.address, exc)
+
+    def _close_capture(self) -> None:
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
+        self._capture_failed = False
+
+    def close(self) -> None:
+        self._close_capture()
+
+    # -- what this host's heartbeat says -----------------------------------------------------
+    def report(self, send: Callable[[Message], None], *, state: State, holder: str | None, failures: int,
+               priority: int) -> None:
+        """Send the `wire` report when what the heartbeat says, or the decision, changed."""
+        verdict = self.verdict
+        report = WireReport(
+            bound=state is State.ACTIVATED, lock=state is State.ACTIVATED and holder == self.hostname and failures == 0,
+            eligible=state is not State.FAILING, priority=priority,
+            decision=verdict.decision.value if verdict else None, rank=verdict.rank if verdict else None,
+            since=self.decided_at, reason=verdict.sentence if verdict else "")
+        said = (report.bound, report.lock, report.eligible, report.priority, report.decision, report.rank)
+        if said != self._reported:
+            self._reported = said
+            send(report)
