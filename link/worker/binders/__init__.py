@@ -16,7 +16,7 @@ these calls waits on the user's program or web server.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from link.config import Config
 from link.vocabulary.vip import VipSpec
@@ -39,7 +39,7 @@ class Binder(Protocol):
 
     def run_due(self) -> None: ...
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """{"ok", "action", "error", "attempts", "since"}: the last action's outcome."""
 
     def packets_sent(self) -> int:

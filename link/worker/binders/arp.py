@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any, Callable
 
 from link.adapters.netlink import AddressBinder
 from link.adapters.rtnl import DeletionWatch
@@ -22,7 +23,7 @@ class ArpBinder:
     kind = "arp"
 
     def __init__(self, ifname: str, vip: str, count: int, interval: float, lifetime: int | None = None,
-                 refresh_every: float = 1.0, clock=time.monotonic) -> None:
+                 refresh_every: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.ifname = ifname
         self.vip = vip
         self.lifetime = lifetime
@@ -119,7 +120,7 @@ class ArpBinder:
             logger.warning("%s: could not refresh the address lifetime: %s", self.vip, exc)
         self._refreshed_at = self.clock()
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return dict(self._status)
 
     def packets_sent(self) -> int:

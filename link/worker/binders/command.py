@@ -23,7 +23,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from link.config import Config
 from link.scripts import HIDDEN_VARIABLES, ProgramPolicy, ScriptRefused
@@ -67,7 +67,7 @@ class CommandBinder:
     kind = "command"
 
     def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int], *,
-                 base_env: Mapping[str, str] | None = None, runner_options: dict | None = None,
+                 base_env: Mapping[str, str] | None = None, runner_options: dict[str, Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, programs: ProgramPolicy | None = None) -> None:
         settings = spec.command or {}
         self.vip, self.vip_id = spec.ip, spec.id
@@ -82,7 +82,7 @@ class CommandBinder:
         self._active = False  # the desired state: activate asked last
         self._next_ensure = 0.0
         self._proc_lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self.runner = ActionRunner(self._perform, wake, label=f"{self.vip}: command binder: ", **(runner_options or {}))
 
     # -- the worker's side ----------------------------------------------------------------
@@ -114,7 +114,7 @@ class CommandBinder:
     def run_due(self) -> None:
         pass
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return self.runner.status()
 
     def packets_sent(self) -> int:
@@ -171,7 +171,7 @@ class CommandBinder:
             logger.info("%s: %s said: %s", self.vip, action.name, summarize(output))
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the program and its session (it is the leader: its pid is the group's id)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)

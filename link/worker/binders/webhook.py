@@ -21,8 +21,8 @@ import json
 import logging
 import ssl
 import time
-from typing import Callable
-from urllib.parse import urlsplit
+from typing import Any, Callable
+from urllib.parse import SplitResult, urlsplit
 
 from link import __version__
 from link.config import Config, origin
@@ -91,7 +91,7 @@ def refuse_unless_allowed(url: str, allowed: tuple[str, ...]) -> None:
                            f"({', '.join(allowed) if allowed else 'unset'}); add it there, or delete this VIP")
 
 
-def _where(parts) -> str:
+def _where(parts: SplitResult) -> str:
     # Scheme, host and path only: a query string may carry a token.
     return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
 
@@ -99,7 +99,7 @@ def _where(parts) -> str:
 class WebhookBinder:
     kind = "webhook"
 
-    def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], *, runner_options: dict | None = None) -> None:
+    def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], *, runner_options: dict[str, Any] | None = None) -> None:
         settings = spec.webhook or {}
         self.url = str(settings["url"])
         self._secret = str(settings["secret"])
@@ -131,7 +131,7 @@ class WebhookBinder:
     def run_due(self) -> None:
         pass
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         return self.runner.status()
 
     def packets_sent(self) -> int:
