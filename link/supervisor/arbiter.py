@@ -243,7 +243,7 @@ class Arbiter:
             except BlockingIOError:
                 pass
         wire_fd = self.wire.fileno() if self.wire is not None else None
-        if wire_fd is not None and any(key.fileobj == wire_fd for key in ready):
+        if self.wire is not None and any(key.fileobj == wire_fd for key in ready):
             self.wire.read()
         while self.signals:
             self._on_signal[self.signals.pop(0)]()

@@ -40,7 +40,7 @@ class VipRecord:
     failover_waiters: list[int] = field(default_factory=list)
     candidate_waiters: list[int] = field(default_factory=list)
     priority: int | None = None  # the worker's effective priority, as it last reported
-    wire: dict | None = None  # what the heartbeats say of the VIP (link.supervisor.wire_link.WireLink.document)
+    wire: dict[str, Any] | None = None  # what the heartbeats say of the VIP (link.supervisor.wire_link.WireLink.document)
     binder_status: dict[str, Any] | None = None  # the binder's last outcome, as the worker last reported
     # What people look at (link.supervisor.observe): recent events, the worker's numbers.
     events: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=MAX_EVENTS))

@@ -106,7 +106,7 @@ def decode(data: bytes, key: bytes | None = None) -> Heartbeat:
         raise WireError("decode", "host name is not UTF-8") from None
     if "/" in host or any(c.isspace() or not c.isprintable() for c in host):
         raise WireError("decode", f"host name {host!r:.70}")
-    claims = []
+    claims: list[Claim] = []
     for _ in range(count):
         if pos >= end:
             raise WireError("decode", f"{count} entries announced, {len(claims)} present")
