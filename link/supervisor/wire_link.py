@@ -202,6 +202,7 @@ class WireLink:
             if beat.host not in self.heard_from:
                 self.next_send = min(self.next_send, self.last_send + MIN_GAP)  # a new peer: tell it at once
             self.heard_from[beat.host] = Endpoint(address, source[1])
+            self._alive.add(beat.host)  # its claims are in the views from now: tick() sees it fall silent
             for claim in peer.claims.values():
                 if claim.bound:
                     self.holder_heard[claim.vip] = now

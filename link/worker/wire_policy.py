@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Any, Callable, Protocol
 
+from link.adapters.capture import ClaimCapture, interface_mac
 from link.vocabulary.protocol import Message, WireReport, WireView
 from link.vocabulary.vip import address_of
 from link.vocabulary.vip_states import Event, State
@@ -40,17 +41,7 @@ class Capture(Protocol):
 
 
 def open_claim_capture(interface: str, address: str) -> Capture:
-    from link.adapters.capture import ClaimCapture  # the worker's own libraries (scapy), imported after the fork
-
     return ClaimCapture(interface, address)
-
-
-def interface_mac(interface: str) -> str:
-    try:
-        with open(f"/sys/class/net/{interface}/address", encoding="ascii") as handle:
-            return handle.read().strip().lower()
-    except OSError:
-        return ""
 
 
 def _heard(items: list[dict[str, Any]]) -> tuple[Heard, ...]:
@@ -73,7 +64,7 @@ class WirePolicy:
         self._capture: Capture | None = None
         self._capture_failed = False
         self._probe_at = 0.0
-        self._own_mac = interface_mac(interface)
+        self._own_mac = interface_mac(interface) or ""  # our own announcements are no other holder
         self._reported: tuple[Any, ...] | None = None
 
     # -- what the supervisor says -------------------------------------------------------------
@@ -125,7 +116,7 @@ class WirePolicy:
         if self._capture is None and not self._capture_failed:
             try:
                 self._capture = self.open_capture(self.interface, self.address)
-            except Exception as exc:  # ImportError before link.adapters.capture exists, or no raw socket
+            except OSError as exc:  # no raw socket (no CAP_NET_RAW), or the interface is gone
                 self._capture_failed = True
                 logger.warning("%s: cannot listen for ARP/NDP answers (%s): only heartbeats tell whether a host "
                                "holds the VIP", self.address, exc)

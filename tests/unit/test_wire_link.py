@@ -1,0 +1,170 @@
+"""link.supervisor.wire_link: the supervisor's end of the wire, on a fake socket and a fake clock."""
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from link.config import load
+from link.supervisor.records import VipRecord
+from link.supervisor.wire_link import WireLink
+from link.vocabulary.protocol import Message, Reannounce, WireReport, WireView
+from link.vocabulary.vip import VipSpec
+from link.wire import codec
+from link.wire.codec import Claim, Heartbeat
+from tests.unit.fake_clock import Clock
+
+VIP = "198.51.100.7/32"
+PEER = ("198.51.100.12", 1314)
+
+
+class FakeSocket:
+    family = socket.AF_INET
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.inbox: list[tuple[bytes, tuple[str, int]]] = []
+
+    def fileno(self) -> int:
+        return 99
+
+    def sendto(self, data: bytes, where: tuple[str, int]) -> int:
+        self.sent.append((data, where))
+        return len(data)
+
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        if not self.inbox:
+            raise BlockingIOError
+        return self.inbox.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def wire(tmp_path: Path) -> tuple[WireLink, FakeSocket, Clock, list[tuple[str, Message]]]:
+    config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "STATE_DIR": str(tmp_path), "WIRE_PEERS": "198.51.100.12"},
+                  check_interface=False)
+    sock, clock, told = FakeSocket(), Clock(), []
+    link = WireLink(config, lambda record, message: told.append((record.ip, message)) or True, clock, sock)  # type: ignore[arg-type]
+    return link, sock, clock, told
+
+
+def record(ip: str = VIP) -> VipRecord:
+    return VipRecord(spec=VipSpec(id=f"vip-{ip}", ip=ip), since=0.0)
+
+
+def peer_says(sock: FakeSocket, seq: int, *claims: Claim, host: str = "h2") -> None:
+    sock.inbox.append((codec.encode(Heartbeat(host, 5, seq, 1.0, claims)), PEER))
+
+
+def test_one_datagram_per_peer_per_interval_carries_every_vip(wire) -> None:
+    link, sock, clock, _ = wire
+    for ip in (VIP, "198.51.100.8/32"):
+        link.report(WireReport(bound=ip == VIP, lock=ip == VIP, eligible=True, priority=10), record(ip))
+    link.tick()
+    assert len(sock.sent) == 1 and sock.sent[0][1] == PEER
+    sent = codec.decode(sock.sent[0][0])
+    assert sent.host == "h1" and [(c.vip, c.bound, c.lock) for c in sent.claims] == [
+        ("198.51.100.7/32", True, True), ("198.51.100.8/32", False, False)]
+    clock.now += 0.5
+    link.tick()
+    assert len(sock.sent) == 1  # not due yet
+    clock.now += 0.5
+    link.tick()
+    assert len(sock.sent) == 2 and codec.decode(sock.sent[1][0]).seq == sent.seq + 1
+
+
+def test_a_change_is_sent_at_once_but_not_more_than_once_per_min_gap(wire) -> None:
+    link, sock, clock, _ = wire
+    rec = record()
+    link.report(WireReport(bound=True, lock=True, eligible=True, priority=10), rec)
+    link.tick()
+    clock.now += 0.05
+    link.report(WireReport(bound=False, lock=False, eligible=True, priority=10), rec)
+    link.tick()
+    assert len(sock.sent) == 1  # within MIN_GAP of the last one
+    assert link.next_due() == pytest.approx(clock.now + 0.15)
+    clock.now = link.next_due()
+    link.tick()
+    assert len(sock.sent) == 2 and not codec.decode(sock.sent[1][0]).claims[0].bound
+
+
+def test_the_worker_gets_a_view_when_what_is_heard_changes(wire) -> None:
+    link, sock, clock, told = wire
+    link.report(WireReport(bound=False, lock=False, eligible=True, priority=10), record())
+    told.clear()
+    peer_says(sock, 1, Claim(VIP, True, False, True, 5))
+    link.read()
+    assert [type(m) for _, m in told] == [WireView]
+    view = told[0][1]
+    assert view.holders == [{"host": "h2", "priority": 5, "lock": False}] and view.holder_heard_at == clock.now
+    clock.now += 1
+    peer_says(sock, 2, Claim(VIP, True, False, True, 5))  # the same again: no new view
+    link.read()
+    assert len(told) == 1
+    # Silent for 3 intervals: dead, the view changes without a datagram.
+    clock.now += 3
+    link.tick()
+    assert told[-1][1].holders == [] and told[-1][1].holder_heard_at == clock.now - 3
+
+
+def test_a_datagram_that_fails_is_dropped_and_counted(wire) -> None:
+    link, sock, clock, told = wire
+    link.report(WireReport(bound=False, lock=False, eligible=True, priority=10), record())
+    sock.inbox.append((b"junk", PEER))
+    sock.inbox.append((codec.encode(Heartbeat("h2", 5, 1, 1.0, ()), b"a-key-nobody-here-has"), PEER))
+    link.read()
+    assert link.metrics()["dropped"] == {"decode": 1, "auth": 1} and link.metrics()["peers_alive"] == 0
+
+
+def test_a_step_down_makes_the_lock_holder_announce_again(wire) -> None:
+    link, sock, clock, told = wire
+    link.report(WireReport(bound=True, lock=True, eligible=True, priority=10), record())
+    peer_says(sock, 1, Claim(VIP, True, False, True, 10))
+    link.read()
+    told.clear()
+    peer_says(sock, 2, Claim(VIP, False, False, True, 10))
+    link.read()
+    assert any(isinstance(m, Reannounce) and "h2" in m.reason for _, m in told), told
+
+
+def test_no_reannounce_without_the_lock(wire) -> None:
+    link, sock, clock, told = wire
+    link.report(WireReport(bound=True, lock=False, eligible=True, priority=10), record())
+    peer_says(sock, 1, Claim(VIP, True, False, True, 10))
+    link.read()
+    peer_says(sock, 2, Claim(VIP, False, False, True, 10))
+    link.read()
+    assert not any(isinstance(m, Reannounce) for _, m in told)
+
+
+def test_peers_from_etcd_are_kept_in_the_state_dir_and_heard_peers_are_answered(tmp_path: Path) -> None:
+    config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "STATE_DIR": str(tmp_path)}, check_interface=False)
+    sock, clock = FakeSocket(), Clock()
+    link = WireLink(config, lambda record, message: True, clock, sock)  # type: ignore[arg-type]
+    link.set_peers([{"address": "198.51.100.13", "port": 1314}, {"address": "junk", "port": 1}])
+    assert json.loads((tmp_path / "wire-peers.json").read_text()) == [{"address": "198.51.100.13", "port": 1314}]
+    again = WireLink(config, lambda record, message: True, clock, FakeSocket())  # type: ignore[arg-type]
+    assert [str(e) for e in again.endpoints] == ["198.51.100.13:1314"]
+    peer_says(sock, 1, host="h2")
+    link.read()
+    assert [str(e) for e in link.endpoints] == ["198.51.100.13:1314", "198.51.100.12:1314"]
+
+
+def test_the_document_says_what_the_wire_says(wire) -> None:
+    link, sock, clock, _ = wire
+    rec = record()
+    link.report(WireReport(bound=False, lock=False, eligible=True, priority=10, decision="wait", rank=1, since=1.7e9,
+                           reason="h2 holds the VIP"), rec)
+    peer_says(sock, 1, Claim(VIP, True, True, True, 5))
+    link.read()
+    doc: dict[str, Any] = rec.to_api(link.config, 10)["wire"]
+    assert doc["holders"] == [{"host": "h2", "priority": 5, "lock": True}] and doc["rank"] == 2
+    assert doc["decision"] == "wait" and doc["since"].startswith("2023-")
+    link.forget(rec)
+    link.tick()
+    assert codec.decode(sock.sent[-1][0]).claims == ()
