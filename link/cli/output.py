@@ -13,7 +13,7 @@ from link.cli.transport import clean
 
 TABLE_HEADER = ("ID", "IP", "STATUS", "HOLDER", "SINCE", "CHECKS")
 _SHOWN = ("id", "ip", "status", "holder", "since", "checks", "healthcheck_interval", "fault_policy", "worker", "priority",
-          "preempt", "candidates", "candidates_error", "binder", "command", "webhook", "binder_status")
+          "preempt", "candidates", "candidates_error", "binder", "command", "webhook", "binder_status", "wire")
 
 
 def describe_check(check: object) -> str:
@@ -161,6 +161,36 @@ def _candidates(candidates: object) -> Lines:
     return lines
 
 
+def _heard(items: object) -> str:
+    if not isinstance(items, list) or not items:
+        return "none"
+    return ", ".join(f"{clean(i.get('host'))} (priority {clean(i.get('priority'))}{', etcd lock' if i.get('lock') else ''})"
+                     if isinstance(i, dict) else _inline(i) for i in items)
+
+
+def _wire(wire: object) -> Lines:
+    """What the heartbeats between hosts say of the VIP (FAULT_POLICY=arbitrate)."""
+    if not isinstance(wire, dict):
+        return [] if wire is None else _fields("wire", wire)
+    decision = wire.get("decision")
+    text = clean(decision) if decision else "none (etcd decides)"
+    if decision and wire.get("since"):
+        text += f" since {clean(wire['since'])}"
+    if wire.get("rank") is not None:
+        text += f", rank {clean(wire['rank'])}"
+    lines: Lines = [("wire decision", text)]
+    if wire.get("reason"):
+        lines.append(("", clean(wire["reason"])))
+    says = wire.get("says")
+    if isinstance(says, dict):
+        held = ("holds it" + (" with the etcd lock" if says.get("lock") else "")) if says.get("bound") else "does not hold it"
+        lines.append(("wire says", f"{held}, {'eligible' if says.get('eligible') else 'not eligible'}, "
+                                   f"priority {clean(says.get('priority'))}"))
+    lines.append(("wire holders", _heard(wire.get("holders"))))
+    lines.append(("wire candidates", _heard(wire.get("candidates"))))
+    return lines
+
+
 # The binders' settings in seconds, shown with their unit.
 _BINDER_SECONDS = ("timeout", "ensure_interval")
 
@@ -220,6 +250,7 @@ def format_ip(ip: Any) -> str:
     if "candidates_error" in ip:
         lines.append(("candidates error", clean(ip["candidates_error"])))
     lines += _binder(ip)
+    lines += _wire(ip.get("wire"))
     for key, value in ip.items():
         if key not in _SHOWN:
             lines += _fields(_label(key), value)

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from link.config import Config
+from link.supervisor import observe
 from link.supervisor.records import VipRecord, iso
 from link.vocabulary.protocol import Message, Reannounce, WireReport, WireView
 from link.wire import codec
@@ -131,6 +132,11 @@ class WireLink:
             self.next_send = min(self.next_send, self.last_send + MIN_GAP)
         if previous is None:
             self.views.pop(record.ip, None)  # a new worker: it gets the current view at once
+        if report.decision != (previous[1].decision if previous else None):
+            # `link-client events`: what the wire decided, also when the state stays (keep, wait).
+            decision = report.decision or "etcd"
+            observe.add_event(record, record.status, f"wire_{decision}", report.reason or "etcd answers: the election decides",
+                              frm=record.status, source="wire")
         self._update_views([record.ip])
         record.wire = self.document(record.ip)
 

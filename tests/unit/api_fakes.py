@@ -143,6 +143,7 @@ def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: st
         "binder": "arp",
         "binder_status": {"ok": True, "action": None, "error": None, "attempts": 0, "since": None},
         "worker": {"pid": 1234, "state": "RUNNING", "restarts": 0, "error": None},
+        "wire": None,
     }
 
 

@@ -168,3 +168,15 @@ def test_the_document_says_what_the_wire_says(wire) -> None:
     link.forget(rec)
     link.tick()
     assert codec.decode(sock.sent[-1][0]).claims == ()
+
+
+def test_each_new_decision_is_an_event_of_the_vip(wire) -> None:
+    link, sock, clock, _ = wire
+    rec = record()
+    link.report(WireReport(bound=True, lock=True, eligible=True, priority=10), rec)
+    link.report(WireReport(bound=True, lock=False, eligible=True, priority=10, decision="keep", since=1.7e9,
+                           reason="keeping the VIP: no holder with the lock is heard"), rec)
+    link.report(WireReport(bound=True, lock=False, eligible=True, priority=10, decision="keep", since=1.7e9,
+                           reason="keeping the VIP: no holder with the lock is heard"), rec)
+    link.report(WireReport(bound=True, lock=True, eligible=True, priority=10), rec)
+    assert [(e["event"], e["source"]) for e in rec.events] == [("wire_keep", "wire"), ("wire_etcd", "wire")]
