@@ -72,18 +72,23 @@ class Announcer:
     def run_due(self) -> None:
         now = time.monotonic()
         while self._left > 0 and now >= self._next_due:
-            for frame in self.frames:
-                try:
-                    self._sock.send(frame)
-                    self.packets += 1
-                except OSError as exc:
-                    # The link may be down for a moment: the next announcement will try again.
-                    logger.warning("could not announce %s: %s", self.vip, exc)
-                    break
-            else:
-                self.sent += 1
+            self.send_once()
             self._left -= 1
             self._next_due = now + self.interval
+
+    def send_once(self) -> bool:
+        """One announcement now, beside any round under way (an answer to another claimant,
+        link.worker.claim_guard); False if a frame could not go."""
+        for frame in self.frames:
+            try:
+                self._sock.send(frame)
+                self.packets += 1
+            except OSError as exc:
+                # The link may be down for a moment: the next announcement will try again.
+                logger.warning("could not announce %s: %s", self.vip, exc)
+                return False
+        self.sent += 1
+        return True
 
     def close(self) -> None:
         self._sock.close()

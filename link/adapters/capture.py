@@ -21,6 +21,7 @@ otherwise (a DAD probe: answered to all nodes).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import ipaddress
 import logging
 import socket
@@ -35,6 +36,8 @@ ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+SIOCGIFHWADDR = 0x8927
+ARPHRD_ETHER = 1
 ICMPV6 = 58
 NEIGHBOR_SOLICIT, NEIGHBOR_ADVERT = 135, 136
 OPT_TARGET_LLADDR = 2
@@ -194,6 +197,19 @@ def link_local_of(ifname: str, inet6: str = "/proc/net/if_inet6") -> str | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def interface_mac(ifname: str) -> str | None:
+    """The Ethernet address of `ifname` in this process's namespace (SIOCGIFHWADDR), or None."""
+    request = struct.pack("256s", ifname.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            answer = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, request)
+        except OSError:
+            return None
+    if struct.unpack_from("H", answer, 16)[0] != ARPHRD_ETHER:
+        return None
+    return _mac(answer[18:24])
 
 
 class ClaimCapture:

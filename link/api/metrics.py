@@ -91,6 +91,12 @@ class LinkCollector:
         takeovers = CounterMetricFamily("link_vip_leaseless_lock_takeovers",
                                         "Locks found without a lease (held by no host) that this host took over.",
                                         labels=VIP_LABELS)
+        claims = CounterMetricFamily("link_vip_foreign_claims", "Claims of the VIP by another MAC (ARP, neighbour "
+                                     "advertisement) seen while this host held it.", labels=VIP_LABELS)
+        claiming = GaugeMetricFamily("link_vip_foreign_claim", "1 while another MAC is seen claiming the VIP this host holds.",
+                                     labels=VIP_LABELS)
+        probes = CounterMetricFamily("link_vip_claim_probes", "ARP probes or neighbour solicitations sent for the VIP "
+                                     "to find a silent claimant.", labels=VIP_LABELS)
         for vip in vips:
             labels = [str(vip.get("id", "")), str(vip.get("ip", ""))]
             for name in STATES:
@@ -119,8 +125,11 @@ class LinkCollector:
             renewals.add_metric(labels, _number(etcd.get("lease_renewals")))
             grants.add_metric(labels, _number(etcd.get("lease_grants")))
             takeovers.add_metric(labels, _number(_mapping(numbers.get("election")).get("leaseless_lock_takeovers")))
+            claims.add_metric(labels, _number(_mapping(numbers.get("claims")).get("detections")))
+            probes.add_metric(labels, _number(_mapping(numbers.get("claims")).get("probes")))
+            claiming.add_metric(labels, _number(vip.get("foreign_claim")))
         yield from (state, since, changed, respawns, transitions, packets, checks, check_time, etcd_time, etcd_errors,
-                    renewals, grants, takeovers)
+                    renewals, grants, takeovers, claims, claiming, probes)
 
 
 def render(answer: Mapping[str, Any], version: str, clock: Callable[[], float] = time.time) -> bytes:

@@ -13,7 +13,7 @@ import time
 from typing import Any, Iterable
 
 from link.vocabulary.counters import add
-from link.vocabulary.protocol import BinderReport, BootFailed, MetricsReport, StateReport
+from link.vocabulary.protocol import BinderReport, BootFailed, ClaimReport, MetricsReport, StateReport
 from link.supervisor.records import VipRecord, iso
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,18 @@ def metrics_report(report: MetricsReport, record: VipRecord) -> None:
     note_metrics(record, report.metrics)
 
 
+def claim_report(report: ClaimReport, record: VipRecord) -> None:
+    """Another host's claim on the VIP seen or over (link.worker.claim_guard): the VIP's
+    `foreign_claim` field, and an event (the state does not change)."""
+    note_metrics(record, report.metrics)
+    claim = report.claim
+    record.foreign_claim = None if claim is None else {
+        "mac": claim.get("mac"), "host": claim.get("host"), "kind": claim.get("kind"),
+        "since": iso(claim["since"]) if isinstance(claim.get("since"), (int, float)) else None,
+    }
+    add_event(record, record.status, report.event, report.reason, source=WORKER)
+
+
 def boot_failed(report: BootFailed, record: VipRecord) -> None:
     """Said before the worker exits: the reason its exit gives."""
     record.boot_error = report.error or "boot failed"
@@ -72,6 +84,7 @@ def worker_gone(record: VipRecord) -> None:
     """Keep a dead worker's last numbers in the VIP's base: its successor starts from zero."""
     record.metrics_base = add(record.metrics_base, record.metrics)
     record.metrics = {}
+    record.foreign_claim = None  # seen by that worker only: its successor looks again
 
 
 def events_answer(record: VipRecord) -> list[dict[str, Any]]:
@@ -93,5 +106,6 @@ def metrics_answer(records: Iterable[VipRecord]) -> dict[str, Any]:
             "worker_state": record.worker_state.value,
             "restarts": record.restarts,
             "metrics": add(record.metrics_base, record.metrics),
+            "foreign_claim": 1 if record.foreign_claim else 0,
         })
     return {"workers": workers, "vips": vips}

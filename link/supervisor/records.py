@@ -42,6 +42,7 @@ class VipRecord:
     priority: int | None = None  # the worker's effective priority, as it last reported
     wire: dict[str, Any] | None = None  # what the heartbeats say of the VIP (link.supervisor.wire_link.WireLink.document)
     binder_status: dict[str, Any] | None = None  # the binder's last outcome, as the worker last reported
+    foreign_claim: dict[str, Any] | None = None  # another MAC claiming the VIP, as the worker last reported
     # What people look at (link.supervisor.observe): recent events, the worker's numbers.
     events: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=MAX_EVENTS))
     metrics: dict[str, Any] = field(default_factory=dict)  # the latest the running worker sent
@@ -76,6 +77,7 @@ class VipRecord:
             # The binder and its settings, never the webhook's secret (VipSpec.public_binder).
             **spec.public_binder(),
             "wire": self.wire,
+            "foreign_claim": dict(self.foreign_claim) if self.foreign_claim else None,
             "binder_status": dict(self.binder_status) if self.binder_status else
             {"ok": True, "action": None, "error": None, "attempts": 0, "since": None},
         }

@@ -317,6 +317,16 @@ class Heartbeat(Message):
     """alive: from the main loop's tick when nothing else went up for a lease; a worker silent for 3 leases (5 s at least) is replaced"""
 
 
+@message(Family.REPORT, "claim")
+class ClaimReport(Message):
+    """another MAC claims the VIP (`event` `foreign_claim`) or no longer does (`foreign_claim_over`): `claim` `{"mac", "host", "since", "kind"}` (`since` unix time) or None; an event on the VIP"""
+
+    claim: dict[str, Any] | None
+    event: str
+    reason: str
+    metrics: dict[str, Any] | None = None  # as in `metrics`
+
+
 @message(Family.COMMAND, "wire_view")
 class WireView(Message):
     """what the heartbeats say of the VIP, sent when it changes: live holders `[{"host", "priority", "lock"}]`, live eligible candidates, when a holder was last heard (monotonic), the heartbeat interval"""
@@ -349,7 +359,7 @@ class WireReport(Message):
     reason: str = ""
 
 
-Report = Union[StateReport, BinderReport, MetricsReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, WireReport]
+Report = Union[StateReport, BinderReport, MetricsReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, ClaimReport, WireReport]
 
 
 # -- the wire -------------------------------------------------------------------------------

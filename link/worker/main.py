@@ -22,6 +22,7 @@ from link.vocabulary.protocol import (BinderReport, CandidatesDone, FailoverDone
 from link.scripts import ProgramPolicy
 from link.vocabulary.vip import VipSpec
 from link.worker.binders import Binder, BinderFactory
+from link.worker.claim_guard import ClaimGuard, peers_by_mac
 from link.worker.election import CycleResult, Election
 from link.etcd.port import EtcdError, EtcdPort
 from link.vocabulary.vip_states import Event, State
@@ -80,11 +81,14 @@ class Worker:
         self._binder_reported: dict[str, Any] | None = None
         self.etcd = etcd
         self.election: Election | None = None
+        self.claims = ClaimGuard(self.vip, config.interface, self.link.send, self._metrics_snapshot,  # others' claims
+                                 lambda: peers_by_mac(etcd, config.hostname), clock)
 
     # -- life -------------------------------------------------------------------------------
     def boot(self) -> None:
         """Open what the VIP needs on this host; an exception here is a boot failure."""
         self.binder = self._make_binder(self._wake, self._priority)
+        self.claims.use(self.binder)
 
     def _priority(self) -> int:
         if self.election is not None:
@@ -130,8 +134,9 @@ class Worker:
         with selectors.DefaultSelector() as selector:
             selector.register(self.link, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
+            self.claims.attach(selector)  # a claim on the wire wakes the loop
             while not self.stopping:
-                due = min(next_cycle, self.binder.next_due() or next_cycle)
+                due = min(next_cycle, self.binder.next_due() or next_cycle, self.claims.next_due() or next_cycle)
                 ready = {key.fileobj for key, _ in selector.select(max(0.0, due - self.clock()))}
                 if self.link in ready:
                     self.link.read()
@@ -154,6 +159,7 @@ class Worker:
                     next_cycle = now + self.config.tick
                     self.link.heartbeat(self.config.lease_ttl)
                 self.binder.run_due()
+                self.claims.run_due(self.fsm.state is State.ACTIVATED)
                 self._report_binder()
                 if self.metrics.due():
                     self._send_metrics()
@@ -201,6 +207,7 @@ class Worker:
                 self.holder, changed = result.holder, True
             recovered = self.last_event in (Event.FAULT, Event.WIRE_ELECTED) and result.event is Event.ELECTED
             self.last_event = result.event
+            self.claims.set_rightful(result.event is Event.ELECTED)  # only the lock holder fights other claimants
             if self.fsm.handle(result.event, result.sentence):
                 changed = True
             elif recovered and self.fsm.state is State.ACTIVATED:
@@ -339,7 +346,7 @@ class Worker:
 
     def _metrics_snapshot(self) -> dict[str, Any]:
         return self.metrics.snapshot(self.etcd.call_stats(), self.binder.packets_sent() if self.binder else 0,
-                                     self.election.counters() if self.election else None)
+                                     self.election.counters() if self.election else None, self.claims.counters())
 
     def _send_metrics(self) -> None:
         self.link.send(MetricsReport(self._metrics_snapshot()))
@@ -374,6 +381,7 @@ class Worker:
         logger.info("%s: stopping (%s)", self.vip, self.stopping)
         self.health.stop()
         self.wire.close()
+        self.claims.close()
         if self.binder is not None:
             try:
                 self._unbind(State.STANDBY, f"stopping: {self.stopping}")

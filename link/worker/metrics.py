@@ -48,9 +48,9 @@ class WorkerMetrics:
         return True
 
     def snapshot(self, etcd: Mapping[str, Any] | None, packets: int,
-                 election: Mapping[str, int] | None = None) -> dict[str, Any]:
+                 election: Mapping[str, int] | None = None, claims: Mapping[str, int] | None = None) -> dict[str, Any]:
         """The numbers as one plain dict (what goes over the pipe); `election` is what the
-        election counts (Election.counters)."""
+        election counts (Election.counters), `claims` the claim guard (ClaimGuard.counters)."""
         self._last_push = self.clock()
         return {
             "transitions": dict(self.transitions),
@@ -58,4 +58,5 @@ class WorkerMetrics:
             "health": {"results": dict(self.health_results), "seconds": self.health_seconds, "count": self.health_count},
             "etcd": dict(etcd or {}),
             "election": dict(election or {}),
+            "claims": dict(claims or {}),
         }

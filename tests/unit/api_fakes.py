@@ -142,6 +142,7 @@ def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: st
         "preempt": True,
         "binder": "arp",
         "binder_status": {"ok": True, "action": None, "error": None, "attempts": 0, "since": None},
+        "foreign_claim": None,
         "worker": {"pid": 1234, "state": "RUNNING", "restarts": 0, "error": None},
         "wire": None,
     }

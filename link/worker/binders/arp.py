@@ -82,6 +82,12 @@ class ArpBinder:
             logger.warning("%s was removed from %s by someone else: bound it again", self.vip, self.ifname)
         self.announcer.start()
 
+    def announce_once(self) -> None:
+        """One announcement now, the VIP left as it is: the answer to another host that claims
+        it (link.worker.claim_guard); nothing when this host does not hold it."""
+        if self.active:
+            self.announcer.send_once()
+
     def deactivate(self, state: str = "", reason: str = "") -> None:
         self.active = False
         self.announcer.cancel()
