@@ -320,6 +320,7 @@ class Worker:
     # -- reports to the supervisor ----------------------------------------------------------
     def _report(self, event: Event | None = None, reason: str = "") -> None:
         state = self.fsm.state.value
+        self._report_wire()  # first: a step-down goes out on the wire at once, before an etcd call that may wait
         self._publish()
         setproctitle(f"link: vip {self.vip} {state}")
         previous, self._reported_state = self._reported_state, state
@@ -330,7 +331,6 @@ class Worker:
             state=state, since=self.fsm.since, event=event.value if event else None, holder=self.holder, reason=reason,
             priority=self.election.priority if self.election else None, previous=previous,
             metrics=self._metrics_snapshot(), binder_status=self._binder_reported))
-        self._report_wire()
 
     def _report_wire(self) -> None:
         """What this host's heartbeat says of the VIP (link.worker.wire_policy), when it changed."""

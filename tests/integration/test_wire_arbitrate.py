@@ -28,7 +28,7 @@ KEY = b"lab-shared-wire-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def wlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def wlab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     reason = lab_unavailable()
     if reason:
         if os.environ.get("LINK_LAB_REQUIRED") == "1":
@@ -39,14 +39,17 @@ def wlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     good.write_bytes(KEY)
     good.chmod(0o600)
     lab = Lab(hosts=3, agent_env={"WIRE_KEY_FILE": str(good)})
+    failed_before = request.session.testsfailed
     lab.up()
     ok = False
     try:
         lab.start_agents()
         lab.key_dir = keys  # type: ignore[attr-defined]
         yield lab
-        ok = True
+        ok = request.session.testsfailed == failed_before
     finally:
+        if not ok:
+            print(f"lab directory (kept): {lab.workdir}")
         lab.close(keep_workdir=not ok)
 
 
@@ -149,13 +152,20 @@ def test_the_holder_dies_during_the_outage_another_binds_and_the_client_follows(
 def _cut_holder_yields(wlab: Lab, vip: str) -> None:
     ids, holder = add(wlab, vip)
     cut = EtcdCut(wlab.host(holder), [etcd_address(m) for m in lab_etcd(wlab)])
+    capture = wlab.capture(f"cut-{vip.split('/')[0].replace(':', '_')}") if ":" not in vip else None
     with cut:
         new = wait_until(lambda: next((n for n in wlab.bound(vip) if n != holder), None), 10, 0.02,
                          "a peer (with the lock) to bind the VIP")
         bound_at = time.monotonic()
         _, took = timed_wait(lambda: not wlab.host(holder).has(vip), 2.0, 0.02, f"{holder} (cut from etcd) to yield",
                              start=bound_at)
+        yielded_at = time.time()
         print(f"{holder} cut from etcd: yielded {took:.2f}s after {new} bound {vip}")
+        if capture is not None:
+            # The step-down is in the cut host's next heartbeat: the lock holder announces again.
+            address, mac = vip.split("/")[0], wlab.host(new).mac
+            wait_until(lambda: [a for a in capture.announcements(address, mac) if a.time >= yielded_at - 0.05], 1.0, 0.05,
+                       f"{new} to announce {vip} again within 1 s of {holder}'s step-down")
         assert wlab.etcd.get(lock_key(vip)) == new
         assert wlab.bound(vip) == [new]
         wait_until(lambda: wlab.ip_object(holder, ids[holder])["status"] == "STANDBY", 5, 0.1, f"{holder} to say STANDBY")
