@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 from link.security_settings import ScriptUser
+from link.vocabulary import binder_kinds
 
 if TYPE_CHECKING:
     from link.vocabulary.vip import VipSpec
@@ -222,11 +223,7 @@ def named_programs(vip: Mapping[str, Any]) -> list[tuple[str, str]]:
     request, or a stored VIP): its EXEC checks' and its command binder's."""
     named = [(f"checks[{i}].command[0]", check["command"][0])
              for i, check in enumerate(vip.get("checks") or ()) if check.get("type") == "EXEC"]
-    command = vip.get("command") if vip.get("binder") == "command" else None
-    if isinstance(command, Mapping):
-        named += [(f"command.{action}[0]", argv[0]) for action, argv in command.items()
-                  if isinstance(argv, list) and argv]
-    return named
+    return named + binder_kinds.programs_of(vip)  # the binder's schema says which of its settings are programs
 
 
 def warn_stored_programs(stored: Iterable[VipSpec], config: ProgramSettings) -> None:

@@ -9,6 +9,7 @@ import sys
 from link import __version__, logs
 from link.config import ConfigError, load, origin
 from link.scripts import warn_stored_programs
+from link.vocabulary import binder_kinds
 from link.vocabulary.vip import VipSpec
 
 logger = logging.getLogger(__name__)
@@ -90,9 +91,10 @@ def _warn_webhooks_not_allowed(stored: list[VipSpec], allowed: tuple[str, ...]) 
     """A kept VIP whose webhook is no longer on WEBHOOK_ALLOWED_URLS stays (deleting it is the
     user's call), but its worker will not call the URL: say so once, at start."""
     for spec in stored:
-        if spec.binder == "webhook" and spec.webhook and origin(str(spec.webhook["url"])) not in allowed:
-            logger.warning("%s (%s): its webhook %s is not on WEBHOOK_ALLOWED_URLS: it will not be called",
-                           spec.ip, spec.id, origin(str(spec.webhook["url"])))
+        for _, url in binder_kinds.urls_of(spec.to_json()):
+            if origin(url) not in allowed:
+                logger.warning("%s (%s): its %s %s is not on WEBHOOK_ALLOWED_URLS: it will not be called",
+                               spec.ip, spec.id, spec.binder, origin(url))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from link.api.validation import ApiError
 from link.scripts import ScriptRefused, check_program, named_programs
 from link.security_settings import ConfigError, ScriptUser, origin, parse_script_user
+from link.vocabulary import binder_kinds
 
 
 @functools.lru_cache(maxsize=4)
@@ -48,13 +49,11 @@ def check_programs(request: Mapping[str, Any], scripts_dir: str, *, owner_uid: i
 def check_webhook_allowed(request: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     """Refuse a webhook binder whose URL's origin is not on WEBHOOK_ALLOWED_URLS: the agent
     would otherwise POST to any host an API user names."""
-    webhook = request.get("webhook")
-    if request.get("binder") != "webhook" or not isinstance(webhook, Mapping):
-        return
-    wanted = origin(str(webhook["url"]))
-    if not allowed:
-        raise ApiError(400, "webhook binders are off on this agent: set WEBHOOK_ALLOWED_URLS to the receivers' "
-                            f"origins (e.g. WEBHOOK_ALLOWED_URLS={wanted}) and restart it")
-    if wanted not in allowed:
-        raise ApiError(400, f"webhook.url: {wanted} is not on WEBHOOK_ALLOWED_URLS ({', '.join(allowed)}); "
-                            "the agent only calls the origins listed there")
+    for field, url in binder_kinds.urls_of(request):  # the binder's schema says which settings are URLs it calls
+        wanted = origin(url)
+        if not allowed:
+            raise ApiError(400, f"{request['binder']} binders are off on this agent: set WEBHOOK_ALLOWED_URLS to the "
+                                f"receivers' origins (e.g. WEBHOOK_ALLOWED_URLS={wanted}) and restart it")
+        if wanted not in allowed:
+            raise ApiError(400, f"{field}: {wanted} is not on WEBHOOK_ALLOWED_URLS ({', '.join(allowed)}); "
+                                "the agent only calls the origins listed there")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-from typing import Any, Mapping
-from urllib.parse import urlsplit
+from typing import Any, Callable, Mapping
 
-from link.checks import CheckError, utf8, validate_checks
+from link.checks import CheckError, validate_checks
 from link.config import FAULT_POLICIES
-from link.vocabulary.vip import BINDERS, VipError, parse_vip
+from link.vocabulary import binder_kinds
+from link.vocabulary.binder_kinds import SettingError
+from link.vocabulary.json_values import json_type_name as json_type_name  # re-exported: link.supervisor.store
+from link.vocabulary.vip import VipError, parse_vip, setting_names
 
 # A VIP request is a few hundred bytes; the limit only stops a client from making us buffer junk.
 MAX_BODY_BYTES = 64 * 1024
@@ -36,23 +37,21 @@ _VIP_ID = re.compile(r"vip-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3
 # LinK calls the checks `checks` when an IP is created and `healthchecks` when they are
 # replaced (PATCH); both names are taken on both routes, one at a time.
 _CHECK_FIELDS = ("checks", "healthchecks")
-_SETTINGS = (*_CHECK_FIELDS, "healthcheck_interval", "fault_policy", "priority", "preempt")
-# How the VIP is put in place: chosen when it is added (to change it, delete the VIP and add it again).
-_BINDER_FIELDS = ("binder", "command", "webhook")
-_ADD_FIELDS = ("ip", "id", "keepalive_interval", *_SETTINGS, *_BINDER_FIELDS)
 
-# The command binder's programs and the webhook's request, bounded so one VIP cannot stall
-# its own binder for long; defaults are the README's.
-COMMAND_ACTIONS = ("activate", "deactivate", "ensure")
-COMMAND_FIELDS = (*COMMAND_ACTIONS, "timeout", "ensure_interval")
-COMMAND_TIMEOUT = (10.0, 0.1, 600.0)  # default, min, max (seconds)
-ENSURE_INTERVAL = (30.0, 1.0, 86400.0)
-MAX_ARGS = 64
-MAX_ARG_LENGTH = 4096
-WEBHOOK_FIELDS = ("url", "secret", "timeout")
-WEBHOOK_TIMEOUT = (5.0, 0.1, 60.0)
-MIN_SECRET, MAX_SECRET = 16, 1024
-MAX_URL = 2048
+
+def _with_aliases(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(alias for name in names for alias in (_CHECK_FIELDS if name == "checks" else (name,)))
+
+
+# The fields of a body, read from VipSpec's (link.vocabulary.vip.setting_names) at each
+# request, so that a binder kind is taken as soon as it is registered.
+def _update_fields() -> tuple[str, ...]:
+    return _with_aliases(setting_names(update=True))
+
+
+def _add_fields() -> tuple[str, ...]:
+    """What a new IP takes: `ip`, then every setting (the binder and its kinds' settings last)."""
+    return ("ip", *_with_aliases(setting_names()))
 
 
 class ApiError(Exception):
@@ -62,21 +61,6 @@ class ApiError(Exception):
         super().__init__(error)
         self.status = status
         self.payload: Mapping[str, Any] = payload if payload is not None else {"error": error}
-
-
-def json_type_name(value: object) -> str:
-    """The JSON name of a decoded value's type, for messages such as "not a JSON string"."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def check_content_type(content_type: str) -> None:
@@ -201,131 +185,53 @@ def _preempt(value: object) -> bool | None:
     raise ApiError(400, f"preempt must be true, false or null, not a JSON {json_type_name(value)}")
 
 
+# One reader per setting that PATCH may change: its JSON value (present) -> the supervisor's form.
+_READERS: dict[str, Callable[[Any], Any]] = {
+    "healthcheck_interval": _healthcheck_interval, "fault_policy": _fault_policy, "priority": _priority, "preempt": _preempt,
+}
+
+
 def _settings(data: Mapping[str, Any]) -> dict[str, Any]:
     """The VIP settings given in a body, checked and in the supervisor's form; absent ones are left out."""
     given = [field for field in _CHECK_FIELDS if field in data]
     if len(given) > 1:
         raise ApiError(400, "give the checks as checks or as healthchecks, not both")
     settings: dict[str, Any] = {}
-    if given:
-        settings["checks"] = _checks(data[given[0]], given[0])
-    if "healthcheck_interval" in data:
-        settings["healthcheck_interval"] = _healthcheck_interval(data["healthcheck_interval"])
-    if "fault_policy" in data:
-        settings["fault_policy"] = _fault_policy(data["fault_policy"])
-    if "priority" in data:
-        settings["priority"] = _priority(data["priority"])
-    if "preempt" in data:
-        settings["preempt"] = _preempt(data["preempt"])
+    for name in setting_names(update=True):
+        if name == "checks":
+            if given:
+                settings["checks"] = _checks(data[given[0]], given[0])
+        elif name in data:
+            settings[name] = _READERS[name](data[name])
     return settings
 
 
-def _seconds(value: object, field: str, limits: tuple[float, float, float]) -> float:
-    default, low, high = limits
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(400, f"{field} must be a number of seconds, not a JSON {json_type_name(value)}")
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ApiError(400, f"{field} must be between {low:g} and {high:g} seconds (default {default:g})")
-    return float(value)
-
-
-def _argv(value: object, field: str) -> list[str]:
-    """A program and its arguments: run without a shell, so the first is an absolute path
-    (whether it may run is `link.api.admission.check_programs`' business, as it depends on the host's files)."""
-    example = '["/etc/link/scripts/fip", "attach"]'
-    if not isinstance(value, list) or not value:
-        raise ApiError(400, f"{field} must be a non-empty list of strings (a program and its arguments, no shell), e.g. {example}")
-    if len(value) > MAX_ARGS:
-        raise ApiError(400, f"{field} has {len(value)} items; at most {MAX_ARGS}")
-    for i, part in enumerate(value):
-        if not isinstance(part, str) or not part:
-            raise ApiError(400, f"{field}[{i}] must be a non-empty string")
-        if len(part) > MAX_ARG_LENGTH or "\0" in part:
-            raise ApiError(400, f"{field}[{i}] must be at most {MAX_ARG_LENGTH} characters, without NUL")
-        if not utf8(part):
-            raise ApiError(400, f"{field}[{i}] must be valid UTF-8 text (no lone surrogate): exec takes bytes")
-    if not os.path.isabs(value[0]):
-        raise ApiError(400, f"{field}[0] must be an absolute path in SCRIPTS_DIR (there is no shell to search PATH)")
-    return list(value)
-
-
-def _object(value: object, field: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise ApiError(400, f"{field} must be an object with {', '.join(allowed)}, not a JSON {json_type_name(value)}")
-    for key in value:
-        if key not in allowed:
-            raise ApiError(400, f"unknown field {field}.{key[:60]!r} ({field} takes {', '.join(allowed)})")
-    return value
-
-
-def _command(value: object) -> dict[str, Any]:
-    settings = _object(value, "command", COMMAND_FIELDS)
-    for required in ("activate", "deactivate"):
-        if settings.get(required) is None:
-            raise ApiError(400, f"command.{required} is required: the program to run on {required}")
-    return {
-        "activate": _argv(settings["activate"], "command.activate"),
-        "deactivate": _argv(settings["deactivate"], "command.deactivate"),
-        "ensure": None if settings.get("ensure") is None else _argv(settings["ensure"], "command.ensure"),
-        "timeout": _seconds(settings.get("timeout"), "command.timeout", COMMAND_TIMEOUT),
-        "ensure_interval": _seconds(settings.get("ensure_interval"), "command.ensure_interval", ENSURE_INTERVAL),
-    }
-
-
-def _webhook(value: object) -> dict[str, Any]:
-    settings = _object(value, "webhook", WEBHOOK_FIELDS)
-    url = settings.get("url")
-    if not isinstance(url, str) or not url:
-        raise ApiError(400, "webhook.url is required: the http:// or https:// URL to POST to")
-    if len(url) > MAX_URL or not url.isprintable() or any(c.isspace() for c in url):
-        raise ApiError(400, f"webhook.url must be at most {MAX_URL} printable characters, without spaces")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ApiError(400, "webhook.url is not a valid URL (check its host and port)") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiError(400, "webhook.url must be an http:// or https:// URL with a host")
-    if parts.username is not None or parts.password is not None:
-        # The URL is shown by the API: credentials do not belong in it (the secret signs the request).
-        raise ApiError(400, "webhook.url must not contain a user or password (the API shows the URL; the secret signs requests)")
-    if parts.fragment:
-        raise ApiError(400, "webhook.url must not have a #fragment")
-    secret = settings.get("secret")
-    # Never echo the secret in a message: it would end up in logs and terminals.
-    if not isinstance(secret, str):
-        raise ApiError(400, "webhook.secret is required: a string the receiver shares, to check the signature")
-    if not MIN_SECRET <= len(secret) <= MAX_SECRET or not secret.isprintable():
-        raise ApiError(400, f"webhook.secret must be {MIN_SECRET} to {MAX_SECRET} printable characters "
-                            "(e.g. the output of `openssl rand -hex 32`)")
-    return {"url": url, "secret": secret, "timeout": _seconds(settings.get("timeout"), "webhook.timeout", WEBHOOK_TIMEOUT)}
-
-
 def _binder(data: Mapping[str, Any]) -> dict[str, Any]:
-    """`binder` and its settings, checked; {} when none of them is given (the arp binder)."""
-    if not any(field in data for field in _BINDER_FIELDS):
+    """`binder` and its kind's settings, checked (link.vocabulary.binder_kinds); {} when none
+    of them is given (the default binder)."""
+    carriers = binder_kinds.settings_fields()
+    if "binder" not in data and not any(field in data for field in carriers):
         return {}
     binder = data.get("binder")
     if binder is None:
-        binder = "arp"
-    if not isinstance(binder, str) or binder not in BINDERS:
+        binder = binder_kinds.DEFAULT
+    kinds = binder_kinds.names()
+    if not isinstance(binder, str) or binder not in kinds:
         shown = binder[:40] if isinstance(binder, str) else f"a JSON {json_type_name(binder)}"
-        raise ApiError(400, f"binder must be one of {', '.join(BINDERS)}, not {shown!r}" if isinstance(binder, str)
-                       else f"binder must be one of {', '.join(BINDERS)}, not {shown}")
-    for kind in ("command", "webhook"):
-        if data.get(kind) is not None and binder != kind:
-            raise ApiError(400, f"{kind} is only used with \"binder\": \"{kind}\" (binder is {binder})")
+        raise ApiError(400, f"binder must be one of {', '.join(kinds)}, not {shown!r}" if isinstance(binder, str)
+                       else f"binder must be one of {', '.join(kinds)}, not {shown}")
+    for field in carriers:
+        if data.get(field) is not None and binder != field:
+            raise ApiError(400, f"{field} is only used with \"binder\": \"{field}\" (binder is {binder})")
     result: dict[str, Any] = {"binder": binder}
-    if binder == "command":
-        if data.get("command") is None:
-            raise ApiError(400, 'command is required with "binder": "command": {"activate": [...], "deactivate": [...]}')
-        result["command"] = _command(data["command"])
-    elif binder == "webhook":
-        if data.get("webhook") is None:
-            raise ApiError(400, 'webhook is required with "binder": "webhook": {"url": "https://...", "secret": "..."}')
-        result["webhook"] = _webhook(data["webhook"])
+    kind = binder_kinds.KINDS[binder]
+    if kind.settings:
+        if data.get(binder) is None:
+            raise ApiError(400, f'{binder} is required with "binder": "{binder}": {kind.example()}')
+        try:
+            result[binder] = kind.read(data[binder])
+        except SettingError as exc:
+            raise ApiError(400, str(exc)) from None
     return result
 
 
@@ -333,9 +239,11 @@ def parse_add_body(body: bytes) -> dict[str, Any]:
     """The supervisor's `add` arguments (`ip` canonical, plus the settings given) from a
     `POST /ips` body; ApiError(400) naming what is wrong."""
     data = parse_json_object(body, ADD_EXAMPLE)
+    # LinK's Go client sends its model whole: `id` and `keepalive_interval` are read below, for that.
+    known = _add_fields()
     for field in data:
-        if field not in _ADD_FIELDS:
-            raise _unknown_field(field, ("ip", *_SETTINGS, *_BINDER_FIELDS), "a new IP")
+        if field not in known and field not in ("id", "keepalive_interval"):
+            raise _unknown_field(field, known, "a new IP")
     if "id" in data:
         # LinK's Go client sends its model whole, with "id": "" for a new IP.
         if not isinstance(data["id"], str):
@@ -374,11 +282,12 @@ def parse_update_body(body: bytes) -> dict[str, Any]:
     `{"healthchecks": null}` (or `[]`) removes every check.
     """
     data = parse_json_object(body, UPDATE_EXAMPLE)
+    known = _update_fields()
     for field in data:
-        if field not in _SETTINGS:
-            raise _unknown_field(field, _SETTINGS, "an update")
+        if field not in known:
+            raise _unknown_field(field, known, "an update")
     if not data:
-        raise ApiError(400, f"nothing to update: give {', '.join(_SETTINGS)}, e.g. {UPDATE_EXAMPLE}")
+        raise ApiError(400, f"nothing to update: give {', '.join(known)}, e.g. {UPDATE_EXAMPLE}")
     return _settings(data)
 
 

@@ -157,13 +157,11 @@ class RequestHandlers:
         if len(vips) >= max_vips:
             raise Refusal(409, f"this agent has {len(vips)} VIPs, the most MAX_VIPS={max_vips} allows: "
                           "delete one, or raise MAX_VIPS (each VIP is a process)")
-        spec = VipSpec(
-            id=f"vip-{uuid.uuid4()}", ip=ip, checks=tuple(settings.get("checks") or ()),
-            healthcheck_interval=float(settings.get("healthcheck_interval") or 0.0),
-            fault_policy=settings.get("fault_policy") or "",
-            priority=settings.get("priority"), preempt=settings.get("preempt"),
-            binder=settings.get("binder") or "arp", command=settings.get("command"), webhook=settings.get("webhook"),
-        )
+        # The settings absent from the request take VipSpec's defaults.
+        try:
+            spec = VipSpec.from_json({**settings, "id": f"vip-{uuid.uuid4()}", "ip": ip})
+        except ValueError as exc:  # a binder kind this agent does not know (the API checked it)
+            raise Refusal(400, str(exc)) from None
         record = VipRecord(spec=spec, since=time.time())
         self._persist([*vips.values(), record])
         vips[record.id] = record

@@ -24,6 +24,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, TypeVar, Union
 
+from link.vocabulary.vip import SettingNames
+
 
 class Family(enum.Enum):
     """Who sends to whom, and the wire key that names the message."""
@@ -110,12 +112,13 @@ def _accepts(hint: Any) -> Callable[[object], bool]:
     return lambda value: isinstance(value, base)
 
 
-# The VIP settings a request may carry (the API validated them; the supervisor builds the spec).
-ADD_SETTINGS = ("checks", "healthcheck_interval", "fault_policy", "priority", "preempt", "binder", "command", "webhook")
-UPDATE_SETTINGS = ("checks", "healthcheck_interval", "fault_policy", "priority", "preempt")
+# The VIP settings a request may carry (the API validated them; the supervisor builds the
+# spec): VipSpec's fields say which (link.vocabulary.vip.setting_names).
+ADD_SETTINGS = SettingNames()
+UPDATE_SETTINGS = SettingNames(update=True)
 
 
-def _spread(names: tuple[str, ...]) -> Any:
+def _spread(names: collections.abc.Sequence[str]) -> Any:
     # Not in the repr: a webhook binder's settings hold its secret, and no log line may.
     return field(default_factory=dict, metadata={SPREAD: names}, repr=False)
 

@@ -1,9 +1,15 @@
 """What a VIP is: parsing user input and naming its etcd keys (LinK v2 compatible)."""
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import enum
 import ipaddress
+import typing
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
+
+from link.vocabulary import binder_kinds
 
 # LinK v2 keeps every key under this directory; sharing it lets both agents share a cluster.
 ETCD_DIRECTORY = "/link"
@@ -111,68 +117,124 @@ def candidates_prefix(vip: str) -> str:
     return f"{ETCD_DIRECTORY}/ips/{storable(vip)}/"
 
 
-BINDERS = ("arp", "command", "webhook")
-SECRET_MASK = "***"
+# -- what a host is told about a VIP: its fields, defined once --------------------------------
+class Role(enum.Enum):
+    """Who sets a field of VipSpec, and when (its metadata): the one list that the API's
+    validation, the pipe protocol, the supervisor and the state file read."""
+
+    IDENTITY = "identity"  # the agent (id) or the request's own key (ip): never a setting
+    ON_ADD = "add"  # a setting given when the VIP is added (to change it: delete the VIP, add it again)
+    ON_ADD_AND_UPDATE = "add and update"  # a setting given on add and changed live (PUT/PATCH)
+
+
+ROLE, LOAD = "role", "load"
+BINDER_SETTINGS = "binder_settings"  # on the wire, named after its binder: "command": {...}
+
+
+def _field(role: Role, load: Callable[[Any], Any], default: Any = dataclasses.MISSING) -> Any:
+    # `load` makes the field's value from its JSON form (None when absent): a vips.json written
+    # by an older link, without the fields added since, still loads.
+    return dataclasses.field(default=default, metadata={ROLE: role, LOAD: load})
+
+
+def _optional(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else kind(value)
+
+
+def _binder(value: Any) -> str:
+    binder = str(value or binder_kinds.DEFAULT)
+    if binder not in binder_kinds.KINDS:
+        raise ValueError(f"unknown binder {binder!r}")
+    return binder
 
 
 @dataclass(frozen=True, repr=False)
 class VipSpec:
     """What a host was told about one VIP: kept in STATE_DIR, given to its worker.
 
-    `binder` says how the VIP is put in place on the host that wins it (link.worker.binders):
-    `arp` (netlink + gratuitous ARP/NA), `command` (the user's programs, settings in `command`)
-    or `webhook` (a signed HTTP POST, settings in `webhook`, whose `secret` never leaves the
-    agent: `public_binder()` masks it and the repr leaves the settings out).
+    `binder` says how the VIP is put in place on the host that wins it (link.worker.binders,
+    its kinds in link.vocabulary.binder_kinds), `binder_settings` that kind's settings (None for
+    `arp`); they may hold a secret (a webhook's), which `public_binder()` masks and the repr
+    leaves out.
     """
 
-    id: str
-    ip: str
-    checks: tuple[dict[str, Any], ...] = ()
-    healthcheck_interval: float = 0.0  # 0: the agent's HEALTH_CHECK_INTERVAL
-    fault_policy: str = ""  # "": the agent's FAULT_POLICY
-    priority: int | None = None  # None: the host's PRIORITY (which signals can shift)
-    preempt: bool | None = None  # None: the agent's PREEMPT
-    binder: str = "arp"
-    command: dict[str, Any] | None = None  # binder "command": activate, deactivate, ensure, timeout, ensure_interval
-    webhook: dict[str, Any] | None = None  # binder "webhook": url, secret, timeout
+    id: str = _field(Role.IDENTITY, str)
+    ip: str = _field(Role.IDENTITY, str)
+    checks: tuple[dict[str, Any], ...] = _field(Role.ON_ADD_AND_UPDATE, lambda value: tuple(value or ()), ())
+    healthcheck_interval: float = _field(Role.ON_ADD_AND_UPDATE, lambda value: float(value or 0.0), 0.0)  # 0: the agent's HEALTH_CHECK_INTERVAL
+    fault_policy: str = _field(Role.ON_ADD_AND_UPDATE, lambda value: str(value or ""), "")  # "": the agent's FAULT_POLICY
+    priority: int | None = _field(Role.ON_ADD_AND_UPDATE, _optional(int), None)  # None: the host's PRIORITY (signals shift it)
+    preempt: bool | None = _field(Role.ON_ADD_AND_UPDATE, _optional(bool), None)  # None: the agent's PREEMPT
+    binder: str = _field(Role.ON_ADD, _binder, binder_kinds.DEFAULT)
+    binder_settings: dict[str, Any] | None = _field(Role.ON_ADD, _optional(dict), None)
 
     def __repr__(self) -> str:
-        # Never the webhook's secret, whatever logs a spec.
+        # Never a binder's secret, whatever logs a spec.
         return f"VipSpec(id={self.id!r}, ip={self.ip!r}, binder={self.binder!r})"
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"id": self.id, "ip": self.ip, "checks": list(self.checks),
-                                "healthcheck_interval": self.healthcheck_interval, "fault_policy": self.fault_policy,
-                                "priority": self.priority, "preempt": self.preempt, "binder": self.binder}
-        if self.command is not None:
-            data["command"] = dict(self.command)
-        if self.webhook is not None:
-            data["webhook"] = dict(self.webhook)
+        """The JSON form (state file, the worker's `settings` command): a POST /ips body plus `id`."""
+        data: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == BINDER_SETTINGS:
+                if value is not None:
+                    data[self.binder] = dict(value)
+            else:
+                data[f.name] = list(value) if isinstance(value, tuple) else value
         return data
 
     def public_binder(self) -> dict[str, Any]:
-        """The binder as the API shows it: its kind and settings, the webhook's secret masked."""
+        """The binder as the API shows it: its kind and settings, secrets masked."""
         shown: dict[str, Any] = {"binder": self.binder}
-        if self.binder == "command" and self.command is not None:
-            shown["command"] = dict(self.command)
-        if self.binder == "webhook" and self.webhook is not None:
-            shown["webhook"] = {**self.webhook, "secret": SECRET_MASK}
+        kind = binder_kinds.KINDS.get(self.binder)
+        if kind is not None and kind.settings and self.binder_settings is not None:
+            shown[self.binder] = kind.public(self.binder_settings)
         return shown
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "VipSpec":
-        # Fields added later have defaults: a vips.json written by an older link still loads.
-        binder = str(data.get("binder") or "arp")
-        if binder not in BINDERS:
-            raise ValueError(f"unknown binder {binder!r}")
-        command, webhook = data.get("command"), data.get("webhook")
-        return cls(
-            id=str(data["id"]), ip=str(data["ip"]), checks=tuple(data.get("checks") or ()),
-            healthcheck_interval=float(data.get("healthcheck_interval") or 0.0),
-            fault_policy=str(data.get("fault_policy") or ""),
-            priority=None if data.get("priority") is None else int(data["priority"]),
-            preempt=None if data.get("preempt") is None else bool(data["preempt"]),
-            binder=binder,
-            command=dict(command) if isinstance(command, dict) else None,
-            webhook=dict(webhook) if isinstance(webhook, dict) else None,
-        )
+    def from_json(cls, data: Mapping[str, Any]) -> "VipSpec":
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.metadata[ROLE] is Role.IDENTITY:
+                values[f.name] = f.metadata[LOAD](data[f.name])
+            elif f.name == BINDER_SETTINGS:
+                settings = data.get(values["binder"])
+                values[f.name] = dict(settings) if isinstance(settings, Mapping) else None
+            else:
+                values[f.name] = f.metadata[LOAD](data.get(f.name))
+        return cls(**values)
+
+
+def setting_names(*, update: bool = False) -> tuple[str, ...]:
+    """The JSON names of the settings a request may carry: on add, or on update (`update`).
+    The binder's settings are named after their kind (`command`, `webhook`...)."""
+    roles = (Role.ON_ADD_AND_UPDATE,) if update else (Role.ON_ADD, Role.ON_ADD_AND_UPDATE)
+    names: list[str] = []
+    for f in dataclasses.fields(VipSpec):
+        if f.metadata[ROLE] in roles:
+            names.extend(binder_kinds.settings_fields() if f.name == BINDER_SETTINGS else (f.name,))
+    return tuple(names)
+
+
+class SettingNames(collections.abc.Sequence[str]):
+    """`setting_names()` as a sequence read afresh at each use, for the pipe protocol's
+    messages: a binder kind registered after import (a test's) is carried too."""
+
+    def __init__(self, *, update: bool = False) -> None:
+        self.update = update
+
+    @typing.overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> tuple[str, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> str | tuple[str, ...]:
+        return setting_names(update=self.update)[index]
+
+    def __len__(self) -> int:
+        return len(setting_names(update=self.update))
+
+    def __repr__(self) -> str:
+        return repr(setting_names(update=self.update))

@@ -15,6 +15,7 @@ from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 from link.vocabulary import protocol
+from link.vocabulary.vip import VipSpec
 
 
 class FakeSupervisor:
@@ -114,12 +115,9 @@ class FakeSupervisor:
             ip["priority"] = 10 if request["priority"] is None else request["priority"]
         if "preempt" in request:
             ip["preempt"] = True if request["preempt"] is None else request["preempt"]
-        if "binder" in request:  # as VipSpec.public_binder(): the webhook's secret masked
-            ip["binder"] = request["binder"]
-            if request.get("command") is not None:
-                ip["command"] = dict(request["command"])
-            if request.get("webhook") is not None:
-                ip["webhook"] = {**request["webhook"], "secret": "***"}
+        if "binder" in request:  # as the supervisor shows it: secrets masked
+            spec = VipSpec(ip["id"], ip["ip"], binder=request["binder"], binder_settings=request.get(request["binder"]))
+            ip.update(spec.public_binder())
 
 
 class _Refusal(Exception):

@@ -130,20 +130,20 @@ def test_the_binder_cannot_be_changed_by_an_update():
 # ----------------------------------------------------------------------- spec, store, API object
 def webhook_spec(**settings) -> VipSpec:
     return VipSpec(id=VIP_ID, ip=VIP, binder="webhook",
-                   webhook={"url": "http://127.0.0.1:9/hook", "secret": SECRET, "timeout": 5.0, **settings})
+                   binder_settings={"url": "http://127.0.0.1:9/hook", "secret": SECRET, "timeout": 5.0, **settings})
 
 
 def test_an_old_vips_json_still_loads_with_the_arp_binder(tmp_path):
     (tmp_path / "vips.json").write_text(json.dumps({"version": 1, "vips": [
         {"id": VIP_ID, "ip": VIP, "checks": [], "healthcheck_interval": 0.0, "fault_policy": ""}]}))
     [spec] = VipStore(str(tmp_path)).load()
-    assert (spec.binder, spec.command, spec.webhook) == ("arp", None, None)
+    assert (spec.binder, spec.binder_settings) == ("arp", None)
 
 
 def test_the_spec_round_trips_and_the_store_is_private(tmp_path):
     command = {"activate": ["/bin/true"], "deactivate": ["/bin/true"], "ensure": None, "timeout": 10.0, "ensure_interval": 30.0}
     other = {**webhook_spec().to_json(), "id": "vip-0d6a7e1c-9b2f-4e3a-8c5d-1f2e3d4c5b6a", "ip": "198.51.100.51/32"}
-    specs = [VipSpec(id=VIP_ID, ip=VIP, binder="command", command=command), VipSpec.from_json(other)]
+    specs = [VipSpec(id=VIP_ID, ip=VIP, binder="command", binder_settings=command), VipSpec.from_json(other)]
     store = VipStore(str(tmp_path))
     store.save(specs)
     assert [s.to_json() for s in store.load()] == [s.to_json() for s in specs]
@@ -270,7 +270,7 @@ def command_binder(tmp_path, scripts, priority: int = 7, **settings) -> CommandB
         "deactivate": [scripts.add("deact", f'echo "deactivate $LINK_STATE" >> {log}\n')],
         "ensure": None, "timeout": 5.0, "ensure_interval": 30.0, **settings,
     }
-    spec = VipSpec(id=VIP_ID, ip=VIP, binder="command", command=command, priority=priority)
+    spec = VipSpec(id=VIP_ID, ip=VIP, binder="command", binder_settings=command, priority=priority)
     return CommandBinder(CONFIG, spec, lambda: None, lambda: priority,
                          base_env={"PATH": "/usr/bin:/bin", "PASSWORD": "api-password", "LANG": "C.UTF-8", "HOME": "/agent-home"},
                          runner_options=FAST, programs=scripts.policy())
@@ -536,7 +536,7 @@ def test_the_workers_enter_actions_never_wait_on_a_slow_binder(tmp_path, scripts
     command = {"activate": [scripts.add("slow", f"sleep 1\necho activated >> {tmp_path}/log\n")],
                "deactivate": [scripts.add("deact", f"echo deactivated >> {tmp_path}/log\n")],
                "ensure": None, "timeout": 5.0, "ensure_interval": 30.0}
-    spec = VipSpec(id=VIP_ID, ip=VIP, binder="command", command=command)
+    spec = VipSpec(id=VIP_ID, ip=VIP, binder="command", binder_settings=command)
     ours, theirs = Pipe()
     worker = worker_main.Worker(CONFIG, spec, theirs, etcd=FakeEtcd().client(), clock=time.monotonic,
                                 binder=lambda wake, priority: make_binder(CONFIG, spec, wake, priority))
@@ -576,8 +576,8 @@ def test_the_supervisor_keeps_the_binder_status_and_builds_the_spec(tmp_path, mo
     answer = request(arb, ops, "add", ip=VIP, binder="webhook", webhook=hook)
     assert answer["ok"] and answer["result"]["webhook"]["secret"] == "***" and SECRET not in json.dumps(answer)
     pid = ops.spawned[-1][0]
-    assert ops.specs[pid].binder == "webhook" and ops.specs[pid].webhook == hook  # the worker gets the secret
-    assert VipStore(str(tmp_path)).load()[0].webhook == hook
+    assert ops.specs[pid].binder == "webhook" and ops.specs[pid].binder_settings == hook  # the worker gets the secret
+    assert VipStore(str(tmp_path)).load()[0].binder_settings == hook
     failing = {"ok": False, "action": "activate", "error": "activate (ACTIVATED): POST ... answered 500", "attempts": 3,
                "since": "2026-11-22T01:02:03.456Z"}
     ops.children[pid].send({"type": "binder", "binder_status": failing})

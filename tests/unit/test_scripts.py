@@ -379,7 +379,7 @@ def test_stored_programs_refused_now_are_logged_at_start_once_per_vip_and_field(
         VipSpec("vip-1", "198.51.100.61/32", checks=({"type": "EXEC", "command": ["/usr/local/bin/check-db"]},
                                                      {"type": "TCP", "host": "198.51.100.20", "port": 5432})),
         VipSpec("vip-2", "198.51.100.62/32", binder="command",
-                command={"activate": [open_one, "up"], "deactivate": [fine], "ensure": None, "timeout": 10.0,
+                binder_settings={"activate": [open_one, "up"], "deactivate": [fine], "ensure": None, "timeout": 10.0,
                          "ensure_interval": 30.0}),
     ]
     config = Config(interface="lo", hostname="h1", etcd_endpoints=(), scripts_dir=str(scripts.path),

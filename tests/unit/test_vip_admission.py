@@ -85,7 +85,7 @@ def test_the_worker_refuses_to_call_a_url_no_longer_allowed(receiver_socket):
     """The VIP was kept in STATE_DIR while WEBHOOK_ALLOWED_URLS changed: no POST, a clear error."""
     port, seen = receiver_socket(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
     url = f"http://127.0.0.1:{port}/hook"
-    spec = VipSpec(id="vip-1", ip=VIP, binder="webhook", webhook={"url": url, "secret": SECRET, "timeout": 1.0})
+    spec = VipSpec(id="vip-1", ip=VIP, binder="webhook", binder_settings={"url": url, "secret": SECRET, "timeout": 1.0})
     binder = WebhookBinder(config(WEBHOOK_ALLOWED_URLS="http://127.0.0.1:1"), spec, lambda: None)
     try:
         with pytest.raises(ActionFailed) as exc:

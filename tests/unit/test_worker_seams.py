@@ -293,7 +293,7 @@ def test_build_worker_wires_the_real_parts_without_connecting() -> None:
     config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "ETCD_HOSTS": "http://127.0.0.1:1",
                    "WEBHOOK_ALLOWED_URLS": "https://hooks.example.net"})
     spec = VipSpec(id="vip-1", ip=VIP, binder="webhook",
-                   webhook={"url": "https://hooks.example.net/link", "secret": "s" * 32, "timeout": 5.0})
+                   binder_settings={"url": "https://hooks.example.net/link", "secret": "s" * 32, "timeout": 5.0})
     ours, theirs = Pipe()
     worker = build_worker(config, spec, theirs)
     try:

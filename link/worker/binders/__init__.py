@@ -54,20 +54,26 @@ class Binder(Protocol):
 BinderFactory = Callable[[Callable[[], None], Callable[[], int]], Binder]
 
 
+class Implementation(Protocol):
+    """A binder class: its kind (link.vocabulary.binder_kinds) and how it is built for a VIP."""
+
+    kind: str
+
+    @classmethod
+    def from_spec(cls, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int]) -> Binder: ...
+
+
+def implementations() -> dict[str, type[Implementation]]:
+    """Every binder class by kind: one line per kind. Imported when a binder is made, so that
+    importing this package (the Binder protocol) loads no binder's libraries."""
+    from link.worker.binders.arp import ArpBinder
+    from link.worker.binders.command import CommandBinder
+    from link.worker.binders.webhook import WebhookBinder
+
+    return {cls.kind: cls for cls in (ArpBinder, CommandBinder, WebhookBinder)}
+
+
 def make_binder(config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int]) -> Binder:
     """The binder `spec` asks for. `wake` tells the worker's loop the status changed;
     `priority` gives the VIP's current priority (for the command's environment)."""
-    if spec.binder == "command":
-        from link.worker.binders.command import CommandBinder
-
-        return CommandBinder(config, spec, wake, priority)
-    if spec.binder == "webhook":
-        from link.worker.binders.webhook import WebhookBinder
-
-        return WebhookBinder(config, spec, wake)
-    from link.worker.binders.arp import ArpBinder
-
-    # The address lives one lease unless refreshed, and is refreshed every tick: the same
-    # margin as the lease itself (a refresh may fail twice before it expires).
-    return ArpBinder(config.interface, spec.ip, config.arp_gratuitous_count, config.arp_gratuitous_interval,
-                     lifetime=config.lease_ttl, refresh_every=config.tick)
+    return implementations()[spec.binder].from_spec(config, spec, wake, priority)

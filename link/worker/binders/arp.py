@@ -14,13 +14,16 @@ from typing import Any, Callable
 from link.adapters.netlink import AddressBinder
 from link.adapters.rtnl import DeletionWatch
 from link.adapters.announce import Announcer
+from link.config import Config
+from link.vocabulary.binder_kinds import ARP
+from link.vocabulary.vip import VipSpec
 from link.worker.binders.runner import idle_status, iso_now
 
 logger = logging.getLogger(__name__)
 
 
 class ArpBinder:
-    kind = "arp"
+    kind = ARP.name
 
     def __init__(self, ifname: str, vip: str, count: int, interval: float, lifetime: int | None = None,
                  refresh_every: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -44,6 +47,13 @@ class ArpBinder:
         self._refreshed_at = 0.0
         self._longest_gap = 0.0  # between two refreshes, since the last look at the watch
         self._status = idle_status()
+
+    @classmethod
+    def from_spec(cls, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int]) -> "ArpBinder":
+        # The address lives one lease unless refreshed, and is refreshed every tick: the same
+        # margin as the lease itself (a refresh may fail twice before it expires).
+        return cls(config.interface, spec.ip, config.arp_gratuitous_count, config.arp_gratuitous_interval,
+                   lifetime=config.lease_ttl, refresh_every=config.tick)
 
     def _done(self, action: str) -> None:
         if self._status["action"] != action:

@@ -27,14 +27,11 @@ from typing import Any, Callable, Mapping
 
 from link.config import Config
 from link.scripts import HIDDEN_VARIABLES, ProgramPolicy, ScriptRefused
+from link.vocabulary.binder_kinds import COMMAND
 from link.vocabulary.vip import VipSpec
 from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_ENSURE_INTERVAL = 30.0
-
 
 def environment(base: Mapping[str, str], *, vip: str, vip_id: str, hostname: str, interface: str, action: str,
                 state: str, reason: str, priority: int, attempt: int) -> dict[str, str]:
@@ -64,17 +61,17 @@ def summarize(output: bytes) -> str:
 
 
 class CommandBinder:
-    kind = "command"
+    kind = COMMAND.name
 
     def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int], *,
                  base_env: Mapping[str, str] | None = None, runner_options: dict[str, Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, programs: ProgramPolicy | None = None) -> None:
-        settings = spec.command or {}
+        settings = COMMAND.values(spec.binder_settings)  # its schema: link.vocabulary.binder_kinds
         self.vip, self.vip_id = spec.ip, spec.id
         self.hostname, self.interface = config.hostname, config.interface
-        self.argv = {name: list(settings[name]) for name in ("activate", "deactivate", "ensure") if settings.get(name)}
-        self.timeout = float(settings.get("timeout") or DEFAULT_TIMEOUT)
-        self.ensure_interval = float(settings.get("ensure_interval") or DEFAULT_ENSURE_INTERVAL)
+        self.argv = {name: list(settings[name]) for name in ("activate", "deactivate", "ensure") if settings[name]}
+        self.timeout = float(settings["timeout"])
+        self.ensure_interval = float(settings["ensure_interval"])
         self._priority = priority
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._clock = clock
@@ -84,6 +81,10 @@ class CommandBinder:
         self._proc_lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self.runner = ActionRunner(self._perform, wake, label=f"{self.vip}: command binder: ", **(runner_options or {}))
+
+    @classmethod
+    def from_spec(cls, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int]) -> "CommandBinder":
+        return cls(config, spec, wake, priority)
 
     # -- the worker's side ----------------------------------------------------------------
     def _action(self, name: str, state: str, reason: str) -> Action:

@@ -26,12 +26,12 @@ from urllib.parse import SplitResult, urlsplit
 
 from link import __version__
 from link.config import Config, origin
+from link.vocabulary.binder_kinds import WEBHOOK
 from link.vocabulary.vip import VipSpec
 from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 5.0
 TIMESTAMP_HEADER = "X-Link-Timestamp"
 SIGNATURE_HEADER = "X-Link-Signature"
 
@@ -97,17 +97,21 @@ def _where(parts: SplitResult) -> str:
 
 
 class WebhookBinder:
-    kind = "webhook"
+    kind = WEBHOOK.name
 
     def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], *, runner_options: dict[str, Any] | None = None) -> None:
-        settings = spec.webhook or {}
+        settings = WEBHOOK.values(spec.binder_settings)  # its schema: link.vocabulary.binder_kinds
         self.url = str(settings["url"])
         self._secret = str(settings["secret"])
-        self.timeout = float(settings.get("timeout") or DEFAULT_TIMEOUT)
+        self.timeout = float(settings["timeout"])
         self.vip, self.vip_id, self.hostname = spec.ip, spec.id, config.hostname
         self.allowed = config.webhook_allowed_urls
         self._active = False
         self.runner = ActionRunner(self._perform, wake, label=f"{self.vip}: webhook binder: ", **(runner_options or {}))
+
+    @classmethod
+    def from_spec(cls, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int]) -> "WebhookBinder":
+        return cls(config, spec, wake)
 
     def __repr__(self) -> str:
         return f"WebhookBinder({self.vip}, {self.url!r})"  # not the secret
