@@ -207,7 +207,6 @@ class Worker:
                 self.holder, changed = result.holder, True
             recovered = self.last_event in (Event.FAULT, Event.WIRE_ELECTED) and result.event is Event.ELECTED
             self.last_event = result.event
-            self.claims.set_rightful(result.event is Event.ELECTED)  # only the lock holder fights other claimants
             if self.fsm.handle(result.event, result.sentence):
                 changed = True
             elif recovered and self.fsm.state is State.ACTIVATED:
@@ -216,6 +215,9 @@ class Worker:
                 logger.info("%s: etcd is back and this host holds the lock: announcing again", self.vip)
                 self._ensure_bound(force_announce=True)
         self._log_cycle(result)
+        # Only the lock holder fights other claimants: elected, and etcd answered this cycle
+        # (under `keep` a holder cut from etcd gets no event, its last one still says elected).
+        self.claims.set_rightful(self.last_event is Event.ELECTED and not self.election.failures)
         if self.fsm.state is State.ACTIVATED:
             self._ensure_bound()
         if changed:

@@ -4,6 +4,7 @@ probes' bytes. Real sockets and packets: tests/integration/test_wire_claims.py."
 from __future__ import annotations
 
 import ipaddress
+import pathlib
 import socket
 import struct
 
@@ -153,7 +154,7 @@ def test_the_neighbour_solicitation_goes_to_the_vips_solicited_node_group(source
     assert both(frame, VIP6) == (False, None)
 
 
-def test_the_link_local_source_is_read_from_proc_and_a_tentative_one_is_skipped(tmp_path) -> None:
+def test_the_link_local_source_is_read_from_proc_and_a_tentative_one_is_skipped(tmp_path: pathlib.Path) -> None:
     table = tmp_path / "if_inet6"
     table.write_text("20010db8000000000000000000000050 02 80 00 80     eth0\n"
                      "fe800000000000000000000000000001 02 40 20 c0     eth0\n"  # tentative

@@ -19,6 +19,8 @@ from link.worker.claim_guard import ClaimGuard, peers_by_mac
 from link.worker.claim_watch import ClaimTiming
 from tests.unit.fake_clock import Clock
 from tests.unit.fake_etcd import DEADLINE, FakeEtcd
+from tests.unit.test_worker_seams import RETRY, holder_and_standby, hosts, no_process_title  # noqa: F401 (fixtures)
+from link.vocabulary.vip_states import State
 
 VIP = "198.51.100.50/32"
 OURS, ROGUE, PEER = "02:00:00:00:01:01", "02:00:00:00:0e:0e", "02:00:00:00:01:02"
@@ -232,3 +234,19 @@ def test_closing_after_the_loops_selector_closed_still_closes_the_capture() -> N
         rig.guard.run_due(True)
     rig.guard.close()
     assert rig.capture.closed
+
+
+# -- who is rightful: the Worker's election cycles on the fake etcd ----------------------------
+@pytest.mark.parametrize("policy", ["activate", "keep", "release", "arbitrate"])
+def test_only_a_worker_that_reads_the_lock_as_its_own_fights(hosts: Any, policy: str) -> None:
+    store, clock, h1, h2 = holder_and_standby(hosts, policy)
+    assert h1.worker.claims.rightful and not h2.worker.claims.rightful
+    h1.etcd.fail(DEADLINE)  # h1 cut from etcd, whatever its policy does with the VIP meanwhile
+    for _ in range(RETRY + 2):  # before the fault, at it (keep: no event at all) and after
+        clock.now += h1.worker.config.tick
+        h1.cycle()
+        assert not h1.worker.claims.rightful
+    h1.etcd.recover()
+    clock.now += h1.worker.config.tick
+    h1.cycle()
+    assert h1.worker.claims.rightful and h1.worker.fsm.state is State.ACTIVATED  # its lease still holds the lock
