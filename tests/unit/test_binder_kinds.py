@@ -110,13 +110,16 @@ def test_a_binder_reads_its_defaults_from_the_schema() -> None:
     from link.worker.binders.webhook import WebhookBinder
 
     config = load({"INTERFACE": "lo", "HOSTNAME": "h1"})
-    stored = {"activate": ["/bin/true"], "deactivate": ["/bin/true"]}  # written before timeouts were stored
+    stored = {"activate": ["/bin/true"], "deactivate": ["/bin/true"]}  # the optional settings left out
     command = CommandBinder(config, VipSpec(VIP_ID, VIP, binder="command", binder_settings=stored), lambda: None, lambda: 10)
     webhook = WebhookBinder(config, VipSpec(VIP_ID, VIP, binder="webhook",
                                             binder_settings={"url": "http://127.0.0.1:9/", "secret": TOKEN}), lambda: None)
     try:
-        # The README's defaults (checked against the schema below), read from the schema by the binders.
-        assert (command.timeout, command.ensure_interval, webhook.timeout) == (10.0, 30.0, 5.0)
+        # The schema's defaults (which the README must state: the drift check below).
+        default = {(kind.name, s.name): s.default for kind in (binder_kinds.COMMAND, binder_kinds.WEBHOOK)
+                   for s in kind.settings if isinstance(s, Seconds)}
+        assert (command.timeout, command.ensure_interval, webhook.timeout) == (
+            default["command", "timeout"], default["command", "ensure_interval"], default["webhook", "timeout"])
         assert command.argv == {"activate": ["/bin/true"], "deactivate": ["/bin/true"]}  # no ensure: none run
     finally:
         command.close(0.5)
@@ -241,6 +244,13 @@ def _schema_drift(kind: BinderKind, schema: dict[str, Any]) -> list[str]:
 
 def test_the_openapi_document_and_the_readme_agree_with_the_kinds_schemas() -> None:
     assert drift(openapi_document(), readme()) == []
+
+
+def test_the_openapi_bodies_take_the_fields_the_api_takes() -> None:
+    schemas = openapi_document()["components"]["schemas"]
+    # LinK's Go client also sends `id` (empty) and `keepalive_interval` (0) in a new IP.
+    assert set(schemas["NewIP"]["properties"]) == {*validation._add_fields(), "id", "keepalive_interval"}
+    assert set(schemas["IPUpdate"]["properties"]) == set(validation._update_fields())
 
 
 def test_the_drift_check_sees_a_changed_bound_and_a_changed_default() -> None:
