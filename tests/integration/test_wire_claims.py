@@ -166,6 +166,20 @@ def test_an_ipv6_rogue_advertisement_is_seen_and_the_clients_come_back(clab: Lab
         remove(clab, ids)
 
 
+def test_a_silent_ipv6_rogue_is_found_by_the_neighbour_solicitation(clab: Lab, rogue: Rogue) -> None:
+    vip = "2001:db8::81/128"
+    ids, holder = elect(clab, vip)
+    try:
+        rogue.claim(vip, announcements=0)
+        wait_until(lambda: claim_lines(clab, holder, vip), 4, 0.05, f"{holder} to find the silent rogue")
+        claim = document(clab, holder, ids[holder])
+        assert claim is not None and (claim["mac"], claim["kind"]) == (ROGUE_MAC, "na"), claim
+        assert clab.neigh(vip) == clab.host(holder).mac  # the answer was unicast to the holder
+    finally:
+        rogue.leave(vip)
+        remove(clab, ids)
+
+
 def test_split_brain_over_the_survivor_announces_and_the_clients_follow_it(clab: Lab) -> None:
     vip = "198.51.100.82/32"
     ids, old = elect(clab, vip)
