@@ -182,9 +182,16 @@ def update_document(doc: Path, results: dict, results_dir: Path) -> list[str]:
     text = doc.read_text()
     done = []
     for name, body in blocks.items():
-        pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(\n<!-- /generated:{name} -->)", re.S)
-        if pattern.search(text):
-            text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        text, found = replace_block(text, name, body)
+        if found:
             done.append(name)
     doc.write_text(text)
     return done
+
+
+def replace_block(text: str, name: str, body: str) -> tuple[str, bool]:
+    """`text` with its generated block `name` holding `body`, and whether it had one."""
+    pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(\n<!-- /generated:{name} -->)", re.S)
+    if not pattern.search(text):
+        return text, False
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text), True
