@@ -45,5 +45,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
   step "pip install -e '.[test]'" .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[test]'
   echo "$want" >"$stamp"
 fi
-step "import check" .venv/bin/python -c "import link, link.config, pytest, etcd3, pyroute2, scapy, psutil, prometheus_client, matplotlib"
+step "import check" .venv/bin/python -c "import link, link.config, pytest, etcd3, pyroute2, scapy, psutil, prometheus_client, matplotlib, mypy"
 [ -x .venv/bin/link-agent ] || { echo "install.sh: .venv/bin/link-agent is missing" >&2; exit 1; }

@@ -2,12 +2,14 @@
 # Install (scripts/install.sh), then run the whole test suite: unit and lab (namespace) tests.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k failover -x`.
 #
-# It says where it is: each phase (install, pytest on the virtualenv, the same tests on
-# Debian's own libraries) is announced, then closed with its outcome and how long it took.
-# Its last line counts every test of both passes, and nothing follows it:
+# It says where it is: each phase (install, mypy (strict) on link/, pytest on the virtualenv,
+# the same tests on Debian's own libraries) is announced, then closed with its outcome and how
+# long it took. The mypy phase counts as one test; when it fails, no test runs after it.
+# Its last line counts every test of both passes and the mypy check, and nothing follows it:
 #   N passed, N failed[, N skipped]
 # (tests/run_counts.py: errors count as failed; a pass that fails without a failed test, or
-# an install that fails, counts as one failed). pytest's exit status is the command's.
+# an install that fails, counts as one failed). mypy's exit status, when it fails, then
+# pytest's is the command's.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,7 +25,7 @@ elapsed() {  # seconds -> "42 s" or "7 min 05 s"
 phase_start=0
 phase_name=
 phase() {  # phase N "name" "details": announce it
-  phase_name="[$1/3] $2"
+  phase_name="[$1/4] $2"
   phase_start=$SECONDS
   echo "test.sh: $phase_name${3:+ ($3)}"
 }
@@ -61,7 +63,18 @@ if [ -n "${CI:-}" ]; then
   export LINK_LAB_REQUIRED=1
 fi
 
-phase 2 "pytest on the virtualenv" ".venv, PyPI libraries: unit, lab, chaos, benchmarks' smoke run, package"
+# The type check first: seconds, where the tests take minutes (mypy.ini: strict over link/).
+phase 2 "mypy (strict) on link/" ".venv/bin/python -m mypy link, mypy.ini"
+set +e
+.venv/bin/python -m mypy link </dev/null
+rc=$?
+set -e
+python3 -m tests.run_counts "$counts" --check "mypy (strict) on link/" "$rc"
+[ "$rc" -eq 0 ] || echo "test.sh: mypy (strict) on link/ failed (exit $rc): the type errors are listed above" >&2
+phase_end "$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+
+phase 3 "pytest on the virtualenv" ".venv, PyPI libraries: unit, lab, chaos, benchmarks' smoke run, package"
 set +e
 LINK_TEST_LABEL="pytest on the virtualenv" .venv/bin/python -m pytest -q -p no:cacheprovider -p tests.run_counts tests "$@" </dev/null
 rc=$?
@@ -78,7 +91,7 @@ phase_end "$rc"
 # depends on (older grpc, pyroute2, bottle, waitress...). Skipped only when extra pytest
 # arguments select a subset of the tests.
 if [ "$#" -eq 0 ]; then
-  phase 3 "Debian's own libraries" "scripts/test-debian-libs.sh --lab: unit tests and the lab tests through its libraries"
+  phase 4 "Debian's own libraries" "scripts/test-debian-libs.sh --lab: unit tests and the lab tests through its libraries"
   set +e
   bash scripts/test-debian-libs.sh --lab
   rc=$?
@@ -86,4 +99,4 @@ if [ "$#" -eq 0 ]; then
   phase_end "$rc"
   exit "$rc"
 fi
-echo "test.sh: [3/3] Debian's own libraries: not run (extra pytest arguments select a subset of the tests)"
+echo "test.sh: [4/4] Debian's own libraries: not run (extra pytest arguments select a subset of the tests)"

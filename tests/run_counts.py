@@ -5,6 +5,10 @@ end of the run, pytest's own counts (those of its last line) are appended to tha
 JSON line, with the run's exit status and LINK_TEST_LABEL. Without LINK_TEST_COUNTS it does
 nothing.
 
+As a program, `python3 -m tests.run_counts FILE --check LABEL STATUS` records a check of the
+command that is not a pytest run (the strict mypy pass): one passed when STATUS is 0, else one
+failed, in the same file.
+
 As a program (`python3 -m tests.run_counts FILE [STATUS]`): the closing line over every run of
 the file. Errors (setup, teardown, collection) count as failed, expected failures (xfail) as
 skipped, unexpected passes as passed. A run that exited non-zero without counting a failure
@@ -68,6 +72,13 @@ def closing_line(counts: dict[str, int]) -> str:
     return line + (f", {counts['skipped']} skipped" if counts["skipped"] else "")
 
 
+def record_check(path: Path, label: str, status: int) -> None:
+    """One check that is not a pytest run, counted as one test: passed if `status` is 0."""
+    run = {"passed": int(status == 0), "failed": int(status != 0), "label": label, "exitstatus": status}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(run) + "\n")
+
+
 def read_runs(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -77,8 +88,11 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[1] == "--check":
+        record_check(Path(argv[0]), argv[2], int(argv[3]))
+        return 0
     if len(argv) not in (1, 2):
-        print("usage: python3 -m tests.run_counts FILE [STATUS]", file=sys.stderr)
+        print("usage: python3 -m tests.run_counts FILE [STATUS] | FILE --check LABEL STATUS", file=sys.stderr)
         return 2
     counts, notes = total(read_runs(Path(argv[0])), int(argv[1]) if len(argv) == 2 else 0)
     for note in notes:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.chaos.conftest import summary_lines
-from tests.run_counts import closing_line, total
+from tests.run_counts import closing_line, record_check, total
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,3 +135,45 @@ def test_every_pytest_run_of_the_test_command_feeds_the_closing_line() -> None:
         runs = [line for line in (REPO / script).read_text().splitlines()
                 if " -m pytest " in line and not line.lstrip().startswith("#")]
         assert runs and all("-p tests.run_counts" in line for line in runs), (script, runs)
+
+
+def test_a_check_outside_pytest_counts_as_one_test(tmp_path: Path) -> None:
+    counts = tmp_path / "counts.jsonl"
+    # As test.sh records its mypy phase: a program run, not a function call.
+    subprocess.run([sys.executable, "-m", "tests.run_counts", str(counts), "--check", "mypy (strict) on link/", "0"],
+                   cwd=REPO, check=True, timeout=60)
+    assert summarize(counts) == ["1 passed, 0 failed"]
+    record_check(counts, "mypy (strict) on link/", 1)
+    # The command stops after a failed check: its status is the check's, and no note is added.
+    assert summarize(counts, 1) == ["1 passed, 1 failed"]
+
+
+def test_the_test_command_type_checks_link_before_any_test_and_counts_it() -> None:
+    lines = [line.strip() for line in (REPO / "scripts/test.sh").read_text().splitlines()
+             if not line.lstrip().startswith("#")]
+    mypy = lines.index(".venv/bin/python -m mypy link </dev/null")
+    pytest_run = next(i for i, line in enumerate(lines) if " -m pytest " in line)
+    assert mypy < pytest_run
+    following = lines[mypy:pytest_run]
+    assert any("tests.run_counts" in line and "--check" in line for line in following), following
+    assert '[ "$rc" -eq 0 ] || exit "$rc"' in following, following
+
+
+UNTYPED = '''
+def double(value):
+    return value * 2
+'''
+
+
+def test_the_type_check_is_strict(tmp_path: Path) -> None:
+    # mypy.ini as the test command reads it: a function without annotations is an error
+    # (mypy's default, not strict, would let it pass).
+    python = REPO / ".venv/bin/python"
+    assert python.exists(), "scripts/install.sh makes the virtualenv that has mypy"
+    source = tmp_path / "untyped.py"
+    source.write_text(UNTYPED)
+    proc = subprocess.run([str(python), "-m", "mypy", "--config-file", str(REPO / "mypy.ini"), "--cache-dir",
+                           str(tmp_path / "cache"), str(source)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "untyped.py:2: error: Function is missing a type annotation  [no-untyped-def]" in proc.stdout, proc.stdout
