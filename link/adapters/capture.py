@@ -212,6 +212,18 @@ def interface_mac(ifname: str) -> str | None:
     return _mac(answer[18:24])
 
 
+def host_macs() -> set[str]:
+    """The Ethernet addresses of every interface of this host (this process's namespace): with
+    two interfaces on one LAN the kernel may answer ARP for the VIP from the other one, which
+    is this host still, not another claimant."""
+    found = set()
+    for _, name in socket.if_nameindex():
+        mac = interface_mac(name)
+        if mac is not None and mac != "00:00:00:00:00:00":
+            found.add(mac)
+    return found
+
+
 class ClaimCapture:
     """The frames claiming `address` on `interface`, read without blocking."""
 

@@ -20,7 +20,7 @@ import selectors
 import time
 from typing import Any, Callable
 
-from link.adapters.capture import ClaimCapture
+from link.adapters.capture import ClaimCapture, host_macs
 from link.etcd.port import EtcdError, EtcdPort
 from link.etcd.values import as_name
 from link.vocabulary.agents_key import AGENTS_PREFIX, agent_mac
@@ -53,7 +53,8 @@ class ClaimGuard:
 
     def __init__(self, vip: str, interface: str, send: Callable[[Message], None], metrics: Callable[[], dict[str, Any]],
                  peers: Callable[[], dict[str, str]], clock: Callable[[], float] = time.monotonic,
-                 open_capture: Callable[[str, str], ClaimCapture] = ClaimCapture) -> None:
+                 open_capture: Callable[[str, str], ClaimCapture] = ClaimCapture,
+                 own_macs: Callable[[], set[str]] = host_macs) -> None:
         self.vip = vip
         self.address = vip.split("/")[0]
         self.interface = interface
@@ -63,6 +64,7 @@ class ClaimGuard:
         self.peers = peers
         self.clock = clock
         self.open_capture = open_capture
+        self.own_macs = own_macs  # this host's other interfaces are no claimant (see host_macs)
         self.capture: ClaimCapture | None = None
         self.watch: ClaimWatch | None = None
         self.rightful = False
@@ -152,7 +154,7 @@ class ClaimGuard:
             return
         self._failed_open = False
         self.capture = capture
-        self.watch = ClaimWatch([capture.mac], self.clock, label=f"{self.vip}: ")
+        self.watch = ClaimWatch({capture.mac, *self.own_macs()}, self.clock, label=f"{self.vip}: ")
         self.watch.set_rightful(self.rightful)
         if self._selector is not None:
             self._selector.register(capture, selectors.EVENT_READ)

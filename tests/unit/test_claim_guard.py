@@ -24,6 +24,7 @@ from link.vocabulary.vip_states import State
 
 VIP = "198.51.100.50/32"
 OURS, ROGUE, PEER = "02:00:00:00:01:01", "02:00:00:00:0e:0e", "02:00:00:00:01:02"
+OTHER_NIC = "02:00:00:00:01:f1"  # this host's second interface on the same LAN
 T = ClaimTiming()
 
 
@@ -78,7 +79,8 @@ class Rig:
         self.binder = FakeArpBinder()
         client = self.etcd.client()
         self.guard = ClaimGuard(VIP, "eth1", self.sent.append, lambda: {"claims": dict(self.guard.counters())},
-                                lambda: peers_by_mac(client, "h1"), self.clock, open_capture=self._open)
+                                lambda: peers_by_mac(client, "h1"), self.clock, open_capture=self._open,
+                                own_macs=lambda: {OTHER_NIC})
         self.guard.use(self.binder)
 
     def _open(self, interface: str, address: str) -> FakeCapture:
@@ -124,6 +126,16 @@ def test_a_claim_is_warned_reported_and_answered_by_the_lock_holder(caplog: pyte
     rig.run(T.follow_up + T.reannounce_every + 0.1, answer=True)
     assert rig.binder.announced == 3  # then after the locktime, then every period
     assert len(rig.claims()) == 1 and rig.capture.probes >= 3 / T.probe_fast - 1  # fast probes, no second report
+
+
+def test_this_hosts_other_interfaces_are_no_claimant() -> None:
+    rig = Rig()
+    rig.guard.set_rightful(True)
+    rig.guard.run_due(True)
+    # ARP flux: the kernel answered the probe from the host's other interface on the LAN.
+    rig.capture.queued += [Sighting(OTHER_NIC, "arp-reply", rig.clock.now), Sighting(OURS, "arp-reply", rig.clock.now)]
+    rig.run(1.0)
+    assert rig.claims() == [] and rig.binder.announced == 0
 
 
 def test_the_claim_ends_with_one_report_and_the_field_cleared() -> None:
