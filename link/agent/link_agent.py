@@ -182,7 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     arbiter: Arbiter
     ops = RealOps(config, lambda: arbiter.open_fds(), __version__)
-    arbiter = Arbiter(config, store, ops, env_file=args.env_file, open_wire=lambda send: WireLink(config, send))
+    try:
+        # Before any fork: a port in use is one line at start, not a supervisor that cannot hear its peers.
+        wire = WireLink(config, lambda record, message: arbiter.send(record, message))
+    except OSError as exc:
+        print(f"link-agent: cannot listen for heartbeats on UDP port {config.wire_port} (WIRE_PORT): "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    arbiter = Arbiter(config, store, ops, env_file=args.env_file, open_wire=lambda send: wire)
     return arbiter.run()
 
 

@@ -58,6 +58,7 @@ class WireLink:
         self.static = list(config.wire_peers)
         self.learned: list[Endpoint] = self._load_peers()
         self.heard_from: dict[str, Endpoint] = {}  # host -> where its heartbeats come from (accepted ones only)
+        self._kept = list(self.learned)  # what STATE_DIR holds
         self.next_send = 0.0
         self.last_send = -MIN_GAP
         self._alive: set[str] = set()  # the peers alive at the last tick
@@ -67,11 +68,17 @@ class WireLink:
     def _open(self) -> socket.socket:
         try:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 peers too, as ::ffff:a.b.c.d
-            sock.bind(("::", self.config.wire_port))
-        except OSError:
+        except OSError:  # no IPv6 on this host: IPv4 peers only
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.bind(("0.0.0.0", self.config.wire_port))
+        try:
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 peers too, as ::ffff:a.b.c.d
+                sock.bind(("::", self.config.wire_port))
+            else:
+                sock.bind(("0.0.0.0", self.config.wire_port))
+        except OSError:
+            sock.close()  # the port is taken: the caller says so and the agent does not start
+            raise
         sock.setblocking(False)
         os.set_inheritable(sock.fileno(), False)
         logger.info("wire: heartbeats on UDP port %d every %.1fs (%s), %s", self.config.wire_port, self.interval,
@@ -115,14 +122,24 @@ class WireLink:
             return
         logger.info("wire: peers from etcd: %s", ", ".join(map(str, found)) or "none")
         self.learned = found
+        self._keep_peers()
+        self.next_send = 0.0  # tell the new ones at once
+
+    def _keep_peers(self) -> None:
+        """The endpoints known now (from etcd and heard) in STATE_DIR: an agent restarted during an
+        etcd outage sends to them at once (a few bytes, written when the set changes)."""
+        known = self.endpoints
+        if self.static or known == self._kept:
+            return
         tmp = self._peers_path() + ".tmp"
         try:
             with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(dumps(found))
+                handle.write(dumps(known))
             os.replace(tmp, self._peers_path())
         except OSError as exc:
             logger.warning("wire: could not keep the peer list in %s: %s", self._peers_path(), exc)
-        self.next_send = 0.0  # tell the new ones at once
+            return
+        self._kept = known
 
     # -- the workers' side --------------------------------------------------------------------
     def report(self, report: WireReport, record: VipRecord) -> None:
@@ -205,9 +222,11 @@ class WireLink:
             peer = self.table.heard(beat, address, now)
             if peer is None:
                 continue
-            if beat.host not in self.heard_from:
+            endpoint = Endpoint(address, source[1])
+            if self.heard_from.get(beat.host) != endpoint:
                 self.next_send = min(self.next_send, self.last_send + MIN_GAP)  # a new peer: tell it at once
-            self.heard_from[beat.host] = Endpoint(address, source[1])
+                self.heard_from[beat.host] = endpoint
+                self._keep_peers()
             self._alive.add(beat.host)  # its claims are in the views from now: tick() sees it fall silent
             for claim in peer.claims.values():
                 if claim.bound:

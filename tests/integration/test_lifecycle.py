@@ -44,7 +44,7 @@ def test_a_restart_while_etcd_is_down_keeps_the_vips_and_follows_the_fault_rule(
     host = lab.host(2)
     assert host.agent.stop() == 0
     lab.etcd.stop()
-    host.start_agent().wait_ready(30)
+    host.start_agent(FAULT_POLICY="activate").wait_ready(30)
     listed = [(o["id"], o["ip"]) for o in ip_list(host.api("GET", "/ips").body)]
     assert listed == [(ids["h2"], VIP)]
     # LinK's rule (FAULT_POLICY=activate): a host that cannot reach etcd binds the VIP.

@@ -153,6 +153,9 @@ def test_peers_from_etcd_are_kept_in_the_state_dir_and_heard_peers_are_answered(
     peer_says(sock, 1, host="h2")
     link.read()
     assert [str(e) for e in link.endpoints] == ["198.51.100.13:1314", "198.51.100.12:1314"]
+    # Heard peers are kept too: a restart during an outage sends to them at once.
+    assert [str(e) for e in WireLink(config, lambda record, message: True, clock, FakeSocket()).endpoints] == [  # type: ignore[arg-type]
+        "198.51.100.13:1314", "198.51.100.12:1314"]
 
 
 def test_the_document_says_what_the_wire_says(wire) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,19 @@ def test_the_agent_exits_2_with_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["link-agent: WIRE_PEERS entry 'nowhere' is not an address[:port] such as "
                                                 "198.51.100.2 or [2001:db8::2]:1314"]
+
+
+def test_the_agent_exits_2_with_one_line_when_the_wire_port_is_taken(tmp_path: Path) -> None:
+    taken = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    taken.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    taken.bind(("::", 0))
+    port = taken.getsockname()[1]
+    try:
+        env = {**os.environ, **BASE, "STATE_DIR": str(tmp_path), "WIRE_PORT": str(port)}
+        done = subprocess.run([sys.executable, "-m", "link.agent.link_agent"], env=env, capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        taken.close()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"link-agent: cannot listen for heartbeats on UDP port {port} "
+                                                   "(WIRE_PORT): Address already in use")
