@@ -183,3 +183,36 @@ def test_each_new_decision_is_an_event_of_the_vip(wire) -> None:
                            reason="keeping the VIP: no holder with the lock is heard"), rec)
     link.report(WireReport(bound=True, lock=True, eligible=True, priority=10), rec)
     assert [(e["event"], e["source"]) for e in rec.events] == [("wire_keep", "wire"), ("wire_etcd", "wire")]
+
+
+def _json_schema(node: Any, schemas: dict[str, Any]) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema: refs inlined, `nullable` as a null type."""
+    if isinstance(node, list):
+        return [_json_schema(item, schemas) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _json_schema(schemas[node["$ref"].rsplit("/", 1)[1]], schemas)
+    out = {k: _json_schema(v, schemas) for k, v in node.items() if k not in ("nullable", "example")}
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def test_the_document_matches_the_openapi_schema(wire) -> None:
+    import jsonschema_rs
+
+    from link.api.app import openapi_document
+
+    schemas = openapi_document()["components"]["schemas"]
+    validator = jsonschema_rs.validator_for(_json_schema(schemas["Wire"], schemas))
+    link, sock, clock, _ = wire
+    rec = record()
+    link.report(WireReport(bound=True, lock=True, eligible=True, priority=10), rec)
+    validator.validate(rec.wire)
+    link.report(WireReport(bound=False, lock=False, eligible=True, priority=10, decision="wait", rank=1, since=1.7e9,
+                           reason="h2 holds the VIP"), rec)
+    peer_says(sock, 1, Claim(VIP, True, True, True, 5))
+    link.read()
+    validator.validate(rec.wire)
+    assert not validator.is_valid({**rec.wire, "decision": "maybe"})
