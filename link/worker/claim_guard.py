@@ -24,6 +24,7 @@ from link.adapters.capture import ClaimCapture, host_macs
 from link.etcd.port import EtcdError, EtcdPort
 from link.etcd.values import as_name
 from link.vocabulary.agents_key import AGENTS_PREFIX, agent_mac
+from link.warn_throttle import WarningThrottle
 from link.vocabulary.protocol import ClaimReport, Message
 from link.worker.binders import Binder
 from link.worker.binders.arp import ArpBinder
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 PEERS_FRESH = 60.0  # seconds a read of the peers' MACs is used for
 PEERS_RETRY = 10.0  # the least time between two reads for a MAC no peer published
+# New claims while others live (forged MACs from a flood): one WARNING per this many seconds,
+# the rest at DEBUG and counted in the next WARNING. A lone claim always gets its line.
+WARN_EVERY = 10.0
 
 
 
@@ -75,6 +79,7 @@ class ClaimGuard:
         self._failed_open = False
         self._known: dict[str, str] = {}  # MAC -> peer host
         self._known_at: float | None = None
+        self._warnings = WarningThrottle(WARN_EVERY, clock)
 
     # -- the worker's hooks ------------------------------------------------------------------
     def use(self, binder: Binder) -> None:
@@ -119,6 +124,8 @@ class ClaimGuard:
             logger.debug("%s: announcing again: %s", self.vip, reason)
         for change in changes:
             self._tell(change)
+        if self.watch.seen_now() is None:
+            self._warnings.clear()  # no claim lives: the next one is logged at once
         if self.watch.probe_due():
             self.capture.probe()
             self.probes += 1
@@ -184,8 +191,10 @@ class ClaimGuard:
             who = f"{claim.mac} (host {host})" if host else f"{claim.mac} (no link agent publishes this MAC)"
             answer = ("this host holds the etcd lock: announcing again now and while the claim lasts" if self.rightful
                       else "this host holds the VIP without the etcd lock: not fighting")
-            logger.warning("%s: another claimant on %s: %s says it has this address (%s); %s",
-                           self.vip, self.interface, who, claim.kind, answer)
+            loud, held = self._warnings.trouble()
+            more = f" ({held} more claims in the last {WARN_EVERY:.0f}s not logged)" if held else ""
+            logger.log(logging.WARNING if loud else logging.DEBUG, "%s: another claimant on %s: %s says it has this "
+                       "address (%s); %s%s", self.vip, self.interface, who, claim.kind, answer, more)
             self.report(self._document(claim, host), "foreign_claim", f"{who} claims the VIP ({claim.kind}); {answer}")
         elif change.over:
             host = self._known.get(claim.mac)

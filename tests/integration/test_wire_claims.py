@@ -107,10 +107,10 @@ def test_a_rogue_announcement_is_seen_reported_and_the_clients_come_back(clab: L
         _, back = timed_wait(lambda: clab.neigh(vip) == holder_mac, 3, 0.05,
                              f"the client's entry for {vip} back at {holder} ({holder_mac})", start=start)
         print(f"rogue GARP: warned after {seen:.3f}s, the client back at the holder after {back:.3f}s")
-        # The client did follow the rogue first, and the holder answered after it.
-        frames = capture.packets()
-        rogue_at = min(a.time for a in frames if a.sender_mac == ROGUE_MAC and a.is_announcement(vip.split("/")[0]))
-        assert [a for a in frames if a.sender_mac == holder_mac and a.is_announcement(vip.split("/")[0]) and a.time > rogue_at]
+        # The rogue's announcement reached the client, and the holder's answer came after it.
+        address, frames = vip.split("/")[0], capture.packets()
+        rogue_at = min(a.time for a in frames if a.sender_mac == ROGUE_MAC and a.is_announcement(address))
+        assert [a for a in frames if a.sender_mac == holder_mac and a.is_announcement(address) and a.time > rogue_at]
 
         claim = document(clab, holder, ids[holder])
         assert claim is not None and (claim["mac"], claim["host"], claim["kind"]) == (ROGUE_MAC, None, "arp-announce")

@@ -262,3 +262,16 @@ def test_only_a_worker_that_reads_the_lock_as_its_own_fights(hosts: Any, policy:
     clock.now += h1.worker.config.tick
     h1.cycle()
     assert h1.worker.claims.rightful and h1.worker.fsm.state is State.ACTIVATED  # its lease still holds the lock
+
+
+def test_a_flood_of_forged_claimants_is_warned_about_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig()
+    rig.guard.set_rightful(True)
+    rig.guard.run_due(True)
+    with caplog.at_level(logging.WARNING, logger="link.worker.claim_guard"):
+        for i in range(40):  # a new forged MAC every 0.5 s for 20 s
+            rig.capture.queued.append(Sighting(f"02:00:00:00:0f:{i:02x}", "arp-announce", rig.clock.now))
+            rig.run(0.5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "more claims in the last 10s not logged" in warnings[1]
+    assert len([r for r in rig.claims() if r.event == "foreign_claim"]) == 40  # each is still an event
