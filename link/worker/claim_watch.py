@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
+from link import state_diagram
 from link.adapters.capture import Sighting
 
 logger = logging.getLogger(__name__)
@@ -229,3 +230,12 @@ def _after(planned: float, period: float, now: float) -> float:
     not shift the schedule), or after now when it fell that far behind (no burst to catch up)."""
     following = planned + period
     return following if following > now else now + period
+
+
+def mermaid() -> str:
+    """A claim's life as a diagram (docs/ARCHITECTURE.md shows it; a unit test keeps them equal)."""
+    return state_diagram.mermaid(ClaimState.NONE, TRANSITIONS)
+
+
+if __name__ == "__main__":
+    print("```mermaid\n" + mermaid() + "\n```")

@@ -2,10 +2,12 @@
 who fights (the lock holder only) and the end of a split brain."""
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from link.adapters.capture import Sighting
-from link.worker.claim_watch import (MAX_CLAIMANTS, TRANSITIONS, ClaimEvent, ClaimState, ClaimTiming, ClaimWatch)
+from link.worker.claim_watch import MAX_CLAIMANTS, TRANSITIONS, ClaimEvent, ClaimState, ClaimTiming, ClaimWatch, mermaid
 from tests.unit.fake_clock import Clock
 
 OURS, ROGUE, OTHER = "02:00:00:00:01:01", "02:00:00:00:0e:0e", "02:00:00:00:0f:0f"
@@ -176,3 +178,9 @@ def test_a_caller_may_ask_for_an_announcement_rightful_or_not() -> None:
     assert "again" in (w.reannounce_due() or "")
     clock.now += 10
     assert w.reannounce_due() is None
+
+
+def test_the_architecture_document_shows_the_claims_table() -> None:
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md").read_text()
+    assert mermaid() in doc, "docs/ARCHITECTURE.md's claim diagram is stale: python -m link.worker.claim_watch"
+    assert "QUIET --> SEEN: sighted" in mermaid() and "NONE --> QUIET" not in mermaid()
