@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import lab_unavailable
 from tests.lab import LAB_AGENT_ENV, Lab, lock_key, timed_wait, wait_until
-from tests.lab.faults import EtcdCut, EtcdOutage, etcd_address, lab_etcd
+from tests.lab.faults import EtcdCut, EtcdOutage, Rogue, etcd_address, lab_etcd
 
 pytestmark = pytest.mark.lab
 
@@ -145,6 +145,32 @@ def test_the_holder_dies_during_the_outage_another_binds_and_the_client_follows(
                        f"the client's neighbour entry to point at {new}")
         finally:
             dead.link_up()
+    wait_until(lambda: wlab.agreement(vip, ids), 10, 0.05, "one agreed holder once etcd and the link are back")
+    remove(wlab, ids)
+
+
+def test_a_host_that_does_not_speak_the_wire_is_seen_through_arp(wlab: Lab) -> None:
+    """During the outage the holder goes (its link down) while another machine (a LinK v2 host, a
+    hand-configured one: no heartbeat) has the VIP: its ARP answers to the standbys' probes keep
+    them from binding; once it lets the VIP go, the first-ranked standby takes it."""
+    vip = "198.51.100.85/32"
+    ids, holder = add(wlab, vip)
+    rogue = Rogue(wlab)
+    with EtcdOutage(lab_etcd(wlab), how="kill"):
+        wait_until(lambda: wire_doc(wlab, holder, ids[holder]).get("decision") == "keep", 10, 0.1,
+                   "the holder to run on the wire's decision")
+        rogue.claim(vip)
+        wlab.host(holder).link_down()
+        try:
+            seen = sample(wlab, vip, 6 * INTERVAL, 0.1)
+            assert all(bound == [holder] for _, bound in seen), [s for s in seen if s[1] != [holder]][:3]
+            rogue.leave(vip)
+            new = wait_until(lambda: wlab.holder(vip, exclude=[holder]), 3 * INTERVAL + 3, 0.05,
+                             "a standby to bind the VIP once nothing answers for it")
+            print(f"{vip}: nothing answers ARP for it any more: {new} bound it")
+        finally:
+            rogue.leave_all()
+            wlab.host(holder).link_up()
     wait_until(lambda: wlab.agreement(vip, ids), 10, 0.05, "one agreed holder once etcd and the link are back")
     remove(wlab, ids)
 
