@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 60.0  # above the agent's own 30 s wait on its supervisor, so its 503 wins
-FAULT_POLICIES = ("activate", "keep", "release")  # link.config's, not imported: the client stays stdlib-only
+FAULT_POLICIES = ("arbitrate", "activate", "keep", "release")  # link.config's, not imported: the client stays stdlib-only
 EXAMPLE_ID = "vip-8c1e40e6-0f3a-4c5e-9a57-0b6a3a1c2d4e"
 
 EPILOG = f"""\
@@ -303,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_health_options(add)
     add.add_argument(
         "--fault-policy", choices=FAULT_POLICIES, default=None,
-        help="when etcd is unreachable: activate (take the VIP, LinK's rule), keep (keep it if bound), "
-        "release (unbind it); default: the agent's FAULT_POLICY",
+        help="when etcd is unreachable: arbitrate (the hosts agree on one holder over their heartbeat), "
+        "activate (take the VIP, LinK's rule), keep (keep it if bound), release (unbind it); "
+        "default: the agent's FAULT_POLICY",
     )
 
     command("get", cmd_get, "show one IP", _examples(f"get {EXAMPLE_ID}"), ["show"]).add_argument(

@@ -24,3 +24,11 @@ def test_while_etcd_decides_it_says_so_and_no_wire_field_prints_nothing() -> Non
                                                                      "priority": 10}}})
     assert "wire decision:   none (etcd decides)" in text and "holds it with the etcd lock" in text
     assert "wire" not in format_ip({"id": "vip-1", "wire": None})
+
+
+def test_the_client_offers_the_agents_fault_policies() -> None:
+    """link-client keeps its own copy (it imports nothing of the agent): the two lists are one."""
+    from link.cli.link_client import FAULT_POLICIES as CLIENT_POLICIES
+    from link.config import FAULT_POLICIES
+
+    assert CLIENT_POLICIES == FAULT_POLICIES
