@@ -57,6 +57,7 @@ class Verdict:
     sentence: str
     rank: int | None = None  # this host's place among the live eligible candidates (0: first)
     holder: str | None = None  # who holds the VIP, as far as the wire knows
+    due: float | None = None  # when to decide again (the silence a standby waits for ends then)
 
     @property
     def holds(self) -> bool:
@@ -98,6 +99,7 @@ def decide(*, host: str, priority: int, holding: bool, eligible: bool, view: Vie
     wait = (DEAD_RATIO + rank) * view.interval
     quiet = now - quiet_since
     if quiet < wait:
-        return Verdict(Decision.WAIT, f"no holder heard for {quiet:.1f}s; rank {rank + 1} takes it after {wait:.1f}s", rank)
+        return Verdict(Decision.WAIT, f"no holder heard for {quiet:.1f}s; rank {rank + 1} takes it after {wait:.1f}s", rank,
+                       due=quiet_since + wait)
     return Verdict(Decision.TAKE, f"no holder heard and no ARP answer for {quiet:.1f}s; this host ranks {rank + 1} "
                    "among the live candidates: taking the VIP", rank, host)

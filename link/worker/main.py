@@ -51,7 +51,7 @@ class Worker:
         self.link = SupervisorChannel(conn, {
             Stop: lambda _: self.request_stop("asked by the supervisor"), Settings: self._on_settings,
             LogLevel: lambda command: logs.set_level(command.level), Priority: self._on_priority,
-            ReadCandidates: self._on_read_candidates, HandOver: self._on_hand_over, WireView: self._on_wire_view,
+            ReadCandidates: self._on_read_candidates, HandOver: self._on_hand_over, WireView: lambda c: self.wire.on_view(c),
             Reannounce: self._on_reannounce,
         }, self.request_stop)
         self.fault_policy = spec.fault_policy or config.fault_policy
@@ -135,8 +135,10 @@ class Worker:
             selector.register(self.link, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             self.claims.attach(selector)  # a claim on the wire wakes the loop
+            self.wire.attach(selector)  # and, during an outage, an answer for the VIP
             while not self.stopping:
-                due = min(next_cycle, self.binder.next_due() or next_cycle, self.claims.next_due() or next_cycle)
+                due = min(next_cycle, self.binder.next_due() or next_cycle, self.claims.next_due() or next_cycle,
+                          self.wire.next_due() or next_cycle)
                 ready = {key.fileobj for key, _ in selector.select(max(0.0, due - self.clock()))}
                 if self.link in ready:
                     self.link.read()
@@ -158,6 +160,8 @@ class Worker:
                     self.cycle()
                     next_cycle = now + self.config.tick
                     self.link.heartbeat(self.config.lease_ttl)
+                elif self.wire.due(now):
+                    self.cycle(wire_only=True)  # during an outage: the wire decides now, no etcd call to wait for
                 self.binder.run_due()
                 self.claims.run_due(self.fsm.state is State.ACTIVATED)
                 self._report_binder()
@@ -186,7 +190,16 @@ class Worker:
             return CycleResult(None, f"{result.sentence}; keeping the current state (fault policy keep)", result.holder)
         return CycleResult(Event.DEMOTED, f"{result.sentence}; releasing the VIP (fault policy release)", None)
 
-    def cycle(self) -> None:
+    def cycle(self, wire_only: bool = False) -> None:
+        """One election cycle; `wire_only`: the last cycle's etcd failure judged again on what the wire says now."""
+        result = self._apply_fault_policy(self.wire.last_failure if wire_only else self._run_election())
+        if result.hand_over:
+            self._log_cycle(result)
+            self._step_down(result.sentence)
+            return
+        self._on_result(result)
+
+    def _run_election(self) -> CycleResult:
         assert self.election is not None
         eligible = self.fsm.state is not State.FAILING and self.clock() >= self.hold_off_until
         # An idle VIP only refreshes its lease while the watch vouches for the lock; it still
@@ -195,12 +208,10 @@ class Worker:
         trust = self.etcd.watch_healthy and not self._lock_dirty and self._trusted_reads < TRUSTED_CYCLES
         self._lock_dirty = False
         self._trusted_reads = self._trusted_reads + 1 if trust else 0
-        result = self._apply_fault_policy(
-            self.election.run_cycle(eligible=eligible, state=self.fsm.state.value, lock_unchanged=trust))
-        if result.hand_over:
-            self._log_cycle(result)
-            self._step_down(result.sentence)
-            return
+        return self.election.run_cycle(eligible=eligible, state=self.fsm.state.value, lock_unchanged=trust)
+
+    def _on_result(self, result: CycleResult) -> None:
+        assert self.election is not None
         changed = False
         if result.event is not None:
             if result.holder != self.holder:
@@ -280,11 +291,6 @@ class Worker:
             return FailoverDone(command.request, 409, f"no other host competes for {self.vip}: nobody would take it over")
         self._step_down(f"failover requested: handing over to {' or '.join(others)}")
         return FailoverDone(command.request, 204, "")
-
-    def _on_wire_view(self, command: WireView) -> None:
-        if self.wire.on_view(command):
-            self._lock_changed = True  # during an outage: decide again now, not at the next tick
-            self._wake()
 
     def _on_reannounce(self, command: Reannounce) -> None:
         if self.fsm.state is State.ACTIVATED:

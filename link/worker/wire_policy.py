@@ -14,6 +14,7 @@ to a holder that has the lock: that one reached etcd, and the lock is not ours.
 from __future__ import annotations
 
 import logging
+import selectors
 import time
 from typing import Any, Callable, Protocol
 
@@ -32,6 +33,8 @@ _EVENTS = {Decision.KEEP: Event.WIRE_ELECTED, Decision.TAKE: Event.WIRE_ELECTED,
 
 class Capture(Protocol):
     """What this module uses of link.adapters.capture.ClaimCapture."""
+
+    def fileno(self) -> int: ...
 
     def read(self) -> list[Any]: ...
 
@@ -62,16 +65,34 @@ class WirePolicy:
         self.verdict: Verdict | None = None
         self.decided_at: float | None = None  # unix time of the current decision
         self._capture: Capture | None = None
+        self._selector: selectors.BaseSelector | None = None  # the worker's: an answer wakes it
         self._capture_failed = False
         self._probe_at = 0.0
         self._own_mac = interface_mac(interface) or ""  # our own announcements are no other holder
         self._reported: tuple[Any, ...] | None = None
+        self.last_failure = CycleResult(None, "etcd not asked yet")  # the last failed cycle, judged again on a new view
+        self._view_changed = False  # a view came during an outage: decide again now
+        self._decided_at = 0.0  # (monotonic) the last decision
 
     # -- what the supervisor says -------------------------------------------------------------
-    def on_view(self, command: WireView) -> bool:
-        """Keep the view; True when a decision may change (the worker runs a cycle now)."""
+    def on_view(self, command: WireView) -> None:
+        """Keep the view; during an outage the worker decides again at once (`due`)."""
         self.view = View(_heard(command.holders), _heard(command.candidates), command.holder_heard_at, command.interval)
-        return self.fault_since is not None
+        self._view_changed = self.fault_since is not None
+
+    def attach(self, selector: selectors.BaseSelector) -> None:
+        """The worker's selector: the capture's socket is in it while open, so that an ARP/NDP
+        answer is read (and timed) when it comes, not at the next cycle."""
+        self._selector = selector
+
+    def due(self, now: float) -> bool:
+        """Whether the worker should judge its last failed cycle again now, on the wire alone
+        (each turn of the worker's loop: the answers heard since the last turn are read first)."""
+        if self.fault_since is None:
+            return False
+        self._drain(now)
+        when = self.next_due()
+        return self._view_changed or (when is not None and now >= when)
 
     # -- the cycle ----------------------------------------------------------------------------
     def apply(self, result: CycleResult, *, failures: int, state: State, priority: int) -> CycleResult:
@@ -82,6 +103,7 @@ class WirePolicy:
             return result
         if self.fault_since is None:
             self.fault_since = now
+        self.last_failure, self._view_changed, self._decided_at = result, False, now
         holding = state is State.ACTIVATED
         eligible = state is not State.FAILING
         if not holding and eligible:
@@ -95,6 +117,12 @@ class WirePolicy:
         if event is None:
             return CycleResult(None, f"{result.sentence}; {verdict.sentence}", result.holder)
         return CycleResult(event, f"{result.sentence}; {verdict.sentence} (fault policy arbitrate)", verdict.holder)
+
+    def next_due(self) -> float | None:
+        """When a standby's wait may end (the worker runs a cycle then); None: nothing to wait for."""
+        if self.fault_since is None or self.verdict is None or self.verdict.due is None:
+            return None
+        return self.verdict.due if self.verdict.due > self._decided_at else None
 
     def _etcd_answers(self) -> None:
         if self.fault_since is not None:
@@ -121,11 +149,11 @@ class WirePolicy:
                 logger.warning("%s: cannot listen for ARP/NDP answers (%s): only heartbeats tell whether a host "
                                "holds the VIP", self.address, exc)
                 return
+            if self._selector is not None:
+                self._selector.register(self._capture.fileno(), selectors.EVENT_READ)
         if self._capture is None:
             return
-        for sighting in self._capture.read():
-            if getattr(sighting, "mac", "") != self._own_mac:
-                self.arp_heard_at = max(self.arp_heard_at or 0.0, getattr(sighting, "at", now))
+        self._drain(now)
         if now >= self._probe_at:
             self._probe_at = now + self.view.interval
             try:
@@ -133,8 +161,20 @@ class WirePolicy:
             except OSError as exc:
                 logger.debug("%s: probe failed: %s", self.address, exc)
 
+    def _drain(self, now: float) -> None:
+        if self._capture is None:
+            return
+        for sighting in self._capture.read():
+            if getattr(sighting, "mac", "") != self._own_mac:
+                self.arp_heard_at = max(self.arp_heard_at or 0.0, getattr(sighting, "at", now))
+
     def _close_capture(self) -> None:
         if self._capture is not None:
+            if self._selector is not None:
+                try:
+                    self._selector.unregister(self._capture.fileno())
+                except (KeyError, ValueError):
+                    pass
             self._capture.close()
             self._capture = None
         self._capture_failed = False

@@ -59,3 +59,10 @@ def test_silence_counts_from_the_outage_and_from_arp_answers() -> None:
 
 def test_a_failing_host_decides_nothing() -> None:
     assert verdict(View(), now=T0 + 60, eligible=False).decision is Decision.IDLE
+
+
+def test_a_waiting_standby_knows_when_to_decide_again() -> None:
+    view = View(candidates=(Heard("h1", 10),), holder_heard_at=T0 + 5, interval=1.0)
+    assert verdict(view, now=T0 + 6).due == T0 + 9  # rank 1 (h1 first): 3 + 1 intervals after the holder was heard
+    assert verdict(view, now=T0 + 6, arp=T0 + 5.5).due == T0 + 9.5
+    assert verdict(View(holders=(Heard("h1", 10),)), now=T0 + 6).due is None  # a holder is heard: nothing to time

@@ -33,6 +33,9 @@ class FakeCapture:
         self.probes = 0
         self.closed = False
 
+    def fileno(self) -> int:
+        return -1
+
     def read(self) -> list[Sighting]:
         out, self.queued = self.queued, []
         return out
@@ -56,9 +59,20 @@ def make(hosts: Callable[..., Host], store: FakeEtcd, clock: Clock, name: str) -
     return host, captures
 
 
-def cycle(host: Host) -> tuple[State, list[WireReport]]:
-    """One cycle; the `wire` reports the worker sent the supervisor."""
-    host.worker.cycle()
+def cycle(host: Host, wire_only: bool = False) -> tuple[State, list[WireReport]]:
+    """One cycle (`wire_only`: as the loop runs it on a view or when a silence ends, without
+    asking etcd); the `wire` reports the worker sent the supervisor."""
+    election = host.worker.election
+    assert election is not None
+    run_cycle = election.run_cycle
+    if wire_only:
+        def refused(**kwargs: object) -> None:
+            raise AssertionError("a decision on the wire alone asks etcd nothing first")
+        election.run_cycle = refused  # type: ignore[method-assign]
+    try:
+        host.worker.cycle(wire_only=wire_only)
+    finally:
+        election.run_cycle = run_cycle  # type: ignore[method-assign]
     reports = []
     while host.supervisor.poll():
         message = protocol.decode(host.supervisor.recv(), protocol.Family.REPORT)
@@ -121,12 +135,14 @@ def test_the_holder_falls_silent_the_first_ranked_standby_takes_it(hosts: Callab
     last_heard = clock.now
     h1.close()  # the holder dies (its heartbeats stop: the supervisor's view has no holder)
     view(h2, [], [{"host": "h3", "priority": 10, "lock": False}], last_heard)
-    assert h2.woken(), "a new view during the outage runs a cycle at once"
+    assert h2.worker.wire.due(clock.now), "a new view during the outage is judged at once"
     clock.now = last_heard + 2.9
-    assert cycle(h2)[0] is State.STANDBY
+    assert cycle(h2, wire_only=True)[0] is State.STANDBY
+    assert not h2.worker.wire.due(clock.now) and h2.worker.wire.next_due() == last_heard + 3.0
     assert captures and captures[0].probes >= 1 and captures[0].address == "198.51.100.50"
     clock.now = last_heard + 3.0
-    state, reports = cycle(h2)
+    assert h2.worker.wire.due(clock.now)
+    state, reports = cycle(h2, wire_only=True)
     assert state is State.ACTIVATED and h2.binder.bound
     assert reports[-1].bound and not reports[-1].lock and reports[-1].decision == "take" and reports[-1].rank == 0
 
@@ -151,7 +167,7 @@ def test_two_holders_on_the_wire_the_worse_ranked_yields(hosts: Callable[..., Ho
     store.fail(DEADLINE)
     fail(h1, h2, clock)
     view(h1, [{"host": "h0", "priority": 10, "lock": False}], [], clock.now)  # h0 < h1: same priority, the name decides
-    state, reports = cycle(h1)
+    state, reports = cycle(h1, wire_only=True)
     assert state is State.STANDBY and not h1.binder.bound
     assert reports[-1].decision == "yield_to_rank" and not reports[-1].bound
 
@@ -164,9 +180,9 @@ def test_a_holder_cut_from_etcd_yields_to_the_lock_holder_before_its_fault(hosts
     store.expire(h1.worker.election.lease_id)
     assert cycle(h2)[0] is State.ACTIVATED and store.keys[LOCK].value == "h2"
     view(h1, [{"host": "h2", "priority": 10, "lock": True}], [], clock.now)
-    assert h1.woken()
+    assert h1.worker.wire.due(clock.now)
     clock.now += 0.1
-    assert cycle(h1)[0] is State.STANDBY and not h1.binder.bound
+    assert cycle(h1, wire_only=True)[0] is State.STANDBY and not h1.binder.bound
 
 
 def test_reannounce_puts_the_vip_in_place_again_only_on_the_holder(hosts: Callable[..., Host]) -> None:
@@ -189,3 +205,18 @@ def test_other_policies_ignore_the_wire(hosts: Callable[..., Host], policy: str)
         h1.worker.cycle()
     assert h1.worker.fsm.state is (State.STANDBY if policy == "release" else State.ACTIVATED)
     assert h1.worker.wire.verdict is None
+
+
+def test_the_worker_runs_a_cycle_when_the_silence_ends_not_at_the_next_tick(hosts: Callable[..., Host]) -> None:
+    store, clock, h1, h2, _ = two_hosts(hosts)
+    store.fail(DEADLINE)
+    fail(h1, h2, clock)
+    last_heard = clock.now
+    view(h2, [], [], last_heard)
+    clock.now = last_heard + 1.0
+    assert cycle(h2)[0] is State.STANDBY
+    assert h2.worker.wire.next_due() == last_heard + 3.0
+    assert not h2.worker.wire.due(last_heard + 2.99) and h2.worker.wire.due(last_heard + 3.0)
+    store.recover()
+    assert cycle(h2)[0] is State.STANDBY  # etcd answers: the election decides, the wire has nothing due
+    assert h2.worker.wire.next_due() is None and not h2.worker.wire.due(last_heard + 60)
