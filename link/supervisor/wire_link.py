@@ -96,8 +96,8 @@ class WireLink:
     # -- peers --------------------------------------------------------------------------------
     @property
     def endpoints(self) -> list[Endpoint]:
-        """Static WIRE_PEERS; else the peers from etcd plus those heard (a host that started
-        after the last read of etcd is answered at once, not 10 s later)."""
+        """Static WIRE_PEERS; else the peers from etcd plus, with WIRE_KEY_FILE, those heard (a
+        host that started after the last read of etcd is answered at once, not 10 s later)."""
         if self.static:
             return self.static
         return list(dict.fromkeys([*self.learned, *self.heard_from.values()]))
@@ -161,6 +161,7 @@ class WireLink:
         """The VIP's worker is gone (or the VIP deleted): its claim leaves the next heartbeat."""
         if self.claims.pop(record.ip, None) is not None:
             self.views.pop(record.ip, None)
+            self.holder_heard.pop(record.ip, None)
             self.next_send = min(self.next_send, self.last_send + MIN_GAP)
 
     # -- loop ---------------------------------------------------------------------------------
@@ -223,13 +224,15 @@ class WireLink:
             if peer is None:
                 continue
             endpoint = Endpoint(address, source[1])
-            if self.heard_from.get(beat.host) != endpoint:
+            # Only a signed heartbeat makes its source a place to send to: unsigned, a forged source
+            # address would have this host send a datagram a second to whoever the forger names.
+            if self.key is not None and self.heard_from.get(beat.host) != endpoint:
                 self.next_send = min(self.next_send, self.last_send + MIN_GAP)  # a new peer: tell it at once
                 self.heard_from[beat.host] = endpoint
                 self._keep_peers()
             self._alive.add(beat.host)  # its claims are in the views from now: tick() sees it fall silent
             for claim in peer.claims.values():
-                if claim.bound:
+                if claim.bound and claim.vip in self.claims:
                     self.holder_heard[claim.vip] = now
             if old != peer.claims:
                 changed.update(old, peer.claims)

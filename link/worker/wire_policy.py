@@ -72,7 +72,7 @@ class WirePolicy:
         self._reported: tuple[Any, ...] | None = None
         self.last_failure = CycleResult(None, "etcd not asked yet")  # the last failed cycle, judged again on a new view
         self._view_changed = False  # a view came during an outage: decide again now
-        self._decided_at = 0.0  # (monotonic) the last decision
+        self._judged_at = 0.0  # (monotonic) when the last failed cycle was judged
 
     # -- what the supervisor says -------------------------------------------------------------
     def on_view(self, command: WireView) -> None:
@@ -103,7 +103,7 @@ class WirePolicy:
             return result
         if self.fault_since is None:
             self.fault_since = now
-        self.last_failure, self._view_changed, self._decided_at = result, False, now
+        self.last_failure, self._view_changed, self._judged_at = result, False, now
         holding = state is State.ACTIVATED
         eligible = state is not State.FAILING
         if not holding and eligible:
@@ -122,7 +122,7 @@ class WirePolicy:
         """When a standby's wait may end (the worker runs a cycle then); None: nothing to wait for."""
         if self.fault_since is None or self.verdict is None or self.verdict.due is None:
             return None
-        return self.verdict.due if self.verdict.due > self._decided_at else None
+        return self.verdict.due if self.verdict.due > self._judged_at else None
 
     def _etcd_answers(self) -> None:
         if self.fault_since is not None:

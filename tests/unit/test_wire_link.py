@@ -143,19 +143,33 @@ def test_no_reannounce_without_the_lock(wire) -> None:
 
 
 def test_peers_from_etcd_are_kept_in_the_state_dir_and_heard_peers_are_answered(tmp_path: Path) -> None:
-    config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "STATE_DIR": str(tmp_path)}, check_interface=False)
+    key = tmp_path / "wire.key"
+    key.write_bytes(b"0123456789abcdef-key")
+    key.chmod(0o600)
+    env = {"INTERFACE": "lo", "HOSTNAME": "h1", "STATE_DIR": str(tmp_path)}
+    config = load({**env, "WIRE_KEY_FILE": str(key)}, check_interface=False)
     sock, clock = FakeSocket(), Clock()
     link = WireLink(config, lambda record, message: True, clock, sock)  # type: ignore[arg-type]
     link.set_peers([{"address": "198.51.100.13", "port": 1314}, {"address": "junk", "port": 1}])
     assert json.loads((tmp_path / "wire-peers.json").read_text()) == [{"address": "198.51.100.13", "port": 1314}]
     again = WireLink(config, lambda record, message: True, clock, FakeSocket())  # type: ignore[arg-type]
     assert [str(e) for e in again.endpoints] == ["198.51.100.13:1314"]
-    peer_says(sock, 1, host="h2")
+    sock.inbox.append((codec.encode(Heartbeat("h2", 5, 1, 1.0, ()), b"0123456789abcdef-key"), PEER))
     link.read()
     assert [str(e) for e in link.endpoints] == ["198.51.100.13:1314", "198.51.100.12:1314"]
     # Heard peers are kept too: a restart during an outage sends to them at once.
     assert [str(e) for e in WireLink(config, lambda record, message: True, clock, FakeSocket()).endpoints] == [  # type: ignore[arg-type]
         "198.51.100.13:1314", "198.51.100.12:1314"]
+
+
+def test_without_a_key_a_heard_source_is_no_place_to_send_to(tmp_path: Path) -> None:
+    """Unsigned, the source address may be forged: sending there would make this host a reflector."""
+    config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "STATE_DIR": str(tmp_path)}, check_interface=False)
+    sock, clock = FakeSocket(), Clock()
+    link = WireLink(config, lambda record, message: True, clock, sock)  # type: ignore[arg-type]
+    peer_says(sock, 1, host="h2")
+    link.read()
+    assert link.metrics()["peers_alive"] == 1 and link.endpoints == []
 
 
 def test_the_document_says_what_the_wire_says(wire) -> None:
