@@ -150,3 +150,19 @@ def test_a_rogue_claim_must_be_won_back_within_the_bound():
 def test_no_holder_or_no_client_entry_is_not_judged_and_any_holder_of_a_double_is_live():
     v = view([(0.0, {"h1"}), (5.0, set()), (20.0, {"h1", "h2"})], [(0.0, MACS["h1"]), (6.0, None), (22.0, MACS["h2"])])
     assert neigh_violations(VIP, v, MACS, Timeline(), end=60.0) == []
+
+
+def test_the_chaos_run_judges_each_vip_under_its_own_policy_else_the_agents_configured_one(tmp_path):
+    from types import SimpleNamespace
+
+    from tests.chaos.engine import PLANS, Chaos
+
+    chaos = Chaos.__new__(Chaos)  # no lab: only the policy lookup, through link's config loader
+    host = SimpleNamespace(name="h1")
+    chaos.lab = SimpleNamespace(hosts=[host], agent_env_for=lambda h, env: {
+        "INTERFACE": "eth1", "HOSTNAME": h.name, "STATE_DIR": str(tmp_path), **env})
+    own = {p.ip: p.fault_policy for p in PLANS if p.fault_policy}
+    assert own, "a plan with its own policy"
+    for policy in ("activate", "release"):
+        chaos.env = {"FAULT_POLICY": policy}
+        assert chaos.policies() == {p.ip: own.get(p.ip, policy) for p in PLANS}
