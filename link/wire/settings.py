@@ -42,16 +42,17 @@ def parse_address(raw: str) -> str:
 
 def read_key(path: str) -> bytes | None:
     """WIRE_KEY_FILE: the shared HMAC key (the file's bytes, surrounding blanks stripped); it must be
-    a regular file nobody but its owner can read or write. The key itself is never in a message."""
+    a regular file that others can neither read nor write, and its group cannot write (0600, or
+    0640 root:link for the package's service user, as its TLS key). The key is never in a message."""
     if not path:
         return None
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"WIRE_KEY_FILE={path!r} is not a regular file")
-        if info.st_mode & 0o077:
+        if info.st_mode & 0o027:
             raise ConfigError(f"WIRE_KEY_FILE={path!r} is readable or writable by others (mode {stat.S_IMODE(info.st_mode):o}): "
-                              "chmod 600 it")
+                              "chmod 0600 it (or chgrp link and chmod 0640)")
         with open(path, "rb") as handle:
             key = handle.read(4097).strip()
     except OSError as exc:

@@ -55,9 +55,12 @@ def test_bad_values_are_one_line_naming_the_variable(env: dict[str, str], words:
 def test_a_key_file_others_can_read_or_too_short_is_refused(tmp_path: Path) -> None:
     key = tmp_path / "wire.key"
     key.write_bytes(b"0123456789abcdef0123")
-    key.chmod(0o644)
-    with pytest.raises(ConfigError, match="readable or writable by others"):
-        config(WIRE_KEY_FILE=str(key))
+    for mode in (0o644, 0o660, 0o604):
+        key.chmod(mode)
+        with pytest.raises(ConfigError, match="readable or writable by others"):
+            config(WIRE_KEY_FILE=str(key))
+    key.chmod(0o640)  # root:link 0640, as the package's TLS keys
+    assert config(WIRE_KEY_FILE=str(key)).wire_key_file == str(key)
     key.chmod(0o600)
     key.write_bytes(b"short")
     with pytest.raises(ConfigError, match="holds 5 bytes") as raised:
