@@ -95,6 +95,7 @@ PLANS = [
     VipPlan("198.51.100.51/32", {"h1": 20, "h2": 5, "h3": 10}, preempt=False),
     VipPlan("198.51.100.52/32", {"h1": None, "h2": None, "h3": None}),  # equal: the host's PRIORITY
     VipPlan("198.51.100.53/32", {"h1": 10, "h2": 20, "h3": 5}, fault_policy="keep"),
+    VipPlan("2001:db8::54/128", {"h1": 10, "h2": 5, "h3": 20}),  # NDP instead of ARP (issue 15, point 5)
 ]
 
 WEIGHTS = {"worker-kill": 3, "agent-kill": 2, "host-crash": 2, "link-flap": 2, "etcd-member": 2, "etcd-outage": 1,
