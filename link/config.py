@@ -255,6 +255,9 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
     hostname = env.get("HOSTNAME", "").strip() or socket.gethostname()
     if "/" in hostname or any(c.isspace() for c in hostname):
         raise ConfigError(f"HOSTNAME={hostname!r} must not contain '/' or spaces")
+    if not hostname.isprintable() or len(hostname.encode()) > wire_settings.MAX_HOSTNAME:
+        # It travels in every heartbeat (link.wire.codec), whose peers refuse anything else.
+        raise ConfigError(f"HOSTNAME={hostname[:80]!r} must be printable and at most {wire_settings.MAX_HOSTNAME} bytes")
     level = env.get("LOGGER_LEVEL", "info").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR"):
         raise ConfigError(f"LOGGER_LEVEL={level.lower()!r} is not one of debug, info, warn, error")

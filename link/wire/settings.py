@@ -6,9 +6,11 @@ import os
 import stat
 
 from link.security_settings import ConfigError
+from link.wire.codec import MAX_HOST
 from link.wire.peers import MAX_PEERS, Endpoint, parse_endpoint
 
 DEFAULT_PORT = 1314  # next to the API's 1313
+MAX_HOSTNAME = MAX_HOST  # bytes: the heartbeat carries the name (DNS names are at most 253)
 MIN_KEY = 16  # bytes: a shorter shared key is guessable
 
 

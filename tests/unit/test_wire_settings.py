@@ -92,3 +92,10 @@ def test_the_agent_exits_2_with_one_line_when_the_wire_port_is_taken(tmp_path: P
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (f"link-agent: cannot listen for heartbeats on UDP port {port} "
                                                    "(WIRE_PORT): Address already in use")
+
+
+def test_a_hostname_the_heartbeat_cannot_carry_is_refused_at_start() -> None:
+    assert config(HOSTNAME="h" * 253).hostname == "h" * 253
+    for bad in ("h" * 254, "h1\x07"):
+        with pytest.raises(ConfigError, match="must be printable and at most 253 bytes"):
+            config(HOSTNAME=bad)
