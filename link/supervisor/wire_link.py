@@ -170,6 +170,21 @@ class WireLink:
         return min(self.next_send, expiry) if expiry is not None else self.next_send
 
     def tick(self) -> None:
+        """Each turn of the supervisor's loop: send what is due, notice peers falling silent."""
+        try:
+            self._tick()
+        except Exception:  # the wire's own bug must not end the loop every VIP depends on
+            logger.exception("wire: a heartbeat turn failed")
+            self.next_send = self.clock() + self.interval  # tried again in an interval, not on every turn
+
+    def read(self) -> None:
+        """The socket is readable: take what came (at most READ_BURST datagrams)."""
+        try:
+            self._read()
+        except Exception:
+            logger.exception("wire: reading heartbeats failed")
+
+    def _tick(self) -> None:
         now = self.clock()
         if now >= self.next_send:
             self._send_all(now)
@@ -201,7 +216,7 @@ class WireLink:
         self.last_send = now
         self.next_send = now + self.interval
 
-    def read(self) -> None:
+    def _read(self) -> None:
         now = self.clock()
         changed: set[str] = set()
         for _ in range(READ_BURST):

@@ -230,3 +230,17 @@ def test_the_document_matches_the_openapi_schema(wire) -> None:
     link.read()
     validator.validate(rec.wire)
     assert not validator.is_valid({**rec.wire, "decision": "maybe"})
+
+
+def test_a_fault_in_the_wire_never_ends_the_supervisors_loop(wire, caplog: pytest.LogCaptureFixture) -> None:
+    link, sock, clock, _ = wire
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    sock.sendto = broken  # type: ignore[method-assign]
+    sock.recvfrom = broken  # type: ignore[method-assign]
+    link.tick()
+    link.read()
+    assert "a heartbeat turn failed" in caplog.text and "reading heartbeats failed" in caplog.text
+    assert link.next_due() == clock.now + 1.0  # not again on every turn of the loop
