@@ -7,8 +7,9 @@ required and which are secrets. Everything else reads them from here: the API's 
 (`BinderKind.read`, its messages naming the field), the API's view of a VIP (`public`: secrets
 masked), the pipe protocol's list of add settings, VipSpec's (de)serialisation, the programs
 and URLs the security checks look at, and the binder implementations' defaults (`values`).
-Adding a binder is its entry here, its implementation in link/worker/binders/, its tests and
-its documentation (README, link/api/openapi.json: tests/unit/test_binder_kinds.py checks them).
+Adding a binder is its entry here, its implementation (one module link/worker/binders/<kind>.py,
+found by its name: no registry), its tests and its documentation (README, link/api/openapi.json,
+written by hand: tests/unit/test_binder_kinds.py checks them against this schema).
 
 A leaf module: the standard library and the other vocabulary modules only.
 """

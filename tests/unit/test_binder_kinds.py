@@ -8,6 +8,7 @@ import dataclasses
 import json
 import pathlib
 import re
+import sys
 from typing import Any, Iterator
 
 import pytest
@@ -20,7 +21,8 @@ from link.scripts import named_programs
 from link.vocabulary import binder_kinds, protocol
 from link.vocabulary.binder_kinds import (HttpUrl, Program, Seconds, Secret, BinderKind, SECRET_MASK)
 from link.vocabulary.vip import BINDER_SETTINGS, ROLE, Role, VipSpec, setting_names
-from link.worker.binders import implementations
+from link.worker import binders
+from link.worker.binders import implementation, implementations, make_binder
 from tests.unit.test_binders import VIP, VIP_ID, body, refused
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -95,6 +97,46 @@ def test_the_documents_checks_name_a_kind_that_is_not_documented(toy: BinderKind
         "openapi: no NewIP.toy", "openapi: no schema ToyBinder", "README: no row for `toy` in the binder table",
         "README: no bullet for `toy`",
     ]
+
+
+TOY_MODULE = """
+from link.vocabulary.binder_kinds import KINDS
+
+
+class ToyBinder:
+    kind = "toy"
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    @classmethod
+    def from_spec(cls, config, spec, wake, priority):
+        return cls(KINDS["toy"].values(spec.binder_settings))
+"""
+
+
+def test_a_kind_s_implementation_is_its_module_alone(toy: BinderKind, tmp_path: pathlib.Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # toy.py in a folder of link.worker.binders' package path: no registry line anywhere.
+    (tmp_path / "toy.py").write_text(TOY_MODULE, encoding="utf-8")
+    monkeypatch.setattr(binders, "__path__", [*binders.__path__, str(tmp_path)])
+    request = parse_add_body(body(binder="toy", toy={"run": ["/x"], "token": TOKEN}))
+    spec = VipSpec.from_json({**request, "id": VIP_ID})
+    from link.config import load
+    try:
+        made = make_binder(load({"INTERFACE": "lo", "HOSTNAME": "h1"}), spec, lambda: None, lambda: 10)
+        assert type(made).__name__ == "ToyBinder" and type(made).__module__ == "link.worker.binders.toy"
+        assert made.settings["pause"] == 2.0 and made.settings["token"] == TOKEN  # type: ignore[attr-defined]
+        assert list(implementations()) == ["arp", "command", "webhook", "toy"]
+    finally:
+        sys.modules.pop("link.worker.binders.toy", None)  # the next test's toy is its own
+
+
+def test_a_kind_without_its_module_or_with_two_classes_is_named() -> None:
+    with pytest.raises(ModuleNotFoundError, match="link.worker.binders.nosuch"):
+        implementation("nosuch")
+    with pytest.raises(LookupError, match=r"link\.worker\.binders\.runner declares 0 classes with kind = 'runner'"):
+        implementation("runner")
 
 
 # ------------------------------------------------------------------------ the real kinds

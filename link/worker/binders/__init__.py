@@ -13,12 +13,18 @@ it, `ensure()` on every cycle while ACTIVATED, `run_due()` when `next_due()` say
 what the metrics count as announcement frames. The command and
 webhook binders run their actions on a thread of their own (`runner.ActionRunner`): none of
 these calls waits on the user's program or web server.
+
+Each kind is one module here named after it (`<kind>.py`, its class declaring `kind`), found
+by `implementation()` with no list to extend; its settings are its entry in
+link.vocabulary.binder_kinds.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Protocol
 
 from link.config import Config
+from link.vocabulary import binder_kinds
 from link.vocabulary.vip import VipSpec
 
 
@@ -63,17 +69,27 @@ class Implementation(Protocol):
     def from_spec(cls, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int]) -> Binder: ...
 
 
-def implementations() -> dict[str, type[Implementation]]:
-    """Every binder class by kind: one line per kind. Imported when a binder is made, so that
-    importing this package (the Binder protocol) loads no binder's libraries."""
-    from link.worker.binders.arp import ArpBinder
-    from link.worker.binders.command import CommandBinder
-    from link.worker.binders.webhook import WebhookBinder
+def implementation(kind: str) -> type[Implementation]:
+    """The class of binder `kind`, found by convention: the module `link.worker.binders.<kind>`
+    declares one class whose `kind` is that name. Imported on first use (importlib caches it),
+    so that importing this package (the Binder protocol) loads no binder's libraries, and a
+    new kind needs no line here: its schema in link.vocabulary.binder_kinds, its module."""
+    module_name = f"{__name__}.{kind}"
+    module = importlib.import_module(module_name)
+    found = [cls for cls in vars(module).values()
+             if isinstance(cls, type) and cls.__module__ == module_name and getattr(cls, "kind", None) == kind]
+    if len(found) != 1:
+        raise LookupError(f"{module_name} declares {len(found)} classes with kind = {kind!r}; a binder module declares one")
+    cls: type[Implementation] = found[0]
+    return cls
 
-    return {cls.kind: cls for cls in (ArpBinder, CommandBinder, WebhookBinder)}
+
+def implementations() -> dict[str, type[Implementation]]:
+    """Every binder class by kind, for each kind link.vocabulary.binder_kinds defines."""
+    return {kind: implementation(kind) for kind in binder_kinds.KINDS}
 
 
 def make_binder(config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int]) -> Binder:
     """The binder `spec` asks for. `wake` tells the worker's loop the status changed;
     `priority` gives the VIP's current priority (for the command's environment)."""
-    return implementations()[spec.binder].from_spec(config, spec, wake, priority)
+    return implementation(spec.binder).from_spec(config, spec, wake, priority)
