@@ -3,15 +3,16 @@
 While the VIP is ACTIVATED here, the guard keeps a `link.adapters.capture.ClaimCapture` open on
 INTERFACE (its socket in the worker's selector: a claim wakes the loop), feeds what it reads
 to a `link.worker.claim_watch.ClaimWatch`, probes when the watch says so and announces again
-through the arp binder's announcer when this host holds the etcd lock. For people: one
+through the binder's `announce_once()` when this host holds the etcd lock. For people: one
 WARNING line per claim (the other MAC, and the peer host when a peer publishes that MAC under
 /link/agents/), and a `claim` report to the supervisor (an event on the VIP, the VIP's
 `foreign_claim` field, the `link_vip_foreign_claim` gauge); the detections are counted in the
 worker's metrics (`link_vip_foreign_claims_total`).
 
-Only for the `arp` binder: it alone puts the VIP on INTERFACE and announces it. A `command` or
-`webhook` binder moves the address elsewhere (a cloud's floating IP is not on this LAN at
-all, and link sends nothing for it): their programs own how clients find the VIP.
+Only for a binder that declares `announces` (the `arp` binder): it puts the VIP on INTERFACE
+and announces it (`announce_once()` answers a claim). A `command` or `webhook` binder moves
+the address elsewhere (a cloud's floating IP is not on this LAN at all, and link sends
+nothing for it): their programs own how clients find the VIP.
 """
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ from link.adapters.capture import ClaimCapture, host_macs
 from link.etcd.port import EtcdError, EtcdPort
 from link.etcd.values import as_name
 from link.vocabulary.agents_key import AGENTS_PREFIX, agent_mac
+from link.vocabulary.claim_events import ClaimNote
 from link.warn_throttle import WarningThrottle
 from link.vocabulary.protocol import ClaimReport, Message
 from link.worker.binders import Binder
-from link.worker.binders.arp import ArpBinder
 from link.worker.claim_watch import Change, Claim, ClaimState, ClaimWatch
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def peers_by_mac(etcd: EtcdPort, own_host: str) -> dict[str, str]:
 
 
 class ClaimGuard:
-    """Idle until `use()` gives it an arp binder; `send` and `metrics` are the worker's (a
+    """Idle until `use()` gives it a binder that announces; `send` and `metrics` are the worker's (a
     `claim` report carries the worker's numbers, so the detection counter moves at once)."""
 
     def __init__(self, vip: str, interface: str, send: Callable[[Message], None], metrics: Callable[[], dict[str, Any]],
@@ -62,7 +63,7 @@ class ClaimGuard:
         self.vip = vip
         self.address = vip.split("/")[0]
         self.interface = interface
-        self.binder: ArpBinder | None = None
+        self.binder: Binder | None = None
         self.send = send
         self.metrics = metrics
         self.peers = peers
@@ -83,11 +84,12 @@ class ClaimGuard:
 
     # -- the worker's hooks ------------------------------------------------------------------
     def use(self, binder: Binder) -> None:
-        """The VIP's binder, once made: watched only if it is the arp binder (see above)."""
-        self.binder = binder if isinstance(binder, ArpBinder) else None
+        """The VIP's binder, once made: watched only if it announces the VIP on INTERFACE (its
+        `announces`; a binder that does not say is taken as one that does not)."""
+        self.binder = binder if getattr(binder, "announces", False) else None
 
-    def report(self, claim: dict[str, Any] | None, event: str, reason: str) -> None:
-        self.send(ClaimReport(claim, event, reason, self.metrics()))
+    def report(self, claim: dict[str, Any] | None, event: ClaimNote, reason: str) -> None:
+        self.send(ClaimReport(claim, event.value, reason, self.metrics()))
 
     def attach(self, selector: selectors.BaseSelector) -> None:
         """The worker's selector: the capture's socket is in it while open."""
@@ -140,7 +142,7 @@ class ClaimGuard:
 
     def close(self, why: str = "stopping") -> None:
         if self.watch is not None and self.watch.seen_now() is not None:
-            self.report(None, "foreign_claim_over", f"no longer watched: {why}")
+            self.report(None, ClaimNote.FOREIGN_CLAIM_OVER, f"no longer watched: {why}")
         if self.capture is not None:
             if self._selector is not None:
                 try:
@@ -195,7 +197,7 @@ class ClaimGuard:
             more = f" ({held} more claims in the last {WARN_EVERY:.0f}s not logged)" if held else ""
             logger.log(logging.WARNING if loud else logging.DEBUG, "%s: another claimant on %s: %s says it has this "
                        "address (%s); %s%s", self.vip, self.interface, who, claim.kind, answer, more)
-            self.report(self._document(claim, host), "foreign_claim", f"{who} claims the VIP ({claim.kind}); {answer}")
+            self.report(self._document(claim, host), ClaimNote.FOREIGN_CLAIM, f"{who} claims the VIP ({claim.kind}); {answer}")
         elif change.over:
             host = self._known.get(claim.mac)
             who = f"{claim.mac} (host {host})" if host else claim.mac
@@ -203,9 +205,9 @@ class ClaimGuard:
             logger.info("%s: the claim of %s is over (seen for %.1fs, silent since)", self.vip, who, lasted)
             latest = self.watch.seen_now() if self.watch is not None else None
             if latest is not None and latest.state is not ClaimState.NONE:
-                self.report(self._document(latest, self._known.get(latest.mac)), "foreign_claim_over", f"{who}: claim over")
+                self.report(self._document(latest, self._known.get(latest.mac)), ClaimNote.FOREIGN_CLAIM_OVER, f"{who}: claim over")
             else:
-                self.report(None, "foreign_claim_over", f"{who} no longer claims the VIP (seen for {lasted:.1f}s)")
+                self.report(None, ClaimNote.FOREIGN_CLAIM_OVER, f"{who} no longer claims the VIP (seen for {lasted:.1f}s)")
         elif change.new is ClaimState.QUIET:
             then = "announcing again now" if self.rightful else "this host does not hold the etcd lock: not announcing"
             logger.info("%s: %s stopped answering for the VIP (stepped down?): %s", self.vip, claim.mac, then)

@@ -14,7 +14,6 @@ import pytest
 from link.adapters.capture import Sighting
 from link.vocabulary.agents_key import AGENTS_PREFIX, agent_mac
 from link.vocabulary.protocol import ClaimReport, Message
-from link.worker.binders.arp import ArpBinder
 from link.worker.claim_guard import ClaimGuard, peers_by_mac
 from link.worker.claim_watch import ClaimTiming
 from tests.unit.fake_clock import Clock
@@ -54,10 +53,15 @@ class FakeCapture:
         os.close(self._w)
 
 
-class FakeArpBinder(ArpBinder):
-    """The arp binder without netlink or a socket: counts its extra announcements."""
+class FakeArpBinder:
+    """A binder that announces (not the ArpBinder class: the guard goes by the capability the
+    Binder protocol declares, so any binder that says `announces` is watched): counts its
+    extra announcements."""
 
-    def __init__(self) -> None:  # noqa: D107 - nothing of the real one is opened
+    kind = "toy-arp"
+    announces = True
+
+    def __init__(self) -> None:
         self.active = True
         self.announced = 0
 
@@ -68,6 +72,11 @@ class FakeArpBinder(ArpBinder):
 
 class NotArp:
     kind = "command"
+    announces = False
+
+
+class Undeclared:
+    kind = "older"  # a binder written before `announces`: taken as one that does not announce
 
 
 class Rig:
@@ -176,11 +185,19 @@ def test_the_capture_is_open_only_while_activated_and_its_socket_wakes_the_loop(
         assert [r.event for r in rig.claims()] == ["foreign_claim", "foreign_claim_over"]
 
 
-def test_other_binders_are_not_watched() -> None:
+@pytest.mark.parametrize("binder", [NotArp(), Undeclared()], ids=["announces-false", "undeclared"])
+def test_binders_that_do_not_announce_are_not_watched(binder: object) -> None:
     rig = Rig()
-    rig.guard.use(NotArp())  # type: ignore[arg-type]
+    rig.guard.use(binder)  # type: ignore[arg-type]
     rig.guard.run_due(True)
     assert rig.captures == [] and rig.guard.next_due() is None
+
+
+def test_the_real_binders_declare_whether_they_announce() -> None:
+    from link.worker.binders import implementations
+
+    assert {kind: cls.announces for kind, cls in implementations().items()} == {  # type: ignore[attr-defined]
+        "arp": True, "command": False, "webhook": False}
 
 
 def test_a_capture_that_cannot_open_is_said_once_and_tried_again(caplog: pytest.LogCaptureFixture) -> None:

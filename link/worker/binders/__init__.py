@@ -30,6 +30,13 @@ from link.vocabulary.vip import VipSpec
 
 class Binder(Protocol):
     kind: str
+    # Whether the binder puts the VIP on INTERFACE and announces it there: then the worker's
+    # claim guard (link.worker.claim_guard) watches the LAN for other claimants and answers
+    # them with `announce_once()`. False for a binder whose program moves the VIP elsewhere.
+    announces: bool
+
+    def announce_once(self) -> None:
+        """One more announcement of the VIP, left as it is (nothing when not held here)."""
 
     def activate(self, reason: str) -> None:
         """Put the VIP in place here (entering ACTIVATED, or asserting it again after an etcd outage)."""

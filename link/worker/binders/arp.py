@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 class ArpBinder:
     kind = ARP.name
+    announces = True  # the VIP is on INTERFACE: the claim guard watches it
 
     def __init__(self, ifname: str, vip: str, count: int, interval: float, lifetime: int | None = None,
                  refresh_every: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:

@@ -63,6 +63,7 @@ def summarize(output: bytes) -> str:
 class CommandBinder:
     kind = COMMAND.name
 
+    announces = False  # the user's program owns how clients find the VIP
     def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int], *,
                  base_env: Mapping[str, str] | None = None, runner_options: dict[str, Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, programs: ProgramPolicy | None = None) -> None:
@@ -122,6 +123,9 @@ class CommandBinder:
         return 0  # the user's program announces what it moves, if anything
 
     def close(self, wait: float = 0.0) -> None:
+    def announce_once(self) -> None:
+        pass  # announces is False: never asked
+
         if not self.runner.close(wait):
             with self._proc_lock:
                 proc = self._proc

@@ -99,6 +99,7 @@ def _where(parts: SplitResult) -> str:
 class WebhookBinder:
     kind = WEBHOOK.name
 
+    announces = False  # a web server is told, no neighbour
     def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], *, runner_options: dict[str, Any] | None = None) -> None:
         settings = WEBHOOK.values(spec.binder_settings)  # its schema: link.vocabulary.binder_kinds
         self.url = str(settings["url"])
@@ -142,6 +143,9 @@ class WebhookBinder:
         return 0  # a web server is told, no neighbour
 
     def close(self, wait: float = 0.0) -> None:
+    def announce_once(self) -> None:
+        pass  # announces is False: never asked
+
         self.runner.close(wait)
 
     def _perform(self, action: Action, attempt: int) -> None:
