@@ -55,9 +55,10 @@ class LinkCollector:
         yield CounterMetricFamily("link_wire_heartbeats_received", "Heartbeats received and accepted.",
                                   value=_number(wire.get("received")))
         dropped = CounterMetricFamily("link_wire_heartbeats_dropped", "Datagrams dropped, by reason (decode: not a "
-                                      "heartbeat; auth: bad or missing MAC; replay: not newer; self: our own name).",
+                                      "heartbeat; auth: bad or missing MAC; replay: not newer; self: our own name; "
+                                      "source: unsigned, from no known peer; peers: peer table full).",
                                       labels=["reason"])
-        for reason in sorted({"decode", "auth", "replay", "self", *_mapping(wire.get("dropped"))}):
+        for reason in sorted({"decode", "auth", "replay", "self", "source", "peers", *_mapping(wire.get("dropped"))}):
             dropped.add_metric([str(reason)], _number(_mapping(wire.get("dropped")).get(reason)))
         yield dropped
         yield GaugeMetricFamily("link_wire_peers_alive", "Peers whose heartbeat came within 3 intervals.",

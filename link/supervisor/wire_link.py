@@ -7,6 +7,11 @@ peer per WIRE_INTERVAL carries all of them (link.wire.codec), and one more goes 
 one of them changes (at most one per MIN_GAP). What the peers say of a VIP goes to its worker as
 a `wire_view` command when it changes; the worker decides (link.worker.wire_policy).
 
+Who may fill the table: without WIRE_KEY_FILE, only datagrams from a known peer endpoint (WIRE_PEERS,
+or published in etcd) are decoded at all; with it, any source whose MAC is right. The socket is
+bound to INTERFACE (SO_BINDTODEVICE: the VIPs' LAN only) and to WIRE_ADDRESS when set, and one
+turn of the loop reads for READ_BUDGET seconds at most, so a flood delays the loop, never stops it.
+
 Step-down: when a peer that held a VIP says it no longer does, and this host holds that VIP
 with the etcd lock, its worker is told to announce it again (clients that followed the other
 host come back at once).
@@ -27,14 +32,17 @@ from link.vocabulary.protocol import Message, Reannounce, WireReport, WireView
 from link.wire import codec
 from link.wire.arbitration import Heard, View
 from link.wire.codec import Claim, Heartbeat, WireError
-from link.wire.peers import PeerTable, dumps, endpoints_from_json, Endpoint
+from link.wire.peers import PeerTable, endpoints_from_json, Endpoint
 from link.wire.settings import read_key
 
 logger = logging.getLogger(__name__)
 
 MIN_GAP = 0.2  # seconds between two heartbeats sent on a change
 READ_BURST = 256  # datagrams read per loop turn at most; the rest wait for the next turn
-PEERS_FILE = "wire-peers.json"
+READ_BUDGET = 0.02  # seconds of reading per loop turn at most (the workers' pipes wait meanwhile)
+PEERS_FILE = "wire-peers.json"  # the endpoints and the replay high-water marks, kept for restarts
+BOOT_FILE = "wire-boot"  # the last boot id used: the next one is larger even after a clock step back
+KEEP_MARKS_EVERY = 10.0  # seconds between two writes of the high-water marks (and at close)
 
 
 def _plain(address: str) -> str:
@@ -43,14 +51,16 @@ def _plain(address: str) -> str:
 
 class WireLink:
     def __init__(self, config: Config, send_to_worker: Callable[[VipRecord, Message], bool],
-                 clock: Callable[[], float] = time.monotonic, sock: socket.socket | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, sock: socket.socket | None = None,
+                 budget_clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.interval = config.wire_interval
         self.clock = clock
         self._send_to_worker = send_to_worker
         self.key = read_key(config.wire_key_file)  # checked at start by link.config: here only read
+        self.budget_clock = budget_clock  # the real time a read turn takes (the test's clock stands still)
         self.table = PeerTable(config.hostname)
-        self.boot = time.time_ns() // 1000
+        self.boot = self._next_boot()
         self.seq = 0
         self.claims: dict[str, tuple[VipRecord, WireReport]] = {}  # vip -> its worker's last report
         self.views: dict[str, View] = {}  # vip -> the last view sent to its worker
@@ -58,7 +68,8 @@ class WireLink:
         self.static = list(config.wire_peers)
         self.learned: list[Endpoint] = self._load_peers()
         self.heard_from: dict[str, Endpoint] = {}  # host -> where its heartbeats come from (accepted ones only)
-        self._kept = list(self.learned)  # what STATE_DIR holds
+        self._kept: tuple[list[Endpoint], dict[str, tuple[int, int]]] = (list(self.learned), dict(self.table.marks))
+        self._marks_kept_at = clock()
         self.next_send = 0.0
         self.last_send = -MIN_GAP
         self._alive: set[str] = set()  # the peers alive at the last tick
@@ -66,31 +77,38 @@ class WireLink:
 
     # -- socket -------------------------------------------------------------------------------
     def _open(self) -> socket.socket:
+        address = self.config.wire_address
+        family = socket.AF_INET if address and ":" not in address else socket.AF_INET6
         try:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock = socket.socket(family, socket.SOCK_DGRAM)
         except OSError:  # no IPv6 on this host: IPv4 peers only
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            family, sock = socket.AF_INET, socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            if sock.family == socket.AF_INET6:
+            # Heartbeats come from the VIPs' LAN only: a datagram that reached another interface
+            # (a routed network, the internet side) is not delivered to this socket at all.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.config.interface.encode())
+            if family == socket.AF_INET6 and not address:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 peers too, as ::ffff:a.b.c.d
-                sock.bind(("::", self.config.wire_port))
-            else:
-                sock.bind(("0.0.0.0", self.config.wire_port))
+            sock.bind((address or ("::" if family == socket.AF_INET6 else "0.0.0.0"), self.config.wire_port))
         except OSError:
-            sock.close()  # the port is taken: the caller says so and the agent does not start
+            sock.close()  # the port is taken, or the address is not here: the caller says so and the agent does not start
             raise
         sock.setblocking(False)
         os.set_inheritable(sock.fileno(), False)
-        logger.info("wire: heartbeats on UDP port %d every %.1fs (%s), %s", self.config.wire_port, self.interval,
-                    "signed (WIRE_KEY_FILE)" if self.key else "NOT signed: no WIRE_KEY_FILE",
-                    f"static peers {', '.join(map(str, self.static))}" if self.static else
-                    f"{len(self.learned)} peer(s) known from etcd")
+        logger.log(logging.INFO if self.key else logging.WARNING,
+                   "wire: heartbeats on UDP %s port %d of %s every %.1fs (%s), %s", address or "any address",
+                   self.config.wire_port, self.config.interface, self.interval,
+                   "signed (WIRE_KEY_FILE)" if self.key else
+                   "NOT signed: no WIRE_KEY_FILE; any host of the LAN can forge a known peer's heartbeat",
+                   f"static peers {', '.join(map(str, self.static))}" if self.static else
+                   f"{len(self.learned)} peer(s) known from etcd")
         return sock
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def close(self) -> None:
+        self._keep_peers()
         self.sock.close()
 
     # -- peers --------------------------------------------------------------------------------
@@ -105,15 +123,51 @@ class WireLink:
     def _peers_path(self) -> str:
         return os.path.join(self.config.state_dir, PEERS_FILE)
 
+    def _boot_path(self) -> str:
+        return os.path.join(self.config.state_dir, BOOT_FILE)
+
+    def _next_boot(self) -> int:
+        """A boot id larger than any this host used before: the stored one + 1, or the clock in
+        microseconds when larger (a lost STATE_DIR still gives a fresh one, a clock stepped back
+        does not make the peers take this host's heartbeats for replays)."""
+        stored = 0
+        try:
+            with open(self._boot_path(), encoding="ascii") as handle:
+                stored = int(handle.read(32).strip() or 0)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            logger.warning("wire: %s cannot be read (%s): the boot id comes from the clock", self._boot_path(), exc)
+        boot = max(stored + 1, time.time_ns() // 1000)
+        self._write(self._boot_path(), str(boot))
+        return boot
+
+    def _write(self, path: str, text: str) -> bool:
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except OSError as exc:
+            logger.warning("wire: could not write %s: %s", path, exc)
+            return False
+        return True
+
     def _load_peers(self) -> list[Endpoint]:
         try:
             with open(self._peers_path(), encoding="utf-8") as handle:
-                return endpoints_from_json(json.load(handle))
+                data = json.load(handle)
         except FileNotFoundError:
             return []
         except (OSError, ValueError, RecursionError) as exc:
             logger.warning("wire: %s cannot be read (%s): the peers are learned again from etcd", self._peers_path(), exc)
             return []
+        if isinstance(data, list):  # written before the marks were kept
+            return endpoints_from_json(data)
+        if not isinstance(data, dict):
+            return []
+        self.table.load_marks(data.get("marks"))
+        return endpoints_from_json(data.get("endpoints"))
 
     def set_peers(self, raw: list[dict[str, Any]]) -> None:
         """The peers published in etcd (the API process reads them); kept in STATE_DIR for an outage."""
@@ -126,20 +180,18 @@ class WireLink:
         self.next_send = 0.0  # tell the new ones at once
 
     def _keep_peers(self) -> None:
-        """The endpoints known now (from etcd and heard) in STATE_DIR: an agent restarted during an
-        etcd outage sends to them at once (a few bytes, written when the set changes)."""
-        known = self.endpoints
-        if self.static or known == self._kept:
+        """The endpoints known now (from etcd and heard) and the replay high-water marks in
+        STATE_DIR: an agent restarted during an etcd outage sends to them at once, and does not
+        take a captured datagram again (a few KB, written when the endpoints change, the marks at
+        most every KEEP_MARKS_EVERY seconds and at close)."""
+        known = [] if self.static else self.endpoints
+        marks = dict(self.table.marks)
+        if (known, marks) == self._kept:
             return
-        tmp = self._peers_path() + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(dumps(known))
-            os.replace(tmp, self._peers_path())
-        except OSError as exc:
-            logger.warning("wire: could not keep the peer list in %s: %s", self._peers_path(), exc)
-            return
-        self._kept = known
+        data = {"endpoints": [e.to_json() for e in known], "marks": {h: list(m) for h, m in marks.items()}}
+        if self._write(self._peers_path(), json.dumps(data)):
+            self._kept = (known, marks)
+            self._marks_kept_at = self.clock()
 
     # -- the workers' side --------------------------------------------------------------------
     def report(self, report: WireReport, record: VipRecord) -> None:
@@ -197,6 +249,9 @@ class WireLink:
             self._update_views(self.claims)
         for host in self.table.forget_dead(now):
             self.heard_from.pop(host, None)
+        if now - self._marks_kept_at >= KEEP_MARKS_EVERY:
+            self._marks_kept_at = now
+            self._keep_peers()
 
     def _send_all(self, now: float) -> None:
         self.seq += 1
@@ -216,10 +271,17 @@ class WireLink:
         self.last_send = now
         self.next_send = now + self.interval
 
+    def _known_sources(self) -> set[str]:
+        return {e.address for e in (*self.static, *self.learned)}
+
     def _read(self) -> None:
         now = self.clock()
         changed: set[str] = set()
+        known = self._known_sources()
+        deadline = self.budget_clock() + READ_BUDGET
         for _ in range(READ_BURST):
+            if self.budget_clock() >= deadline:
+                break  # the rest waits for the next turn (the selector says again the socket is readable)
             try:
                 data, source = self.sock.recvfrom(codec.MAX_DATAGRAM + 1)
             except (BlockingIOError, InterruptedError):
@@ -228,6 +290,10 @@ class WireLink:
                 logger.debug("wire: receive failed: %s", exc)
                 break
             address = _plain(source[0])
+            if self.key is None and address not in known:
+                # Unsigned, anyone could fill the table: only known endpoints are worth decoding.
+                self.table.dropped("source", address, now, "not a peer known from WIRE_PEERS or etcd (no WIRE_KEY_FILE)")
+                continue
             try:
                 beat = codec.decode(data, self.key)
             except WireError as exc:
@@ -235,7 +301,7 @@ class WireLink:
                 continue
             before = self.table.peers.get(beat.host)
             old = dict(before.claims) if before is not None and before.alive(now) else {}
-            peer = self.table.heard(beat, address, now)
+            peer = self.table.heard(beat, address, now, address in known)
             if peer is None:
                 continue
             endpoint = Endpoint(address, source[1])

@@ -4,14 +4,14 @@ A peer is a host name heard in a heartbeat that passed the codec (and its MAC, w
 Its claims are those of its newest heartbeat; it is alive while its last heartbeat is younger
 than DEAD_RATIO of its own interval (exoip's dead ratio, VRRP's "3 adverts"). A heartbeat whose
 (boot id, sequence) is not newer than the last one kept from that host is a replay (or came
-late) and is dropped. The endpoints heartbeats go to are the peers published in etcd (the API
+late) and is dropped; that high-water mark outlives the peer (forgotten after 30 silent
+intervals) and is stored with the endpoints, so a captured datagram is not taken again later. The endpoints heartbeats go to are the peers published in etcd (the API
 process reads them) or the static WIRE_PEERS; they are kept as a plain list the supervisor
 stores in STATE_DIR, so that an agent restarted during an etcd outage still knows them.
 """
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from dataclasses import dataclass, field
 
@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 DEAD_RATIO = 3
 MAX_PEERS = 256  # endpoints and hosts kept: a bigger list is someone else's junk
+MAX_MARKS = 4 * MAX_PEERS  # (boot, seq) high-water marks kept after their peers are forgotten
+# A declared interval is taken within WIRE_INTERVAL's own bounds: a forged "60 s" must not keep a
+# silent host alive for 3 minutes (and in the table for 30).
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 10.0
 LOG_EVERY = 60.0  # one line per source per minute about dropped datagrams
 
 
@@ -70,10 +74,6 @@ def endpoints_from_json(data: object) -> list[Endpoint]:
     return found
 
 
-def dumps(endpoints: list[Endpoint]) -> str:
-    return json.dumps([e.to_json() for e in endpoints])
-
-
 @dataclass
 class Peer:
     host: str
@@ -83,6 +83,7 @@ class Peer:
     boot: int
     seq: int
     claims: dict[str, Claim] = field(default_factory=dict)
+    known: bool = False  # its source is a configured or published peer endpoint
 
     def alive(self, now: float) -> bool:
         return now - self.heard_at < DEAD_RATIO * self.interval
@@ -105,30 +106,60 @@ class PeerTable:
     def __init__(self, own: str) -> None:
         self.own = own
         self.peers: dict[str, Peer] = {}
+        self.marks: dict[str, tuple[int, int]] = {}  # host -> newest (boot, seq) accepted, also once forgotten
         self.counters = Counters()
         self._logged: dict[str, float] = {}  # source -> when a drop from it was last logged
 
-    def heard(self, beat: Heartbeat, source: str, now: float) -> Peer | None:
-        """Keep a decoded heartbeat; None (counted) when it is a replay, our own, or one host too many."""
+    def heard(self, beat: Heartbeat, source: str, now: float, known: bool = False) -> Peer | None:
+        """Keep a decoded heartbeat; None (counted) when it is a replay, our own, or one host too many.
+        `known`: its source is a peer endpoint; such a host is never kept out by unknown ones."""
         if beat.host == self.own:
             # Our own name from elsewhere: another host misconfigured with our HOSTNAME (or a
             # loop); never a peer, or this host would yield to itself.
             self.dropped("self", source, now, f"a heartbeat with this host's own name {beat.host!r}")
             return None
-        peer = self.peers.get(beat.host)
-        if peer is not None and (beat.boot, beat.seq) <= (peer.boot, peer.seq):
+        mark = self.marks.get(beat.host)
+        if mark is not None and (beat.boot, beat.seq) <= mark:
             self.dropped("replay", source, now, f"{beat.host}: boot {beat.boot} seq {beat.seq} is not newer than "
-                                                f"boot {peer.boot} seq {peer.seq}")
+                                                f"boot {mark[0]} seq {mark[1]}")
             return None
-        if peer is None and len(self.peers) >= MAX_PEERS:
-            self.forget_dead(now)
-            if len(self.peers) >= MAX_PEERS:
-                self.dropped("peers", source, now, f"more than {MAX_PEERS} peers: {beat.host} ignored")
-                return None
+        if beat.host not in self.peers and len(self.peers) >= MAX_PEERS and not self._make_room(now, known):
+            self.dropped("peers", source, now, f"more than {MAX_PEERS} peers: {beat.host} ignored")
+            return None
         self.counters.received += 1
-        fresh = Peer(beat.host, source, now, beat.interval, beat.boot, beat.seq, {c.vip: c for c in beat.claims})
+        interval = max(MIN_INTERVAL, min(MAX_INTERVAL, beat.interval))
+        fresh = Peer(beat.host, source, now, interval, beat.boot, beat.seq, {c.vip: c for c in beat.claims}, known)
         self.peers[beat.host] = fresh
+        self._mark(beat.host, (beat.boot, beat.seq))
         return fresh
+
+    def _make_room(self, now: float, known: bool) -> bool:
+        """The table is full: forget the dead; a host from a known endpoint then takes the place of
+        the least recently heard one from an unknown source."""
+        self.forget_dead(now)
+        if len(self.peers) < MAX_PEERS:
+            return True
+        strangers = [p for p in self.peers.values() if not p.known]
+        if not known or not strangers:
+            return False
+        oldest = min(strangers, key=lambda p: p.heard_at)
+        logger.warning("wire: peer table full: %s (from %s) forgotten for a known peer", oldest.host, oldest.source)
+        del self.peers[oldest.host]
+        return True
+
+    def _mark(self, host: str, mark: tuple[int, int]) -> None:
+        self.marks.pop(host, None)  # re-inserted last: the dict's order is the age of the marks
+        self.marks[host] = mark
+        while len(self.marks) > MAX_MARKS:
+            stale = next(h for h in self.marks if h not in self.peers)
+            del self.marks[stale]
+
+    def load_marks(self, data: object) -> None:
+        """Marks stored by an earlier run (malformed ones left out)."""
+        for host, mark in data.items() if isinstance(data, dict) else ():
+            if (isinstance(host, str) and isinstance(mark, list) and len(mark) == 2
+                    and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in mark)):
+                self._mark(host, (mark[0], mark[1]))
 
     def dropped(self, reason: str, source: str, now: float, text: str) -> None:
         """Count a dropped datagram; log it at most once a minute per source (never its content's secrets:

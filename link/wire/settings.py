@@ -1,6 +1,7 @@
 """WIRE_* settings: parsed and checked at start-up (link.config calls these), one ConfigError each."""
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import stat
@@ -42,23 +43,41 @@ def parse_address(raw: str) -> str:
         raise ConfigError(f"WIRE_ADDRESS={text[:80]!r} is not an IPv4 or IPv6 address") from None
 
 
+def _check_owner(path: str, info: os.stat_result) -> None:
+    """Owner root or this agent's user; group-readable only for root's group or this agent's (the
+    package's service runs as link:link, its key is root:link 0640); never others."""
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"WIRE_KEY_FILE={path!r} is not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in (0, os.geteuid()):
+        raise ConfigError(f"WIRE_KEY_FILE={path!r} belongs to uid {info.st_uid}: it must be root's or this agent's user's")
+    if mode & 0o007 or mode & 0o020:
+        raise ConfigError(f"WIRE_KEY_FILE={path!r} is readable or writable by others, or writable by its group "
+                          f"(mode {mode:o}): chmod 0600 it (or chgrp link and chmod 0640)")
+    if mode & 0o040 and info.st_gid not in (0, os.getegid()):
+        raise ConfigError(f"WIRE_KEY_FILE={path!r} is readable by group {info.st_gid}, neither root's nor this agent's: "
+                          "chmod 0600 it (or chgrp link and chmod 0640)")
+
+
 def read_key(path: str) -> bytes | None:
-    """WIRE_KEY_FILE: the shared HMAC key (the file's bytes, surrounding blanks stripped); it must be
-    a regular file that others can neither read nor write, and its group cannot write (0600, or
-    0640 root:link for the package's service user, as its TLS key). The key is never in a message."""
+    """WIRE_KEY_FILE: the shared HMAC key (the file's bytes, surrounding blanks stripped). Opened
+    without following a symbolic link and checked on the open file (no swap between check and
+    read): see _check_owner. The key is never in a message."""
     if not path:
         return None
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"WIRE_KEY_FILE={path!r} is not a regular file")
-        if info.st_mode & 0o027:
-            raise ConfigError(f"WIRE_KEY_FILE={path!r} is readable or writable by others (mode {stat.S_IMODE(info.st_mode):o}): "
-                              "chmod 0600 it (or chgrp link and chmod 0640)")
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        text = "is a symbolic link (give the file itself)" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror or exc}"
+        raise ConfigError(f"WIRE_KEY_FILE={path!r} {text}") from None
+    try:
+        _check_owner(path, os.fstat(fd))
+        with os.fdopen(fd, "rb", closefd=False) as handle:
             key = handle.read(4097).strip()
     except OSError as exc:
         raise ConfigError(f"WIRE_KEY_FILE={path!r} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if not MIN_KEY <= len(key) <= 4096:
         raise ConfigError(f"WIRE_KEY_FILE={path!r} holds {len(key)} bytes: a key of {MIN_KEY} to 4096 bytes is needed "
                           "(e.g. head -c 32 /dev/urandom | base64)")

@@ -151,7 +151,7 @@ def test_peers_from_etcd_are_kept_in_the_state_dir_and_heard_peers_are_answered(
     sock, clock = FakeSocket(), Clock()
     link = WireLink(config, lambda record, message: True, clock, sock)  # type: ignore[arg-type]
     link.set_peers([{"address": "198.51.100.13", "port": 1314}, {"address": "junk", "port": 1}])
-    assert json.loads((tmp_path / "wire-peers.json").read_text()) == [{"address": "198.51.100.13", "port": 1314}]
+    assert json.loads((tmp_path / "wire-peers.json").read_text())["endpoints"] == [{"address": "198.51.100.13", "port": 1314}]
     again = WireLink(config, lambda record, message: True, clock, FakeSocket())  # type: ignore[arg-type]
     assert [str(e) for e in again.endpoints] == ["198.51.100.13:1314"]
     sock.inbox.append((codec.encode(Heartbeat("h2", 5, 1, 1.0, ()), b"0123456789abcdef-key"), PEER))
@@ -162,14 +162,19 @@ def test_peers_from_etcd_are_kept_in_the_state_dir_and_heard_peers_are_answered(
         "198.51.100.13:1314", "198.51.100.12:1314"]
 
 
-def test_without_a_key_a_heard_source_is_no_place_to_send_to(tmp_path: Path) -> None:
-    """Unsigned, the source address may be forged: sending there would make this host a reflector."""
+def test_without_a_key_an_unknown_source_is_dropped_before_decoding_and_never_sent_to(tmp_path: Path) -> None:
+    """Unsigned, the source address may be forged: decoding it would let anyone fill the peer
+    table, sending there would make this host a reflector."""
     config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "STATE_DIR": str(tmp_path)}, check_interface=False)
     sock, clock = FakeSocket(), Clock()
     link = WireLink(config, lambda record, message: True, clock, sock)  # type: ignore[arg-type]
     peer_says(sock, 1, host="h2")
     link.read()
-    assert link.metrics()["peers_alive"] == 1 and link.endpoints == []
+    assert link.metrics()["peers_alive"] == 0 and link.metrics()["dropped"] == {"source": 1} and link.endpoints == []
+    link.set_peers([{"address": PEER[0], "port": PEER[1]}])  # published in etcd: now heard
+    peer_says(sock, 2, host="h2")
+    link.read()
+    assert link.metrics()["peers_alive"] == 1
 
 
 def test_the_document_says_what_the_wire_says(wire) -> None:
