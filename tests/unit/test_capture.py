@@ -26,19 +26,24 @@ def mac(text: str) -> bytes:
 def run_bpf(program: list[tuple[int, int, int, int]], frame: bytes) -> int:
     """What the kernel's classic BPF returns for `frame` (only the opcodes the capture uses);
     a load beyond the frame ends the program with 0, as in the kernel."""
+    return trace_bpf(program, frame)[0]
+
+
+def trace_bpf(program: list[tuple[int, int, int, int]], frame: bytes) -> tuple[int, int]:
+    """run_bpf's result and the number of instructions it executed."""
     sizes = {capture.LD_B: 1, capture.LD_H: 2, capture.LD_W: 4}
     acc, pc = 0, 0
-    for _ in range(len(program) + 1):
+    for step in range(1, len(program) + 2):
         code, jt, jf, k = program[pc]
         if code in sizes:
             if k + sizes[code] > len(frame):
-                return 0
+                return 0, step
             acc = int.from_bytes(frame[k:k + sizes[code]], "big")
             pc += 1
         elif code == capture.JEQ:
             pc += 1 + (jt if acc == k else jf)
         elif code == capture.RET:
-            return k
+            return k, step
         else:
             raise AssertionError(f"opcode {code:#x} not interpreted")
     raise AssertionError("the program ran off its end")
@@ -86,6 +91,26 @@ def test_the_arp_sender_hardware_address_names_the_claimant_not_the_ethernet_sou
 ])
 def test_arp_that_does_not_claim_the_vip_is_dropped_by_both(frame: bytes) -> None:
     assert both(frame, VIP4) == (False, None)
+
+
+def ipv6_tcp(source_port: int, payload: bytes = b"\x00" * 20) -> bytes:
+    """An IPv6 TCP segment (the VIP's own traffic, say) as the socket of an IPv6 VIP sees it."""
+    tcp = struct.pack("!HH", source_port, 443) + b"\x00" * 16 + payload
+    header = struct.pack("!IHBB", 0x60000000, len(tcp), 6, 64) + ipaddress.ip_address(VIP6).packed \
+        + ipaddress.ip_address("2001:db8::c").packed
+    return mac(OURS) + mac(ROGUE) + struct.pack("!H", 0x86DD) + header + tcp
+
+
+@pytest.mark.parametrize(("frame", "address", "steps"), [
+    (ipv6_tcp(40000), VIP6, 3),  # most IPv6 traffic: the type byte is not 136
+    (ipv6_tcp(0x88AA), VIP6, 5),  # a source port whose high byte is 136: the next header drops it
+    (na("2001:db8::99", ROGUE), VIP6, 2 * 7 + 1),  # an NA for another address: the last target word drops it
+    (arp(1, ROGUE, "198.51.100.7", "198.51.100.1"), VIP4, 3),  # ARP of any other host
+], ids=["ipv6-tcp", "ipv6-tcp-port-0x88xx", "na-other-target", "arp-other-sender"])
+def test_the_filter_drops_what_is_no_claim_in_few_instructions(frame: bytes, address: str, steps: int) -> None:
+    # The kernel runs the filter on every IPv6 (ARP) frame per IPv6 (IPv4) VIP held: what is
+    # not a claim is dropped by the first pair in most cases.
+    assert trace_bpf(filter_program(address), frame) == (0, steps)
 
 
 def test_the_parser_refuses_what_the_filter_lets_through_malformed() -> None:
