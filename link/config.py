@@ -10,6 +10,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from link.scripts import ScriptRefused, check_scripts_dir
+from link.vocabulary import fault_policies
 from link.wire import settings as wire_settings
 from link.wire.peers import Endpoint
 from link.security_settings import (
@@ -85,7 +86,7 @@ class Config:
     health_check_interval: float = 1.0
     health_check_timeout: float = 1.0
     fail_count_before_failover: int = 3
-    fault_policy: str = "arbitrate"
+    fault_policy: str = fault_policies.DEFAULT.value
     priority: int = 10
     preempt: bool = True
     preempt_delay: float = 3.0
@@ -100,7 +101,7 @@ class Config:
     # The heartbeat between agents (link.wire): its UDP port, period, static peers, HMAC key file
     # (the key is read by the supervisor, never kept here) and the address peers send to.
     wire_port: int = wire_settings.DEFAULT_PORT
-    wire_interval: float = 1.0
+    wire_interval: float = 0.8  # 3 silent intervals + the probe stay under the 3 s promise (1 s: 3.0-3.05 s)
     wire_peers: tuple[Endpoint, ...] = ()
     wire_key_file: str = ""
     wire_address: str = ""
@@ -181,7 +182,7 @@ def parse_etcd_hosts(raw: str) -> tuple[EtcdEndpoint, ...]:
     return tuple(endpoints)
 
 
-FAULT_POLICIES = ("arbitrate", "activate", "keep", "release")  # the first is the default
+FAULT_POLICIES = fault_policies.NAMES  # the first is the default
 LOGGER_TYPES = ("text", "json")
 
 
@@ -316,7 +317,7 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         webhook_allowed_urls=parse_webhook_allowed_urls(env.get("WEBHOOK_ALLOWED_URLS", "")),
         max_vips=_int(env, "MAX_VIPS", DEFAULT_MAX_VIPS, 1, MAX_MAX_VIPS),
         wire_port=wire_port,
-        wire_interval=_duration(env, "WIRE_INTERVAL", 1.0, 0.1, 10.0),
+        wire_interval=_duration(env, "WIRE_INTERVAL", 0.8, 0.1, 10.0),
         wire_peers=wire_settings.parse_peers(env.get("WIRE_PEERS", ""), wire_port),
         wire_key_file=wire_key_file,
         wire_address=wire_settings.parse_address(env.get("WIRE_ADDRESS", "")),

@@ -45,7 +45,7 @@ configuration is read from environment variables (as LinK):
   PRIORITY                    0-255, lowest wins (default 10); PREEMPT (default true),
   PREEMPT_DELAY               how long a better host waits before taking over (default 3s)
   WIRE_PORT                   UDP port of the heartbeat between agents (default 1314)
-  WIRE_INTERVAL               time between two heartbeats (default 1s); a peer silent for 3 is dead
+  WIRE_INTERVAL               time between two heartbeats (default 800ms); a peer silent for 3 is dead
   WIRE_PEERS                  static peers, comma-separated address[:port] (default: from etcd)
   WIRE_KEY_FILE               shared HMAC-SHA256 key (a file only root reads); none: unsigned
   WIRE_ADDRESS                the address peers send heartbeats to (default: INTERFACE's first)

@@ -23,9 +23,10 @@ from tests.lab.faults import EtcdCut, EtcdOutage, Rogue, etcd_address, lab_etcd
 pytestmark = pytest.mark.lab
 
 # The agents' defaults for what these figures are about: the lease (KEEPALIVE_INTERVAL, 2 s, not
-# the lab's 1 s) and WIRE_INTERVAL (1 s); the lab's short ARP_GRATUITOUS_INTERVAL is kept.
+# the lab's 1 s) and WIRE_INTERVAL (0.8 s); the lab's short ARP_GRATUITOUS_INTERVAL is kept.
 LEASE = 2.0
-INTERVAL = 1.0
+INTERVAL = 0.8  # link.config's default WIRE_INTERVAL (the agents here do not set it)
+DEATH_TO_BIND = 3.0  # issue 15: "holder dies during the outage -> another host binds within 3 s"
 KEY = b"lab-shared-wire-key-0123456789abcdef"
 
 
@@ -137,9 +138,10 @@ def test_the_holder_dies_during_the_outage_another_binds_and_the_client_follows(
         start = time.monotonic()
         dead.link_down()  # its heartbeats and its ARP answers stop
         try:
-            # 3 intervals after the holder's last heartbeat, itself at most one interval before the
-            # cut: 3 s, plus the time to notice and bind (measured: 2.8-3.05 s).
-            new, took = timed_wait(lambda: wlab.holder(vip, exclude=[holder]), 3 * INTERVAL + 0.5, 0.02,
+            # 3 intervals after the holder's last heartbeat, which came before the cut: at most
+            # 2.4 s after it, plus the probe and the bind; the issue's 3 s (1 s intervals missed it:
+            # 3.00-3.05 s).
+            new, took = timed_wait(lambda: wlab.holder(vip, exclude=[holder]), DEATH_TO_BIND, 0.02,
                                    "another host to bind the VIP", start=start)
             print(f"{holder} cut during the outage: {new} bound {vip} after {took:.2f}s")
             others = [n for n in ids if n not in (holder, new)]

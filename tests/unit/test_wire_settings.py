@@ -21,7 +21,7 @@ def config(**env: str):
 def test_defaults() -> None:
     c = config()
     assert (c.fault_policy, c.wire_port, c.wire_interval, c.wire_peers, c.wire_key_file, c.wire_address) == (
-        "arbitrate", 1314, 1.0, (), "", "")
+        "arbitrate", 1314, 0.8, (), "", "")
 
 
 def test_good_values(tmp_path: Path) -> None:
