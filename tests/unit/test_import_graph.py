@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import pathlib
+import sys
 
 import pytest
 
@@ -132,6 +133,31 @@ def test_the_adapters_and_etcd_layers_know_no_process() -> None:
         if name.startswith(("link.adapters", "link.etcd")):
             processes = {t for t in targets if t.startswith(("link.worker", "link.supervisor", "link.api", "link.agent"))}
             assert processes == set(), f"{name} imports {sorted(processes)}"
+
+
+WIRE_MAY_IMPORT = ("link.wire", "link.vocabulary", "link.security_settings")
+
+
+def wire_rule_breaches(name: str) -> set[str]:
+    """What `name` imports beyond the standard library, link.wire, link.vocabulary and
+    link.security_settings (the `link` package itself counts as nothing)."""
+    ours = {t for t in import_graph()[name] if t != "link" and not t.startswith(WIRE_MAY_IMPORT)}
+    tree = ast.parse(modules()[name].read_text())
+    tops = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    tops |= {node.module.split(".")[0] for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    return ours | {t for t in tops if t not in sys.stdlib_module_names and t not in ("link", "__future__")}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in modules() if n == "link.wire" or n.startswith("link.wire.")))
+def test_the_wire_package_imports_only_the_standard_library_and_the_vocabulary(name: str) -> None:
+    # The wire's codec, table and rules are pure: the supervisor holds the socket, a worker
+    # applies the rules, and both can be tested on faked datagrams and clocks.
+    assert wire_rule_breaches(name) == set()
+
+
+def test_the_wire_rule_sees_a_breach() -> None:
+    assert "link.config" in wire_rule_breaches("link.supervisor.wire_link")
 
 
 @pytest.mark.parametrize("name", sorted(modules()))
