@@ -1,15 +1,15 @@
 """The heartbeat datagram: one per peer per interval, every VIP the sender competes for in it.
 
-Layout (network byte order), 31 bytes of header, then the entries, then the MAC if any:
+Layout (network byte order), 26 bytes of header, the host name, then the entries, then the MAC if any:
 
     magic "LKW" | version (1) | flags (1) | boot id (8) | sequence (8) | interval ms (2)
-    | entry count (2) | host length (1) | host (UTF-8, at most 64 bytes)
+    | entry count (2) | host length (1) | host (UTF-8, at most 253 bytes)
     entry: family (1: 4 or 6) | address (4 or 16) | prefix length (1) | bits (1) | priority (1)
     [HMAC-SHA256 over everything before it (32), when flags has SIGNED]
 
 An IPv4 entry is 8 bytes, an IPv6 one 20: MAX_VIPS (1000) IPv6 VIPs make about 20 KB, well
-inside one UDP datagram (65507 bytes). The boot id is the sender's start time in microseconds
-and the sequence counts up from 1 within one boot: (boot id, sequence) only grows, so a
+inside one UDP datagram (65507 bytes). The boot id grows with each start of the sender (a
+counter it stores, at least its start time in microseconds) and the sequence counts up from 1 within one boot: (boot id, sequence) only grows, so a
 datagram seen again (replayed, or reordered by the network) is told apart from a new one.
 Decoding is strict: anything short, long, of another version or with a bad MAC is refused
 with WireError, whose `reason` is the metric label of the drop.

@@ -32,8 +32,9 @@ def parse_peers(raw: str, port: int) -> tuple[Endpoint, ...]:
 
 
 def parse_address(raw: str) -> str:
-    """WIRE_ADDRESS: the address this host's heartbeats come from and peers send to ("" : the
-    first address of INTERFACE that link did not put there)."""
+    """WIRE_ADDRESS: the address peers send this host's heartbeats to (published in etcd), and the
+    one the heartbeat socket is bound to, so its heartbeats come from it too ("": the socket
+    listens on every address of INTERFACE and INTERFACE's first IPv4 address is published)."""
     text = raw.strip()
     if not text:
         return ""
