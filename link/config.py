@@ -10,6 +10,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from link.scripts import ScriptRefused, check_scripts_dir
+from link.vocabulary import fault_policies
 from link.wire import settings as wire_settings
 from link.wire.peers import Endpoint
 from link.security_settings import (
@@ -85,7 +86,7 @@ class Config:
     health_check_interval: float = 1.0
     health_check_timeout: float = 1.0
     fail_count_before_failover: int = 3
-    fault_policy: str = "arbitrate"
+    fault_policy: str = fault_policies.DEFAULT.value
     priority: int = 10
     preempt: bool = True
     preempt_delay: float = 3.0
@@ -181,7 +182,7 @@ def parse_etcd_hosts(raw: str) -> tuple[EtcdEndpoint, ...]:
     return tuple(endpoints)
 
 
-FAULT_POLICIES = ("arbitrate", "activate", "keep", "release")  # the first is the default
+FAULT_POLICIES = fault_policies.NAMES  # the first is the default
 LOGGER_TYPES = ("text", "json")
 
 

@@ -13,7 +13,7 @@ import re
 from typing import Any, Callable, Mapping
 
 from link.checks import CheckError, validate_checks
-from link.config import FAULT_POLICIES
+from link.vocabulary.fault_policies import NAMES as FAULT_POLICIES
 from link.vocabulary import binder_kinds
 from link.vocabulary.binder_kinds import SettingError
 from link.vocabulary.json_values import json_type_name as json_type_name  # re-exported: link.supervisor.store

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 60.0  # above the agent's own 30 s wait on its supervisor, so its 503 wins
-FAULT_POLICIES = ("arbitrate", "activate", "keep", "release")  # link.config's, not imported: the client stays stdlib-only
+FAULT_POLICIES = ("arbitrate", "activate", "keep", "release")  # link.vocabulary.fault_policies', not imported: the client stays stdlib-only
 EXAMPLE_ID = "vip-8c1e40e6-0f3a-4c5e-9a57-0b6a3a1c2d4e"
 
 EPILOG = f"""\

@@ -50,11 +50,14 @@ def _worker_summary(worker: object) -> str:
     return text
 
 
+WORKER_RUNNING = "RUNNING"  # link.supervisor.worker_states' name, not imported: the client stays stdlib-only
+
+
 def _status(ip: dict[str, Any]) -> str:
     status = clean(ip.get("status"))
     worker = ip.get("worker")
     # The state machine's status says nothing of a worker that keeps crashing: say it here.
-    if isinstance(worker, dict) and worker.get("state") not in (None, "RUNNING"):
+    if isinstance(worker, dict) and worker.get("state") not in (None, WORKER_RUNNING):
         status += f" (worker {clean(worker.get('state'))})"
     return status
 

@@ -36,6 +36,7 @@ from link.supervisor import observe
 from link.supervisor.ops import ProcessOps
 from link.supervisor.records import VipRecord
 from link.supervisor.worker_states import TRANSITIONS, WorkerEvent, WorkerState
+from link.vocabulary.vip_states import State
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def crashed(record: VipRecord, pid: int, code: int, now: float) -> None:
         record.error = f"worker exited with {code} after {ran:.0f}s" + (" (hung)" if hung else "")
     record.restarts += 1
     was = record.status
-    record.status, record.holder, record.since = "BOOTING", None, time.time()
+    record.status, record.holder, record.since = State.BOOTING.value, None, time.time()
     if record.boot_failures >= MAX_BOOT_FAILURES:
         # boot_failures stays at the maximum: a retry that fails too is FATAL again at once.
         delay = fatal_retry_delay()

@@ -10,6 +10,7 @@ from typing import Any
 from link.config import Config
 from link.supervisor.worker_states import WorkerState
 from link.vocabulary.vip import VipSpec
+from link.vocabulary.vip_states import State
 
 MAX_EVENTS = 100  # events kept per VIP (GET /ips/<id>/events)
 
@@ -22,7 +23,7 @@ def iso(timestamp: float) -> str:
 class VipRecord:
     spec: VipSpec
     since: float
-    status: str = "BOOTING"
+    status: str = State.BOOTING.value  # the plain string, as the worker reports it
     holder: str | None = None
     pid: int | None = None
     conn: Connection | None = None

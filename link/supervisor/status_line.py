@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from link.supervisor.records import VipRecord
+from link.supervisor.worker_states import WorkerState
 from link.vocabulary.vip_states import SUMMARY_ORDER
 
 DURATION_STEP = 10  # seconds: the outage's length is shown in these steps, so the line
 #                     (and the datagram to systemd) changes every 10 s, not every second
 STATE_ORDER = tuple(state.value for state in SUMMARY_ORDER)
-TROUBLE = ("FATAL", "HUNG", "BACKOFF")  # worker process states worth a word in the line
+# worker process states worth a word in the line, by their plain names
+TROUBLE = tuple(state.value for state in (WorkerState.FATAL, WorkerState.HUNG, WorkerState.BACKOFF))
 
 
 def worker_state(record: VipRecord) -> str:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 from link.supervisor.records import VipRecord
 from link.supervisor.sd_notify import Notifier
 from link.supervisor.status_line import EtcdWatch, status_line, worker_state
+from link.supervisor.worker_states import WorkerState
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class SystemdLink:
 
     def not_ready(self, vips: dict[str, VipRecord]) -> list[str]:
         missing = [] if self.api_ready else ["the API"]
-        pending = [vips[i] for i in sorted(self.waiting or ()) if i in vips and worker_state(vips[i]) != "FATAL"]
+        pending = [vips[i] for i in sorted(self.waiting or ()) if i in vips and worker_state(vips[i]) != WorkerState.FATAL.value]
         if self.waiting is not None:
             self.waiting = {r.id for r in pending}
         if pending:

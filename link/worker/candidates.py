@@ -51,7 +51,7 @@ class Candidate:
 
     @property
     def healthy(self) -> bool:
-        return self.state != "FAILING"
+        return self.state != State.FAILING
 
     def to_api(self) -> dict[str, Any]:
         return {"host": self.host, "priority": self.priority, "state": self.state}

@@ -25,7 +25,7 @@ from link.worker.candidates import (DEFAULT_PRIORITY, BadCandidate, Candidate, b
 from link.worker.candidates import candidates_prefix as info_prefix
 from link.etcd.port import EtcdError, EtcdPort, EtcdUnavailable, KeyInfo, LeaseNotFound
 from link.etcd.values import OncePerKey, as_name, plain_name, shown
-from link.vocabulary.vip_states import Event
+from link.vocabulary.vip_states import Event, State
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Election:
         self.bad_keys = OncePerKey(vip)  # what was wrong with which key, said once
         self.leaseless_takeovers = 0  # locks without a lease this worker took over
 
-    def run_cycle(self, eligible: bool = True, state: str = "STANDBY", lock_unchanged: bool = False) -> CycleResult:
+    def run_cycle(self, eligible: bool = True, state: str = State.STANDBY.value, lock_unchanged: bool = False) -> CycleResult:
         """Refresh the lease, then decide: elected, demoted, fault, or nothing yet.
 
         `eligible` is False while the VIP is FAILING (or just handed over): the host keeps its

@@ -25,6 +25,7 @@ from link.worker.binders import Binder, BinderFactory
 from link.worker.claim_guard import ClaimGuard, peers_by_mac
 from link.worker.election import CycleResult, Election
 from link.etcd.port import EtcdError, EtcdPort
+from link.vocabulary.fault_policies import FaultPolicy
 from link.vocabulary.vip_states import Event, State
 from link.worker.fsm import StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
@@ -181,12 +182,13 @@ class Worker:
 
     def _apply_fault_policy(self, result: CycleResult) -> CycleResult:
         """FAULT_POLICY turns a `fault` into LinK's rule (activate), nothing (keep), a release, or what the wire decides."""
-        if self.fault_policy == "arbitrate":
+        if self.fault_policy == FaultPolicy.ARBITRATE:
             assert self.election is not None
-            return self.wire.apply(result, failures=self.election.failures, state=self.fsm.state, priority=self._priority())
-        if result.event is not Event.FAULT or self.fault_policy == "activate":
+            return self.wire.apply(result, failures=self.election.failures, state=self.fsm.state, priority=self._priority(),
+                                   lease=float(self.config.lease_ttl))
+        if result.event is not Event.FAULT or self.fault_policy == FaultPolicy.ACTIVATE:
             return result
-        if self.fault_policy == "keep":
+        if self.fault_policy == FaultPolicy.KEEP:
             return CycleResult(None, f"{result.sentence}; keeping the current state (fault policy keep)", result.holder)
         return CycleResult(Event.DEMOTED, f"{result.sentence}; releasing the VIP (fault policy release)", None)
 

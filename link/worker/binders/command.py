@@ -29,6 +29,7 @@ from link.config import Config
 from link.scripts import HIDDEN_VARIABLES, ProgramPolicy, ScriptRefused
 from link.vocabulary.binder_kinds import COMMAND
 from link.vocabulary.vip import VipSpec
+from link.vocabulary.vip_states import State
 from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,8 @@ def summarize(output: bytes) -> str:
 
 class CommandBinder:
     kind = COMMAND.name
-
     announces = False  # the user's program owns how clients find the VIP
+
     def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], priority: Callable[[], int], *,
                  base_env: Mapping[str, str] | None = None, runner_options: dict[str, Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, programs: ProgramPolicy | None = None) -> None:
@@ -94,9 +95,9 @@ class CommandBinder:
     def activate(self, reason: str = "") -> None:
         self._active = True
         self._next_ensure = self._clock() + self.ensure_interval
-        self.runner.submit(self._action("activate", "ACTIVATED", reason))
+        self.runner.submit(self._action("activate", State.ACTIVATED.value, reason))
 
-    def deactivate(self, state: str = "STANDBY", reason: str = "") -> None:
+    def deactivate(self, state: str = State.STANDBY.value, reason: str = "") -> None:
         # Only a VIP this worker activated is deactivated: a host that boots as a standby
         # runs nothing (its deactivate could undo what the holder's activate did).
         if not self._active:
@@ -107,7 +108,7 @@ class CommandBinder:
     def ensure(self) -> None:
         if not self._active or "ensure" not in self.argv or self._clock() < self._next_ensure:
             return
-        if self.runner.submit_if_idle(self._action("ensure", "ACTIVATED", "periodic ensure")):
+        if self.runner.submit_if_idle(self._action("ensure", State.ACTIVATED.value, "periodic ensure")):
             self._next_ensure = self._clock() + self.ensure_interval
 
     def next_due(self) -> float | None:
@@ -122,10 +123,10 @@ class CommandBinder:
     def packets_sent(self) -> int:
         return 0  # the user's program announces what it moves, if anything
 
-    def close(self, wait: float = 0.0) -> None:
     def announce_once(self) -> None:
         pass  # announces is False: never asked
 
+    def close(self, wait: float = 0.0) -> None:
         if not self.runner.close(wait):
             with self._proc_lock:
                 proc = self._proc

@@ -28,6 +28,7 @@ from link import __version__
 from link.config import Config, origin
 from link.vocabulary.binder_kinds import WEBHOOK
 from link.vocabulary.vip import VipSpec
+from link.vocabulary.vip_states import State
 from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
 
 logger = logging.getLogger(__name__)
@@ -98,8 +99,8 @@ def _where(parts: SplitResult) -> str:
 
 class WebhookBinder:
     kind = WEBHOOK.name
-
     announces = False  # a web server is told, no neighbour
+
     def __init__(self, config: Config, spec: VipSpec, wake: Callable[[], None], *, runner_options: dict[str, Any] | None = None) -> None:
         settings = WEBHOOK.values(spec.binder_settings)  # its schema: link.vocabulary.binder_kinds
         self.url = str(settings["url"])
@@ -119,9 +120,9 @@ class WebhookBinder:
 
     def activate(self, reason: str = "") -> None:
         self._active = True
-        self.runner.submit(Action("activate", "ACTIVATED", reason))
+        self.runner.submit(Action("activate", State.ACTIVATED.value, reason))
 
-    def deactivate(self, state: str = "STANDBY", reason: str = "") -> None:
+    def deactivate(self, state: str = State.STANDBY.value, reason: str = "") -> None:
         if not self._active:
             return  # never activated here: nothing to take back
         self._active = False
@@ -142,10 +143,10 @@ class WebhookBinder:
     def packets_sent(self) -> int:
         return 0  # a web server is told, no neighbour
 
-    def close(self, wait: float = 0.0) -> None:
     def announce_once(self) -> None:
         pass  # announces is False: never asked
 
+    def close(self, wait: float = 0.0) -> None:
         self.runner.close(wait)
 
     def _perform(self, action: Action, attempt: int) -> None:
