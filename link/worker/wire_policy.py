@@ -8,7 +8,11 @@ and tells the supervisor what this host's heartbeat must say of the VIP (`wire` 
 lock, eligible, priority, and the decision), only when that changes.
 
 A host that reaches etcd is left to the election; its heartbeat says whether it holds the
-lock. A host whose etcd calls fail, before KEEPALIVE_RETRY makes it a `fault`, already yields
+lock. One exception makes lock and wire agree when etcd comes back: a host that held the VIP on
+the wire's decision keeps it while the lock still names a host that the wire does not hear
+holding it (a holder that died during the outage: etcd renewed its lease when it restarted),
+until this host gets the lock (it campaigns once that lease expires), the lock holder is heard
+holding the VIP (then it yields at once), or two leases have passed. A host whose etcd calls fail, before KEEPALIVE_RETRY makes it a `fault`, already yields
 to a holder that has the lock: that one reached etcd, and the lock is not ours.
 """
 from __future__ import annotations
@@ -73,12 +77,13 @@ class WirePolicy:
         self.last_failure = CycleResult(None, "etcd not asked yet")  # the last failed cycle, judged again on a new view
         self._view_changed = False  # a view came during an outage: decide again now
         self._judged_at = 0.0  # (monotonic) when the last failed cycle was judged
+        self.after_outage: float | None = None  # when etcd answered again while this host held the VIP on the wire's word
 
     # -- what the supervisor says -------------------------------------------------------------
     def on_view(self, command: WireView) -> None:
         """Keep the view; during an outage the worker decides again at once (`due`)."""
         self.view = View(_heard(command.holders), _heard(command.candidates), command.holder_heard_at, command.interval)
-        self._view_changed = self.fault_since is not None
+        self._view_changed = self.fault_since is not None or self.after_outage is not None
 
     def attach(self, selector: selectors.BaseSelector) -> None:
         """The worker's selector: the capture's socket is in it while open, so that an ARP/NDP
@@ -89,18 +94,24 @@ class WirePolicy:
         """Whether the worker should judge its last failed cycle again now, on the wire alone
         (each turn of the worker's loop: the answers heard since the last turn are read first)."""
         if self.fault_since is None:
-            return False
+            # After the outage, a VIP kept beside a lock holder that is not heard: its binding,
+            # once heard, is judged at once (the worker yields then, not at its next cycle).
+            return self._view_changed and self.after_outage is not None
         self._drain(now)
         when = self.next_due()
         return self._view_changed or (when is not None and now >= when)
 
     # -- the cycle ----------------------------------------------------------------------------
-    def apply(self, result: CycleResult, *, failures: int, state: State, priority: int) -> CycleResult:
-        """The cycle's result under arbitrate: unchanged while etcd answers; the wire's verdict during a fault."""
+    def apply(self, result: CycleResult, *, failures: int, state: State, priority: int, lease: float = 0.0) -> CycleResult:
+        """The cycle's result under arbitrate: unchanged while etcd answers (but see _lock_and_wire);
+        the wire's verdict during a fault. `lease`: the etcd lease's length in seconds."""
         now = self.clock()
         if failures == 0:
+            held = self.fault_since is not None and self.verdict is not None and self.verdict.holds
             self._etcd_answers()
-            return result
+            if held and state is State.ACTIVATED:
+                self.after_outage = now
+            return self._lock_and_wire(result, state, now, lease)
         if self.fault_since is None:
             self.fault_since = now
         self.last_failure, self._view_changed, self._judged_at = result, False, now
@@ -117,6 +128,31 @@ class WirePolicy:
         if event is None:
             return CycleResult(None, f"{result.sentence}; {verdict.sentence}", result.holder)
         return CycleResult(event, f"{result.sentence}; {verdict.sentence} (fault policy arbitrate)", verdict.holder)
+
+    def _lock_and_wire(self, result: CycleResult, state: State, now: float, lease: float) -> CycleResult:
+        """etcd answers again and this host holds the VIP on the wire's decision: a DEMOTED because
+        the lock names a host the wire does not hear holding the VIP is not obeyed (it would leave
+        the VIP with no holder until that lease expires); the election's word is kept otherwise."""
+        self.last_failure, self._view_changed = result, False  # judged again (due) when the view changes
+        if self.after_outage is None:
+            return result
+        holder = result.holder
+        if state is not State.ACTIVATED or result.event is Event.ELECTED:
+            self.after_outage = None  # the lock is this host's now, or it no longer holds the VIP
+            return result
+        if result.event is not Event.DEMOTED or result.hand_over or holder in (None, self.hostname):
+            return result
+        if any(h.host == holder for h in self.view.holders):
+            logger.info("%s: %s holds the lock and is heard holding the VIP: yielding", self.address, holder)
+            self.after_outage = None
+            return result
+        if now - self.after_outage > 2 * lease:
+            logger.warning("%s: %s still holds the lock %.1fs after etcd came back without being heard on the wire: "
+                           "yielding to etcd", self.address, holder, now - self.after_outage)
+            self.after_outage = None
+            return result
+        return CycleResult(None, f"{result.sentence}, but the wire does not hear it hold the VIP (a lease that outlived "
+                           "the outage?): keeping the VIP until this host gets the lock or that host binds", holder)
 
     def next_due(self) -> float | None:
         """When a standby's wait may end (the worker runs a cycle then); None: nothing to wait for."""

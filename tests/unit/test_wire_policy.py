@@ -220,3 +220,49 @@ def test_the_worker_runs_a_cycle_when_the_silence_ends_not_at_the_next_tick(host
     store.recover()
     assert cycle(h2)[0] is State.STANDBY  # etcd answers: the election decides, the wire has nothing due
     assert h2.worker.wire.next_due() is None and not h2.worker.wire.due(last_heard + 60)
+
+
+def took_it_on_the_wire(hosts: Callable[..., Host]) -> tuple[FakeEtcd, Clock, Host, Host, int]:
+    """h1 holds the lock and dies during an outage; h2 takes the VIP on the wire's decision;
+    etcd comes back with h1's lease still there (etcd renews leases when it restarts)."""
+    store, clock, h1, h2, _ = two_hosts(hosts)
+    dead_lease = h1.worker.election.lease_id
+    store.fail(DEADLINE)
+    fail(h1, h2, clock)
+    last_heard = clock.now
+    h1.close()
+    view(h2, [], [], last_heard)
+    clock.now = last_heard + 3.0
+    assert cycle(h2, wire_only=True)[0] is State.ACTIVATED
+    store.recover()
+    assert store.keys[LOCK].value == "h1"
+    return store, clock, h1, h2, dead_lease
+
+
+def test_etcd_back_a_lock_of_a_host_the_wire_does_not_hear_does_not_unbind_the_wire_holder(hosts: Callable[..., Host]) -> None:
+    store, clock, h1, h2, dead_lease = took_it_on_the_wire(hosts)
+    for _ in range(3):  # until the dead host's lease expires, the VIP keeps its holder
+        clock.now += h2.worker.config.tick
+        assert cycle(h2)[0] is State.ACTIVATED and h2.binder.bound
+    store.expire(dead_lease)
+    clock.now += h2.worker.config.tick
+    assert cycle(h2)[0] is State.ACTIVATED and store.keys[LOCK].value == "h2"
+    assert h2.worker.wire.after_outage is None
+
+
+def test_etcd_back_the_wire_holder_yields_at_once_when_the_lock_holder_is_heard_binding(hosts: Callable[..., Host]) -> None:
+    store, clock, h1, h2, _ = took_it_on_the_wire(hosts)
+    clock.now += h2.worker.config.tick
+    assert cycle(h2)[0] is State.ACTIVATED
+    view(h2, [{"host": "h1", "priority": 10, "lock": True}], [], clock.now)  # h1's lock, and h1 binds
+    assert h2.worker.wire.due(clock.now), "judged at once, not at the next cycle"
+    assert cycle(h2, wire_only=True)[0] is State.STANDBY and not h2.binder.bound
+
+
+def test_etcd_back_the_keep_beside_an_unheard_lock_holder_lasts_two_leases_at_most(hosts: Callable[..., Host]) -> None:
+    store, clock, h1, h2, _ = took_it_on_the_wire(hosts)
+    lease = h2.worker.config.lease_ttl
+    clock.now += h2.worker.config.tick
+    assert cycle(h2)[0] is State.ACTIVATED
+    clock.now += 2 * lease + 0.1  # a lock holder that is alive but never heard (no wire between them)
+    assert cycle(h2)[0] is State.STANDBY
