@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from link import probe_budget
 from link.scripts import ScriptRefused, check_scripts_dir
 from link.vocabulary import fault_policies
 from link.wire import settings as wire_settings
@@ -98,6 +99,9 @@ class Config:
     webhook_allowed_urls: tuple[str, ...] = ()
     # Most VIPs this agent takes (each is a process; the benchmark's 2-core hosts broke at 200).
     max_vips: int = DEFAULT_MAX_VIPS
+    # Probe frames per second for all this host's VIPs (link.probe_budget): each VIP's probe
+    # period is max(2 s, VIPs / this), so 1000 VIPs do not send 500 broadcast ARP per second.
+    claim_probe_rate: float = probe_budget.DEFAULT_RATE
     # The heartbeat between agents (link.wire): its UDP port, period, static peers, HMAC key file
     # (the key is read by the supervisor, never kept here) and the address peers send to.
     wire_port: int = wire_settings.DEFAULT_PORT
@@ -149,6 +153,19 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
+    return value
+
+
+def _rate(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number (per second)") from None
+    if not lo <= value <= hi:  # also refuses nan and inf
+        raise ConfigError(f"{name}={raw!r} is out of range ({lo:g}..{hi:g} per second)")
     return value
 
 
@@ -316,6 +333,7 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         script_user=parse_script_user(env.get("SCRIPT_USER", "")),
         webhook_allowed_urls=parse_webhook_allowed_urls(env.get("WEBHOOK_ALLOWED_URLS", "")),
         max_vips=_int(env, "MAX_VIPS", DEFAULT_MAX_VIPS, 1, MAX_MAX_VIPS),
+        claim_probe_rate=_rate(env, "CLAIM_PROBE_RATE", probe_budget.DEFAULT_RATE, probe_budget.MIN_RATE, probe_budget.MAX_RATE),
         wire_port=wire_port,
         wire_interval=_duration(env, "WIRE_INTERVAL", 0.8, 0.1, 10.0),
         wire_peers=wire_settings.parse_peers(env.get("WIRE_PEERS", ""), wire_port),

@@ -17,7 +17,7 @@ from typing import Any, Callable, cast
 
 from setproctitle import setproctitle
 
-from link import logs
+from link import logs, probe_budget
 from link.vocabulary import protocol
 from link.config import Config, ConfigError
 from link.vocabulary.protocol import (BinderReport, BootFailed, CandidatesDone, ClaimReport, FailoverDone, Heartbeat, Message,
@@ -192,6 +192,7 @@ class Arbiter:
         self.vips_changed()
 
     def vips_changed(self) -> None:
+        probe_budget.set_vips(len(self.vips))  # the workers' probe periods follow (link.probe_budget)
         setproctitle(f"link: supervisor {self.config.hostname} on {self.config.interface} ({len(self.vips)} vips)")
 
     def _watch(self, conn: Connection, record: VipRecord | None) -> None:

@@ -21,6 +21,7 @@ import selectors
 import time
 from typing import Any, Callable
 
+from link import probe_budget
 from link.adapters.capture import ClaimCapture, host_macs
 from link.etcd.port import EtcdError, EtcdPort
 from link.etcd.values import as_name
@@ -29,7 +30,7 @@ from link.vocabulary.claim_events import ClaimNote
 from link.warn_throttle import WarningThrottle
 from link.vocabulary.protocol import ClaimReport, Message
 from link.worker.binders import Binder
-from link.worker.claim_watch import Change, Claim, ClaimState, ClaimWatch
+from link.worker.claim_watch import Change, Claim, ClaimState, ClaimTiming, ClaimWatch
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class ClaimGuard:
     def __init__(self, vip: str, interface: str, send: Callable[[Message], None], metrics: Callable[[], dict[str, Any]],
                  peers: Callable[[], dict[str, str]], clock: Callable[[], float] = time.monotonic,
                  open_capture: Callable[[str, str], ClaimCapture] = ClaimCapture,
-                 own_macs: Callable[[], set[str]] = host_macs) -> None:
+                 own_macs: Callable[[], set[str]] = host_macs, probe_rate: float = probe_budget.DEFAULT_RATE) -> None:
         self.vip = vip
         self.address = vip.split("/")[0]
         self.interface = interface
@@ -70,6 +71,7 @@ class ClaimGuard:
         self.clock = clock
         self.open_capture = open_capture
         self.own_macs = own_macs  # this host's other interfaces are no claimant (see host_macs)
+        self.probe_rate = probe_rate  # CLAIM_PROBE_RATE: link.worker.entry sets the agent's
         self.capture: ClaimCapture | None = None
         self.watch: ClaimWatch | None = None
         self.rightful = False
@@ -137,6 +139,10 @@ class ClaimGuard:
         if self.watch is not None:
             self.watch.reannounce_now(reason)
 
+    def probe_period(self) -> float:
+        """The period of this VIP's probe while no claim lives: the host's budget shared."""
+        return probe_budget.probe_period(ClaimTiming.probe_every, self.probe_rate)
+
     def counters(self) -> dict[str, int]:
         return {"detections": self.detections, "probes": self.probes, "reannounces": self.reannounces}
 
@@ -163,7 +169,8 @@ class ClaimGuard:
             return
         self._failed_open = False
         self.capture = capture
-        self.watch = ClaimWatch({capture.mac, *self.own_macs()}, self.clock, label=f"{self.vip}: ")
+        self.watch = ClaimWatch({capture.mac, *self.own_macs()}, self.clock, label=f"{self.vip}: ",
+                                idle_period=self.probe_period)
         self.watch.set_rightful(self.rightful)
         if self._selector is not None:
             self._selector.register(capture, selectors.EVENT_READ)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from link import state_diagram
+from link import probe_budget, state_diagram
 from link.adapters.capture import Sighting
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClaimTiming:
-    probe_every: float = 2.0  # while ACTIVATED and nothing is seen: a silent claimant found within ~2 s
+    probe_every: float = 2.0  # while ACTIVATED and nothing is seen, at most (the host's budget may stretch it)
     probe_fast: float = 0.25  # while a claim lives
     quiet_after: float = 0.8  # no sighting for this long (3 fast probes unanswered): QUIET
     expires_after: float = 3.0  # no sighting for this long: the claim is over
@@ -98,15 +99,20 @@ class Change:
 
 class ClaimWatch:
     def __init__(self, own_macs: Iterable[str], clock: Callable[[], float], timing: ClaimTiming = ClaimTiming(),
-                 label: str = "") -> None:
+                 label: str = "", idle_period: Callable[[], float] | None = None,
+                 draw: Callable[[], float] = random.random) -> None:
+        """`idle_period`: the probe period while no claim lives, asked at each probe (the
+        host's budget, link.probe_budget; timing.probe_every without one); `draw`: the random
+        phase of the first probe, in [0, 1) of that period."""
         self.own = {mac.lower() for mac in own_macs}
         self.clock = clock
         self.timing = timing
+        self.idle_period = idle_period or (lambda: timing.probe_every)
         self.label = label
         self.claims: dict[str, Claim] = {}
         self.rightful = False
         self.detections = 0
-        self._next_probe = clock() + timing.probe_every
+        self._next_probe = clock() + probe_budget.first_delay(self.idle_period(), draw)
         self._reannounce_at: float | None = None
         self._reannounce_reason = ""
         self._follow_up = False  # the next re-announce is the one after the clients' locktime
@@ -187,7 +193,8 @@ class ClaimWatch:
         now = self.clock()
         if now < self._next_probe:
             return False
-        self._next_probe = _after(self._next_probe, self.timing.probe_fast if self.claims else self.timing.probe_every, now)
+        # Fast while a claim lives (only the VIPs with a claim: the budget is for the quiet ones).
+        self._next_probe = _after(self._next_probe, self.timing.probe_fast if self.claims else self.idle_period(), now)
         return True
 
     def reannounce_due(self) -> str | None:

@@ -50,7 +50,9 @@ def build_worker(config: Config, spec: VipSpec, conn: Connection) -> Worker:
     def binder(wake: Callable[[], None], priority: Callable[[], int]) -> Binder:
         return make_binder(config, spec, wake, priority)
 
-    return Worker(config, spec, conn, etcd=GrpcEtcd.from_config(config), binder=binder, clock=time.monotonic)
+    worker = Worker(config, spec, conn, etcd=GrpcEtcd.from_config(config), binder=binder, clock=time.monotonic)
+    worker.claims.probe_rate = config.claim_probe_rate  # the host's probe budget (link.probe_budget)
+    return worker
 
 
 def worker_main(config: Config, spec: VipSpec, conn: Connection, parent_pid: int) -> NoReturn:

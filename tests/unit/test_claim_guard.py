@@ -292,3 +292,17 @@ def test_a_flood_of_forged_claimants_is_warned_about_at_a_bounded_rate(caplog: p
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and "more claims in the last 10s not logged" in warnings[1]
     assert len([r for r in rig.claims() if r.event == "foreign_claim"]) == 40  # each is still an event
+
+
+def test_the_watch_probes_at_the_host_s_budget() -> None:
+    from link import probe_budget
+
+    rig = Rig()
+    rig.guard.probe_rate = 10.0
+    before = probe_budget.vips()
+    probe_budget.set_vips(500)
+    try:
+        rig.guard.run_due(True)
+        assert rig.guard.watch is not None and rig.guard.watch.idle_period() == 50.0
+    finally:
+        probe_budget.set_vips(before)
