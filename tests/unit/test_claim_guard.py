@@ -306,3 +306,13 @@ def test_the_watch_probes_at_the_host_s_budget() -> None:
         assert rig.guard.watch is not None and rig.guard.watch.idle_period() == 50.0
     finally:
         probe_budget.set_vips(before)
+
+
+def test_every_claim_event_is_documented_in_the_readme() -> None:
+    import pathlib
+
+    from link.vocabulary.claim_events import ClaimNote
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### On the wire: duplicate claims", 1)[1].split("\n### ", 1)[0]
+    assert [note.value for note in ClaimNote if f"`{note.value}`" not in section] == []
