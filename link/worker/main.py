@@ -3,7 +3,8 @@
 Runs in a child forked by the supervisor. Its seams (the etcd port, the binder, the clock) are
 given to it: link.worker.entry wires the real ones after the fork, unit tests fakes.
 Its pipe to the supervisor is a SupervisorChannel it holds: the commands it gets are handled
-here (`_on_*`), and it reports its state, its binder's status and its numbers through it.
+by its SupervisorCommands (link.worker.commands), and it reports its state, its binder's
+status and its numbers through the channel.
 """
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ from typing import Any, Callable
 
 from setproctitle import setproctitle
 
-from link import logs
 from link.config import Config
-from link.vocabulary.protocol import (BinderReport, CandidatesDone, FailoverDone, HandOver, LogLevel, MetricsReport, Priority,
-                           ReadCandidates, Reannounce, Settings, StateReport, Stop, WireView)
+from link.vocabulary.protocol import BinderReport, MetricsReport, StateReport
 from link.scripts import ProgramPolicy
 from link.vocabulary.vip import VipSpec
 from link.worker.binders import Binder, BinderFactory
+from link.worker.commands import SupervisorCommands
 from link.worker.claim_guard import ClaimGuard, peers_by_mac
 from link.worker.election import CycleResult, Election
 from link.etcd.port import EtcdError, EtcdPort
@@ -49,12 +49,8 @@ class Worker:
         self.clock = clock
         self.spec = spec
         self.vip = spec.ip
-        self.link = SupervisorChannel(conn, {
-            Stop: lambda _: self.request_stop("asked by the supervisor"), Settings: self._on_settings,
-            LogLevel: lambda command: logs.set_level(command.level), Priority: self._on_priority,
-            ReadCandidates: self._on_read_candidates, HandOver: self._on_hand_over, WireView: lambda c: self.wire.on_view(c),
-            Reannounce: self._on_reannounce,
-        }, self.request_stop)
+        self.commands = SupervisorCommands(self)  # what each command from the supervisor does
+        self.link = SupervisorChannel(conn, self.commands.table(), self.request_stop)
         self.fault_policy = spec.fault_policy or config.fault_policy
         self.wire = WirePolicy(config.hostname, config.interface, spec.ip, clock)  # FAULT_POLICY=arbitrate
         self.stopping = ""
@@ -72,7 +68,7 @@ class Worker:
             on_enter={State.ACTIVATED: self._enter_activated, State.STANDBY: self._enter_standby, State.FAILING: self._enter_failing},
             label=f"{self.vip} ",
         )
-        self.health = HealthMonitor(list(spec.checks), self._check_interval(spec), config.health_check_timeout, self._wake,
+        self.health = HealthMonitor(list(spec.checks), self.check_interval(spec), config.health_check_timeout, self._wake,
                                     ProgramPolicy.from_config(config), label=self.vip)
         self.judge = HealthJudge(config.fail_count_before_failover)
         self.metrics = WorkerMetrics(clock=clock)
@@ -96,7 +92,7 @@ class Worker:
             return self.election.priority
         return self.config.priority if self.spec.priority is None else self.spec.priority
 
-    def _check_interval(self, spec: VipSpec) -> float:
+    def check_interval(self, spec: VipSpec) -> float:
         return spec.healthcheck_interval or self.config.health_check_interval
 
     def start_election(self) -> None:
@@ -112,6 +108,10 @@ class Worker:
 
     def _on_lock_change(self) -> None:
         self._lock_dirty = True  # the next cycle reads the lock instead of trusting the last read
+        self.look_now()
+
+    def look_now(self) -> None:
+        """Run an election cycle now rather than at the next tick."""
         self._lock_changed = True
         self._wake()
 
@@ -129,7 +129,7 @@ class Worker:
     def run(self) -> None:
         assert self.election is not None and self.binder is not None
         next_cycle = self.clock()
-        self._report()
+        self.report()
         # One selector for the worker's life: multiprocessing's wait() builds and tears down
         # a new one on every call, a cost paid on every tick of every idle VIP.
         with selectors.DefaultSelector() as selector:
@@ -178,7 +178,7 @@ class Worker:
             if event is not None and self.fsm.handle(event, reason):
                 if self.fsm.state is State.FAILING:
                     self.holder = None
-                self._report(event, reason)
+                self.report(event, reason)
 
     def _apply_fault_policy(self, result: CycleResult) -> CycleResult:
         """FAULT_POLICY turns a `fault` into LinK's rule (activate), nothing (keep), a release, or what the wire decides."""
@@ -197,7 +197,7 @@ class Worker:
         result = self._apply_fault_policy(self.wire.last_failure if wire_only else self._run_election())
         if result.hand_over:
             self._log_cycle(result)
-            self._step_down(result.sentence)
+            self.step_down(result.sentence)
             return
         self._on_result(result)
 
@@ -226,15 +226,15 @@ class Worker:
                 # We held the VIP through the outage and won the lock when etcd came back:
                 # peers that also held it may have poisoned neighbour caches, announce again.
                 logger.info("%s: etcd is back and this host holds the lock: announcing again", self.vip)
-                self._ensure_bound(force_announce=True)
+                self.ensure_bound(force_announce=True)
         self._log_cycle(result)
         # Only the lock holder fights other claimants: elected, and etcd answered this cycle
         # (under `keep` a holder cut from etcd gets no event, its last one still says elected).
         self.claims.set_rightful(self.last_event is Event.ELECTED and not self.election.failures)
         if self.fsm.state is State.ACTIVATED:
-            self._ensure_bound()
+            self.ensure_bound()
         if changed:
-            self._report(result.event, result.sentence)
+            self.report(result.event, result.sentence)
         self._report_wire()
 
     def _log_cycle(self, result: CycleResult) -> None:
@@ -254,7 +254,7 @@ class Worker:
         else:
             logger.debug("%s %s: %s", self.vip, self.fsm.state.value, result.sentence)
 
-    def _step_down(self, reason: str) -> None:
+    def step_down(self, reason: str) -> None:
         """Hand the VIP over: unbind, then free the lock, then stay aside for two lease
         periods — long enough for a standby to take it, short enough that the VIP comes back
         here if none does (at least one host must bind it)."""
@@ -263,7 +263,7 @@ class Worker:
         self.holder = None
         self.fsm.handle(Event.DEMOTED, reason)
         logger.info("%s: %s", self.vip, self.election.give_up_lock())
-        self._report(Event.DEMOTED, reason)
+        self.report(Event.DEMOTED, reason)
 
     def _publish(self) -> None:
         if self.election is None:
@@ -273,62 +273,8 @@ class Worker:
         except EtcdError as exc:
             logger.debug("%s: could not publish state: %s (retried next cycle)", self.vip, exc)
 
-    # -- the supervisor's commands (handed over by self.link) --------------------------------
-    def _on_hand_over(self, command: HandOver) -> FailoverDone:
-        """POST /ips/<id>/failover: give the VIP to another host; answered with an HTTP status.
-
-        Unbind first, then free the lock: there is never a moment with two holders, and the
-        standbys' watch fires on the delete, so the moment with none is a few milliseconds.
-        """
-        assert self.election is not None
-        if self.fsm.state is not State.ACTIVATED:
-            held_by = f"; {self.holder} holds it" if self.holder and self.holder != self.config.hostname else ""
-            return FailoverDone(command.request, 409, f"this host does not hold {self.vip} (it is {self.fsm.state.value}"
-                                f"{held_by}): ask the holder")
-        try:
-            others = self.election.competitors()
-        except EtcdError as exc:
-            return FailoverDone(command.request, 503, f"cannot ask etcd which hosts compete for {self.vip}: {exc}")
-        if not others:
-            return FailoverDone(command.request, 409, f"no other host competes for {self.vip}: nobody would take it over")
-        self._step_down(f"failover requested: handing over to {' or '.join(others)}")
-        return FailoverDone(command.request, 204, "")
-
-    def _on_reannounce(self, command: Reannounce) -> None:
-        if self.fsm.state is State.ACTIVATED:
-            self._ensure_bound(force_announce=True, reason=command.reason)
-
-    def _on_priority(self, command: Priority) -> None:
-        """The host's priority changed (SIGUSR1/SIGUSR2/SIGHUP); a VIP's own priority wins."""
-        assert self.election is not None
-        host_priority = command.priority
-        if self.spec.priority is not None or self.election.priority == host_priority:
-            return
-        logger.info("%s: priority %d -> %d", self.vip, self.election.priority, host_priority)
-        self.election.priority = host_priority
-        self._report(None, f"priority is now {host_priority}")
-        self._lock_changed = True  # judge the election again with the new priority now
-        self._wake()
-
-    def _on_read_candidates(self, command: ReadCandidates) -> CandidatesDone:
-        assert self.election is not None
-        try:
-            return CandidatesDone(command.request, [c.to_api() for c in self.election.candidates()], "")
-        except EtcdError as exc:
-            return CandidatesDone(command.request, [], f"cannot read the candidates from etcd: {exc}")
-
-    def _on_settings(self, command: Settings) -> None:
-        """New checks apply at once; the VIP stays bound while they pass."""
-        self.spec = VipSpec.from_json({**self.spec.to_json(), **command.spec})
-        self.health.replace(list(self.spec.checks), self._check_interval(self.spec))
-        if not self.spec.checks and self.judge.failing:
-            self.judge.reset()
-            self.fsm.handle(Event.HEALTH_CHECK_SUCCESS, "health checks removed")
-            self._report(Event.HEALTH_CHECK_SUCCESS, "health checks removed")
-        logger.info("%s: health checks replaced (%d check(s))", self.vip, len(self.spec.checks))
-
     # -- reports to the supervisor ----------------------------------------------------------
-    def _report(self, event: Event | None = None, reason: str = "") -> None:
+    def report(self, event: Event | None = None, reason: str = "") -> None:
         state = self.fsm.state.value
         self._report_wire()  # first: a step-down goes out on the wire at once, before an etcd call that may wait
         self._publish()
@@ -363,7 +309,7 @@ class Worker:
 
     # -- enter-actions ----------------------------------------------------------------------
     def _enter_activated(self, old: State, event: Event, reason: str) -> None:
-        self._ensure_bound(force_announce=True, reason=reason)
+        self.ensure_bound(force_announce=True, reason=reason)
 
     def _enter_standby(self, old: State, event: Event, reason: str) -> None:
         self._unbind(State.STANDBY, reason)
@@ -373,7 +319,7 @@ class Worker:
         assert self.election is not None
         logger.info("%s: %s", self.vip, self.election.give_up_lock())
 
-    def _ensure_bound(self, force_announce: bool = False, reason: str = "") -> None:
+    def ensure_bound(self, force_announce: bool = False, reason: str = "") -> None:
         """force_announce: put the VIP in place (again) now; else only if it went away.
         The command and webhook binders only queue their action: nothing here waits on them."""
         assert self.binder is not None

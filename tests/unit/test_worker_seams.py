@@ -240,14 +240,14 @@ def test_while_the_watch_is_broken_every_cycle_reads_the_lock(hosts: Callable[..
 
 # ------------------------------------------------------------------ hold-off after a hand-over
 def hold_off(host: Host) -> float:
-    """What _step_down's docstring promises: two lease periods."""
+    """What step_down's docstring promises: two lease periods."""
     return 2 * host.worker.config.lease_ttl
 
 
 def test_after_a_failover_the_host_leaves_the_lock_for_two_leases_then_takes_it_back(hosts: Callable[..., Host]) -> None:
     store, clock, h1, h2 = holder_and_standby(hosts, "activate")
     handed = clock.now
-    answer = h1.worker._on_hand_over(HandOver(request=7))
+    answer = h1.worker.commands.hand_over(HandOver(request=7))
     assert (answer.request, answer.status) == (7, 204)
     assert h1.worker.fsm.state is State.STANDBY and not h1.binder.bound and LOCK not in store.keys
     h2.close()  # the standby it handed over to dies before taking the VIP: its lease is revoked
@@ -259,7 +259,7 @@ def test_after_a_failover_the_host_leaves_the_lock_for_two_leases_then_takes_it_
 
 def test_during_the_hold_off_the_other_host_takes_the_vip(hosts: Callable[..., Host]) -> None:
     store, clock, h1, h2 = holder_and_standby(hosts, "activate")
-    assert h1.worker._on_hand_over(HandOver(request=1)).status == 204
+    assert h1.worker.commands.hand_over(HandOver(request=1)).status == 204
     assert h1.cycle() is State.STANDBY
     assert h2.cycle() is State.ACTIVATED and store.keys[LOCK].value == "h2"
     clock.now += hold_off(h1)
