@@ -29,6 +29,7 @@ from link.config import Config
 from link.supervisor import observe
 from link.supervisor.records import VipRecord, iso
 from link.vocabulary.protocol import Message, Reannounce, WireReport, WireView
+from link.vocabulary.wire_views import WireEvent
 from link.wire import codec
 from link.wire.arbitration import Heard, View
 from link.wire.codec import Claim, Heartbeat, WireError
@@ -203,8 +204,8 @@ class WireLink:
             self.views.pop(record.ip, None)  # a new worker: it gets the current view at once
         if report.decision != (previous[1].decision if previous else None):
             # `link-client events`: what the wire decided, also when the state stays (keep, wait).
-            decision = report.decision or "etcd"
-            observe.add_event(record, record.status, f"wire_{decision}", report.reason or "etcd answers: the election decides",
+            observe.add_event(record, record.status, WireEvent.of(report.decision).value,
+                              report.reason or "etcd answers: the election decides",
                               frm=record.status, source="wire")
         self._update_views([record.ip])
         record.wire = self.document(record.ip)
@@ -353,8 +354,7 @@ class WireLink:
             if last is not None and (last.holders, last.candidates) == (view.holders, view.candidates):
                 continue
             self.views[vip] = view
-            self._send_to_worker(mine[0], WireView([h.to_json() for h in view.holders], [c.to_json() for c in view.candidates],
-                                                   view.holder_heard_at, view.interval))
+            self._send_to_worker(mine[0], WireView(view.holders, view.candidates, view.holder_heard_at, view.interval))
             mine[0].wire = self.document(vip)
 
     # -- what people see ----------------------------------------------------------------------

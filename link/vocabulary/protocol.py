@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, TypeVar, Union
 
 from link.vocabulary.vip import SettingNames
+from link.vocabulary.wire_views import HeardPeer
 
 
 class Family(enum.Enum):
@@ -73,9 +74,10 @@ _REGISTRY: dict[Family, dict[str | bool, type[Message]]] = {family: {} for famil
 # names of the keys a mapping field spreads over the top level of the message.
 WIRE = "wire"
 SPREAD = "spread"
+ITEMS = "items"  # a tuple of frozen dataclasses (this one), a list of plain dicts on the pipe
 
 
-@typing.dataclass_transform(frozen_default=True)
+@typing.dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def message(family: Family, kind: str | bool) -> Callable[[type[M]], type[M]]:
     """Make a class a frozen dataclass and register it as a message of `family` and `kind`."""
 
@@ -121,6 +123,27 @@ UPDATE_SETTINGS = SettingNames(update=True)
 def _spread(names: collections.abc.Sequence[str]) -> Any:
     # Not in the repr: a webhook binder's settings hold its secret, and no log line may.
     return field(default_factory=dict, metadata={SPREAD: names}, repr=False)
+
+
+def _item(cls: type[Any], raw: object, where: str) -> Any:
+    """One element of an ITEMS field, checked as strictly as a message's own fields."""
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{where}: an item is {raw!r:.50}")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    rest = dict(raw)
+    for f in dataclasses.fields(cls):
+        if f.name not in rest:
+            if f.default is dataclasses.MISSING:
+                raise ProtocolError(f"{where}: an item lacks {f.name!r}")
+            continue
+        value = rest.pop(f.name)
+        if not _accepts(hints[f.name])(value):
+            raise ProtocolError(f"{where}: an item's {f.name!r} is {value!r:.50}")
+        values[f.name] = value
+    if rest:
+        raise ProtocolError(f"{where}: an item has unknown field(s) {', '.join(map(repr, sorted(rest)))}")
+    return cls(**values)
 
 
 # -- API process -> supervisor: {"op": kind, "id": <int>, ...} ------------------------------
@@ -334,8 +357,8 @@ class ClaimReport(Message):
 class WireView(Message):
     """what the heartbeats say of the VIP, sent when it changes: live holders `[{"host", "priority", "lock"}]`, live eligible candidates, when a holder was last heard (monotonic), the heartbeat interval"""
 
-    holders: list[dict[str, Any]]
-    candidates: list[dict[str, Any]]
+    holders: tuple[HeardPeer, ...] = field(metadata={ITEMS: HeardPeer})
+    candidates: tuple[HeardPeer, ...] = field(metadata={ITEMS: HeardPeer})
     holder_heard_at: float | None
     interval: float
 
@@ -375,6 +398,8 @@ def encode(value: Message, request_id: int | None = None) -> dict[str, Any]:
         item = getattr(value, f.name)
         if SPREAD in f.metadata:
             wire.update(item)
+        elif ITEMS in f.metadata:
+            wire[f.name] = [dataclasses.asdict(i) for i in item]
         else:
             wire[f.metadata.get(WIRE, f.name)] = item
     return wire
@@ -400,6 +425,11 @@ def decode(wire: object, family: Family) -> Message:
                 raise ProtocolError(f"{family.label} {kind!r}: field {name!r} is missing")
             continue
         value = rest.pop(name)
+        if ITEMS in f.metadata:
+            if not isinstance(value, list):
+                raise ProtocolError(f"{family.label} {kind!r}: field {name!r} is {value!r:.50}")
+            values[f.name] = tuple(_item(f.metadata[ITEMS], raw, f"{family.label} {kind!r}: field {name!r}") for raw in value)
+            continue
         if not cls.checks[f.name](value):
             raise ProtocolError(f"{family.label} {kind!r}: field {name!r} is {value!r:.50}")
         values[f.name] = value

@@ -18,17 +18,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from link.vocabulary.wire_views import HeardPeer
 from link.wire.peers import DEAD_RATIO
 
-
-@dataclass(frozen=True)
-class Heard:
-    host: str
-    priority: int
-    lock: bool = False
-
-    def to_json(self) -> dict[str, object]:
-        return {"host": self.host, "priority": self.priority, "lock": self.lock}
+Heard = HeardPeer  # a live peer heard on the wire for one VIP (the type the worker is sent)
 
 
 @dataclass(frozen=True)

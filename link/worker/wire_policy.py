@@ -26,7 +26,7 @@ from link.adapters.capture import ClaimCapture, interface_mac
 from link.vocabulary.protocol import Message, WireReport, WireView
 from link.vocabulary.vip import address_of
 from link.vocabulary.vip_states import Event, State
-from link.wire.arbitration import Decision, Heard, Verdict, View, decide
+from link.wire.arbitration import Decision, Verdict, View, decide
 from link.worker.election import CycleResult
 
 logger = logging.getLogger(__name__)
@@ -49,10 +49,6 @@ class Capture(Protocol):
 
 def open_claim_capture(interface: str, address: str) -> Capture:
     return ClaimCapture(interface, address)
-
-
-def _heard(items: list[dict[str, Any]]) -> tuple[Heard, ...]:
-    return tuple(Heard(str(i.get("host", "")), int(i.get("priority", 255)), bool(i.get("lock"))) for i in items)
 
 
 class WirePolicy:
@@ -82,7 +78,7 @@ class WirePolicy:
     # -- what the supervisor says -------------------------------------------------------------
     def on_view(self, command: WireView) -> None:
         """Keep the view; during an outage the worker decides again at once (`due`)."""
-        self.view = View(_heard(command.holders), _heard(command.candidates), command.holder_heard_at, command.interval)
+        self.view = View(command.holders, command.candidates, command.holder_heard_at, command.interval)
         self._view_changed = self.fault_since is not None or self.after_outage is not None
 
     def attach(self, selector: selectors.BaseSelector) -> None:

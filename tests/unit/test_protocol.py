@@ -11,6 +11,7 @@ import pytest
 
 from link.vocabulary import protocol
 from link.vocabulary.protocol import Family, ProtocolError
+from link.vocabulary.wire_views import HeardPeer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -36,6 +37,9 @@ def every_message() -> list[protocol.Message]:
                 values["settings"] = {"checks": [], "binder": "arp", "priority": None}
             if cls is protocol.UpdateIp:
                 values["settings"] = {"fault_policy": "keep"}
+            if cls is protocol.WireView:  # typed items, plain dicts on the pipe
+                values["holders"] = (HeardPeer("h2", 10, True),)
+                values["candidates"] = (HeardPeer("h3", 12),)
             built.append(cls(**values))
     return built
 

@@ -147,3 +147,22 @@ def test_a_key_file_of_another_owner_or_group_or_a_symlink_is_refused(tmp_path: 
     with pytest.raises(ConfigError, match="is a symbolic link") as raised:
         load({**env, "WIRE_KEY_FILE": str(link)}, check_interface=False)
     assert "\n" not in str(raised.value)
+
+
+def test_the_wire_view_carries_typed_peers_and_refuses_a_malformed_one() -> None:
+    from link.vocabulary import protocol
+    from link.vocabulary.protocol import ProtocolError, WireView
+    from link.vocabulary.wire_views import HeardPeer
+
+    view = WireView((HeardPeer("h2", 5, True),), (HeardPeer("h3", 10),), 12.5, 0.8)
+    assert protocol.decode(protocol.encode(view), protocol.Family.COMMAND) == view
+    for bad in ([{"host": "h2", "priority": "5", "lock": True}], [{"host": "h2"}], [{"host": "h2", "priority": 5, "x": 1}], ["h2"]):
+        with pytest.raises(ProtocolError, match="holders"):
+            protocol.decode({**protocol.encode(view), "holders": bad}, protocol.Family.COMMAND)
+
+
+def test_every_wire_decision_has_its_event_name() -> None:
+    from link.vocabulary.wire_views import WireEvent
+    from link.wire.arbitration import Decision
+
+    assert {WireEvent.of(d.value) for d in Decision} | {WireEvent.of(None)} == set(WireEvent)

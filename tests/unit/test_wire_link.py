@@ -13,6 +13,7 @@ from link.supervisor.records import VipRecord
 from link.supervisor.wire_link import WireLink
 from link.vocabulary.protocol import Message, Reannounce, WireReport, WireView
 from link.vocabulary.vip import VipSpec
+from link.vocabulary.wire_views import HeardPeer
 from link.wire import codec
 from link.wire.codec import Claim, Heartbeat
 from tests.unit.fake_clock import Clock
@@ -101,7 +102,7 @@ def test_the_worker_gets_a_view_when_what_is_heard_changes(wire) -> None:
     link.read()
     assert [type(m) for _, m in told] == [WireView]
     view = told[0][1]
-    assert view.holders == [{"host": "h2", "priority": 5, "lock": False}] and view.holder_heard_at == clock.now
+    assert view.holders == (HeardPeer("h2", 5, False),) and view.holder_heard_at == clock.now
     clock.now += 1
     peer_says(sock, 2, Claim(VIP, True, False, True, 5))  # the same again: no new view
     link.read()
@@ -109,7 +110,7 @@ def test_the_worker_gets_a_view_when_what_is_heard_changes(wire) -> None:
     # Silent for 3 intervals: dead, the view changes without a datagram.
     clock.now += 3
     link.tick()
-    assert told[-1][1].holders == [] and told[-1][1].holder_heard_at == clock.now - 3
+    assert told[-1][1].holders == () and told[-1][1].holder_heard_at == clock.now - 3
 
 
 def test_a_datagram_that_fails_is_dropped_and_counted(wire) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from link.vocabulary import protocol
 from link.vocabulary.protocol import Reannounce, WireReport, WireView
+from link.vocabulary.wire_views import HeardPeer
 from link.worker.fsm import State
 from tests.unit.fake_clock import Clock
 from tests.unit.fake_etcd import DEADLINE, REFUSED, FakeEtcd
@@ -82,7 +83,8 @@ def cycle(host: Host, wire_only: bool = False) -> tuple[State, list[WireReport]]
 
 
 def view(host: Host, holders: list[dict], candidates: list[dict], heard_at: float | None) -> None:
-    host.supervisor.send(protocol.encode(WireView(holders, candidates, heard_at, 1.0)))
+    host.supervisor.send(protocol.encode(WireView(tuple(HeardPeer(**h) for h in holders),
+                                                  tuple(HeardPeer(**c) for c in candidates), heard_at, 1.0)))
     host.worker.link.read()
 
 
