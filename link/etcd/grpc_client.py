@@ -16,6 +16,8 @@ import grpc
 from etcd3 import etcdrpc
 
 from link.config import Config, EtcdEndpoint
+from link.etcd.call_stats import CallStats
+from link.etcd.grpc_errors import translate
 from link.etcd.keepalive import KeepAliveStream
 from link.etcd.port import EtcdError, EtcdUnavailable, KeyInfo, LeaseNotFound
 
@@ -51,14 +53,6 @@ ROTATE_AFTER_FAILURES = 2
 ROTATE_MIN_AGE_DEADLINES = 2.0
 ROTATE_MAX_AGE_DEADLINES = 6.0
 
-_UNAVAILABLE_CODES = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.UNKNOWN,
-}
-
-
 def quiet_grpc_polling() -> None:
     """grpc's Python layer wakes every thread blocked on a stream every 100 ms, so that a main
     thread can run its signal handlers (grpc issue 19464). Our streams are read by worker
@@ -70,25 +64,6 @@ def quiet_grpc_polling() -> None:
 
     if isinstance(getattr(grpc_common, "MAXIMUM_WAIT_TIMEOUT", None), float):
         grpc_common.MAXIMUM_WAIT_TIMEOUT = 5.0
-
-
-def translate(exc: grpc.RpcError, tls: bool = False) -> EtcdError:
-    """The one place that decides what a gRPC failure from etcd means."""
-    code = exc.code() if hasattr(exc, "code") else None
-    details = (exc.details() if hasattr(exc, "details") else "") or str(code)
-    if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
-        return LeaseNotFound(details)
-    lowered = details.lower()
-    # Only over TLS: a plain connection's "tcp handshaker shutdown" is no certificate problem.
-    if tls and ("certificate" in lowered or "ssl" in lowered or "tls" in lowered):
-        return EtcdUnavailable(
-            "TLS handshake with etcd failed (is ETCD_CACERT the CA of the etcd members, and are "
-            f"ETCD_TLS_CERT/ETCD_TLS_KEY a client certificate they trust?): {details}"
-        )
-    if code in _UNAVAILABLE_CODES or "leader" in details:
-        # "etcdserver: no leader" / "leader changed": the cluster cannot serve right now.
-        return EtcdUnavailable(f"{code.name if code else 'error'}: {details}")
-    return EtcdError(f"{code.name if code else 'error'}: {details}")
 
 
 def _read(path: str) -> bytes | None:
@@ -122,38 +97,6 @@ class _Compare:
     @staticmethod
     def lease_is(key: bytes, lease: int) -> etcdrpc.Compare:
         return etcdrpc.Compare(key=key, result=etcdrpc.Compare.EQUAL, target=etcdrpc.Compare.LEASE, lease=lease)
-
-
-def error_kind(error: EtcdError) -> str:
-    if isinstance(error, LeaseNotFound):
-        return "lease_not_found"
-    return "unavailable" if isinstance(error, EtcdUnavailable) else "refused"
-
-
-class CallStats:
-    """How many etcd calls of each method, their total seconds and their errors, for the
-    metrics. Plain counters bumped by the worker's main thread (the watch is not counted);
-    the worker copies them into its reports to the supervisor."""
-
-    def __init__(self) -> None:
-        self.requests: dict[str, int] = {}
-        self.seconds: dict[str, float] = {}
-        self.errors: dict[str, dict[str, int]] = {}
-        self.lease_grants = 0
-        self.lease_renewals = 0
-
-    def record(self, method: str, seconds: float, error: EtcdError | None = None) -> None:
-        self.requests[method] = self.requests.get(method, 0) + 1
-        self.seconds[method] = self.seconds.get(method, 0.0) + seconds
-        if error is not None:
-            by_kind = self.errors.setdefault(method, {})
-            kind = error_kind(error)
-            by_kind[kind] = by_kind.get(kind, 0) + 1
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"requests": dict(self.requests), "seconds": dict(self.seconds),
-                "errors": {m: dict(k) for m, k in self.errors.items()},
-                "lease_grants": self.lease_grants, "lease_renewals": self.lease_renewals}
 
 
 class GrpcEtcd:

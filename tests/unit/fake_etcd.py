@@ -1,6 +1,6 @@
 """An in-memory etcd behind the EtcdPort seam: leases, revisions, transactions, outages.
 
-Outages fail calls as link.etcd.grpc_client.translate does: `down` with a deadline error, or
+Outages fail calls as link.etcd.grpc_errors.translate does: `down` with a deadline error, or
 any EtcdError given to `fail` (DEADLINE, REFUSED, NO_LEADER: EtcdUnavailable, counted toward
 KEEPALIVE_RETRY; DENIED: a plain EtcdError, etcd answered no), for every host or for one
 client (a partition). As with the real adapter, a host that cannot reach etcd has no healthy
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from link.etcd.port import EtcdError, EtcdUnavailable, KeyInfo, LeaseNotFound
 
-# What the real adapter raises (link.etcd.grpc_client.translate of the gRPC status etcd's client sees).
+# What the real adapter raises (link.etcd.grpc_errors.translate of the gRPC status etcd's client sees).
 DEADLINE = EtcdUnavailable("DEADLINE_EXCEEDED: context deadline exceeded")
 REFUSED = EtcdUnavailable("UNAVAILABLE: failed to connect to all addresses; connection refused")
 NO_LEADER = EtcdUnavailable("UNAVAILABLE: etcdserver: no leader")

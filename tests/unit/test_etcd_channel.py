@@ -12,7 +12,8 @@ import pytest
 from etcd3 import etcdrpc
 
 from link.config import EtcdEndpoint
-from link.etcd.grpc_client import WATCH_RETRY_MAX, WATCH_RETRY_MIN, GrpcEtcd, translate
+from link.etcd.grpc_client import WATCH_RETRY_MAX, WATCH_RETRY_MIN, GrpcEtcd
+from link.etcd.grpc_errors import translate
 from link.etcd.port import EtcdUnavailable
 from tests.lab import wait_until
 from tests.unit.fake_clock import Clock
