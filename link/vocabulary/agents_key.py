@@ -1,9 +1,9 @@
 """The key each agent publishes about itself in etcd: `/link/agents/<hostname>` (a leaf module).
 
-The API process writes it (link.api.reserved: the host's INTERFACE addresses, its interface's
+The API process writes it (link.api.agents_directory: the host's INTERFACE addresses, its interface's
 MAC, the heartbeat's endpoint); the API reads the peers' addresses from it, the workers the
 peers' MACs, to name the host behind a MAC that claims a VIP (link.worker.claim_guard).
-The prefix is link's own: no LinK version reads or writes under it (see link.api.reserved).
+The prefix is link's own: no LinK version reads or writes under it (see link.api.agents_directory).
 """
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ from link.vocabulary import protocol
 from link.api import make_app
 from link.api.app import openapi_document
 from link.api.guard import FailureGuard
-from link.api.reserved import HOSTS_PREFIX, HostAddress, HostsDirectory, ReservedAddresses
+from link.api.agents_directory import HOSTS_PREFIX, HostsDirectory
+from link.api.reserved import HostAddress, ReservedAddresses
 from link.config import load
 from link.vocabulary.vip import lock_key
 from tests.unit.api_fakes import FakeSupervisor, ip_object, wsgi_request

@@ -247,7 +247,7 @@ def test_etcd_down_leaves_the_host_unknown_and_the_holder_still_announces() -> N
 
 
 def test_what_the_api_process_publishes_is_what_the_workers_read() -> None:
-    from link.api.reserved import HostsDirectory
+    from link.api.agents_directory import HostsDirectory
 
     etcd = FakeEtcd()
     HostsDirectory(etcd.client(), "h2", lambda: ["198.51.100.12"], mac=lambda: PEER).publish_once()

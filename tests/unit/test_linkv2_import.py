@@ -250,7 +250,7 @@ def test_first_start_gives_up_on_a_child_that_hangs(tmp_path, monkeypatch, caplo
 
 
 def test_links_own_per_host_key_is_outside_what_linkv2_lists():
-    from link.api.reserved import hosts_key
+    from link.api.agents_directory import hosts_key
 
     # LinK v2 lists `/link/hosts/<HOSTNAME>` as a prefix, without the final "/"
     # (models/etcd_storage.go, GetIPs), and panics at start on a value that is not a VIP.

@@ -12,16 +12,8 @@ import threading
 import pytest
 
 from link.api import make_app
-from link.api.reserved import (
-    HOSTS_PREFIX,
-    HOSTS_TTL,
-    HostAddress,
-    HostsDirectory,
-    ReservedAddresses,
-    decode_addresses,
-    hosts_key,
-    own_addresses,
-)
+from link.api.agents_directory import HOSTS_PREFIX, HOSTS_TTL, HostsDirectory, decode_addresses, hosts_key
+from link.api.reserved import HostAddress, ReservedAddresses, own_addresses
 from link.api.admission import check_webhook_allowed
 from link.api.validation import ApiError, parse_add_body
 from link.checks import run_check

@@ -1,10 +1,10 @@
 """The wire's peers from etcd: each API process publishes its heartbeat endpoint in /link/agents/<host>
-(link.api.reserved) and hands the others' to the supervisor (the fake etcd)."""
+(link.api.agents_directory) and hands the others' to the supervisor (the fake etcd)."""
 from __future__ import annotations
 
 import json
 
-from link.api.reserved import HOSTS_PREFIX, HostsDirectory, wire_endpoint
+from link.api.agents_directory import HOSTS_PREFIX, HostsDirectory, wire_endpoint
 from link.config import load
 from tests.unit.fake_etcd import REFUSED, FakeEtcd
 
