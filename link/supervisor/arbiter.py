@@ -234,6 +234,8 @@ class Arbiter:
         for _ in iter(int, 1):  # until stopped; every wait below is bounded
             if not self.turn():
                 break
+        if self.wire is not None:
+            self.wire.close()  # writes the replay marks to STATE_DIR (link.supervisor.wire_link)
         return self.exit_code
 
     def turn(self, max_wait: float = 1.0) -> bool:

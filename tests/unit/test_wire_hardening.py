@@ -166,3 +166,27 @@ def test_every_wire_decision_has_its_event_name() -> None:
     from link.wire.arbitration import Decision
 
     assert {WireEvent.of(d.value) for d in Decision} | {WireEvent.of(None)} == set(WireEvent)
+
+
+def test_a_clean_stop_of_the_supervisor_closes_the_wire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing is what writes the replay marks at a clean stop (README: "and at a clean stop")."""
+    from link.supervisor import arbiter as arbiter_mod
+    from link.supervisor.arbiter import Arbiter
+    from link.supervisor.store import VipStore
+    from tests.unit.test_arbiter import FakeOps
+
+    closed = []
+
+    class Wire:
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(arbiter_mod, "setproctitle", lambda title: None)
+    config = load({"INTERFACE": "lo", "HOSTNAME": "h1", "STATE_DIR": str(tmp_path)}, check_interface=False)
+    arb = Arbiter(config, VipStore(str(tmp_path)), FakeOps(), clock=Clock())
+    monkeypatch.setattr(arb, "install_signals", lambda: None)
+    monkeypatch.setattr(arb, "boot", lambda: None)
+    monkeypatch.setattr(arb, "turn", lambda max_wait=1.0: False)  # the last turn: every worker stopped
+    arb.wire = Wire()  # type: ignore[assignment]
+    arb.run()
+    assert closed == [True]
