@@ -155,6 +155,32 @@ def test_the_holder_dies_during_the_outage_another_binds_and_the_client_follows(
     remove(wlab, ids)
 
 
+def test_etcd_back_after_the_holder_died_the_vip_is_never_without_a_holder(wlab: Lab) -> None:
+    """The holder dies during the outage and another host binds on the wire's decision; etcd comes
+    back with the dead host's lease renewed (etcd does so on restart), so the lock still names it
+    for up to a lease: the wire's holder keeps the VIP until it gets the lock, never dropping it."""
+    vip = "198.51.100.86/32"
+    ids, holder = add(wlab, vip)
+    dead = wlab.host(holder)
+    outage = EtcdOutage(lab_etcd(wlab), how="kill").begin()
+    try:
+        wait_until(lambda: wire_doc(wlab, holder, ids[holder]).get("decision") == "keep", 10, 0.1,
+                   "the holder to run on the wire's decision")
+        dead.link_down()  # its heartbeats, its ARP answers and its etcd calls stop
+        new = wait_until(lambda: wlab.holder(vip, exclude=[holder]), 10, 0.05, "another host to bind the VIP")
+        outage.end()  # etcd answers again; the lock still names the dead host until its lease runs out
+        # Sampled every 50 ms in each namespace: a gap shorter than that would go unseen.
+        seen = sample(wlab, vip, 2 * LEASE + 4 * INTERVAL)
+        alive = [(at, [n for n in bound if n != holder]) for at, bound in seen]
+        assert all(bound for _, bound in alive), f"no holder at {[at for at, bound in alive if not bound][:5]} ({new} took it)"
+        assert wlab.etcd.get(lock_key(vip)) == alive[-1][1][0], "the wire's holder got the lock"
+    finally:
+        outage.end()
+        dead.link_up()
+    wait_until(lambda: wlab.agreement(vip, ids), 10, 0.05, "one agreed holder once etcd and the link are back")
+    remove(wlab, ids)
+
+
 def test_a_host_that_does_not_speak_the_wire_is_seen_through_arp(wlab: Lab) -> None:
     """During the outage the holder goes (its link down) while another machine (a LinK v2 host, a
     hand-configured one: no heartbeat) has the VIP: its ARP answers to the standbys' probes keep
