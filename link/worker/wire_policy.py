@@ -9,10 +9,12 @@ lock, eligible, priority, and the decision), only when that changes.
 
 A host that reaches etcd is left to the election; its heartbeat says whether it holds the
 lock. One exception makes lock and wire agree when etcd comes back: a host that held the VIP on
-the wire's decision keeps it while the lock still names a host that the wire does not hear
-holding it (a holder that died during the outage: etcd renewed its lease when it restarted),
-until this host gets the lock (it campaigns once that lease expires), the lock holder is heard
-holding the VIP (then it yields at once), or two leases have passed. A host whose etcd calls fail, before KEEPALIVE_RETRY makes it a `fault`, already yields
+the wire's decision keeps it while the lock still names a host that the wire heard holding the
+VIP before and no longer hears (a holder that died during the outage: etcd renewed its lease
+when it restarted), until this host gets the lock (it campaigns once that lease expires), the
+lock holder is heard holding the VIP (then it yields at once), or two leases have passed. A
+lock holder the wire never heard holding the VIP (this host was cut from the LAN too, or did
+not know its peers yet) is obeyed at once. A host whose etcd calls fail, before KEEPALIVE_RETRY makes it a `fault`, already yields
 to a holder that has the lock: that one reached etcd, and the lock is not ours.
 """
 from __future__ import annotations
@@ -74,11 +76,16 @@ class WirePolicy:
         self._view_changed = False  # a view came during an outage: decide again now
         self._judged_at = 0.0  # (monotonic) when the last failed cycle was judged
         self.after_outage: float | None = None  # when etcd answered again while this host held the VIP on the wire's word
+        # Hosts heard holding this VIP (bounded by the peer table): only a lock of one of these,
+        # gone silent, is taken for a holder that died. A lock holder never heard (this host was
+        # cut from the LAN too, or does not know its peers yet) is obeyed at once.
+        self.heard_holding: set[str] = set()
 
     # -- what the supervisor says -------------------------------------------------------------
     def on_view(self, command: WireView) -> None:
         """Keep the view; during an outage the worker decides again at once (`due`)."""
         self.view = View(command.holders, command.candidates, command.holder_heard_at, command.interval)
+        self.heard_holding.update(h.host for h in command.holders if h.host != self.hostname)
         self._view_changed = self.fault_since is not None or self.after_outage is not None
 
     def attach(self, selector: selectors.BaseSelector) -> None:
@@ -140,6 +147,11 @@ class WirePolicy:
             return result
         if any(h.host == holder for h in self.view.holders):
             logger.info("%s: %s holds the lock and is heard holding the VIP: yielding", self.address, holder)
+            self.after_outage = None
+            return result
+        if holder not in self.heard_holding:
+            logger.info("%s: %s holds the lock and was never heard holding the VIP on the wire: yielding to etcd",
+                        self.address, holder)
             self.after_outage = None
             return result
         if now - self.after_outage > 2 * lease:

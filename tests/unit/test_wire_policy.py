@@ -224,11 +224,14 @@ def test_the_worker_runs_a_cycle_when_the_silence_ends_not_at_the_next_tick(host
     assert h2.worker.wire.next_due() is None and not h2.worker.wire.due(last_heard + 60)
 
 
-def took_it_on_the_wire(hosts: Callable[..., Host]) -> tuple[FakeEtcd, Clock, Host, Host, int]:
-    """h1 holds the lock and dies during an outage; h2 takes the VIP on the wire's decision;
-    etcd comes back with h1's lease still there (etcd renews leases when it restarts)."""
+def took_it_on_the_wire(hosts: Callable[..., Host], heard: bool = True) -> tuple[FakeEtcd, Clock, Host, Host, int]:
+    """h1 holds the lock (h2 hears it hold the VIP on the wire, unless not `heard`) and dies
+    during an outage; h2 takes the VIP on the wire's decision; etcd comes back with h1's lease
+    still there (etcd renews leases when it restarts)."""
     store, clock, h1, h2, _ = two_hosts(hosts)
     dead_lease = h1.worker.election.lease_id
+    if heard:
+        view(h2, [{"host": "h1", "priority": 10, "lock": True}], [], clock.now)
     store.fail(DEADLINE)
     fail(h1, h2, clock)
     last_heard = clock.now
@@ -249,6 +252,16 @@ def test_etcd_back_a_lock_of_a_host_the_wire_does_not_hear_does_not_unbind_the_w
     store.expire(dead_lease)
     clock.now += h2.worker.config.tick
     assert cycle(h2)[0] is State.ACTIVATED and store.keys[LOCK].value == "h2"
+    assert h2.worker.wire.after_outage is None
+
+
+def test_etcd_back_a_lock_holder_the_wire_never_heard_hold_the_vip_is_obeyed_at_once(hosts: Callable[..., Host]) -> None:
+    # The chaos run's case: a holder cut from the LAN and etcd together kept the VIP; meanwhile
+    # another host took the lock. Back on both, it never heard that host hold the VIP: that
+    # is no holder that died during an outage, and etcd's word is taken at once.
+    store, clock, h1, h2, _ = took_it_on_the_wire(hosts, heard=False)
+    clock.now += h2.worker.config.tick
+    assert cycle(h2)[0] is State.STANDBY and not h2.binder.bound
     assert h2.worker.wire.after_outage is None
 
 
