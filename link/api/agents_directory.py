@@ -21,6 +21,7 @@ import ipaddress
 import json
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 from link.config import Config
@@ -35,6 +36,7 @@ HOSTS_PREFIX = AGENTS_PREFIX
 # Lease of the /link/agents key: a host gone for this long no longer reserves its addresses.
 HOSTS_TTL = 30
 PUBLISH_EVERY = HOSTS_TTL / 3  # three refreshes per lease, as the workers do
+STARTING_FOR = 30.0  # seconds after start when peers are read every second (next_wait)
 MAX_PUBLISHED = 256  # addresses read from one peer's key (a bigger value is someone else's)
 
 
@@ -84,6 +86,7 @@ class HostsDirectory:
         self._stop = threading.Event()
         self._failing = False
         self._thread: threading.Thread | None = None
+        self._started = time.monotonic()
 
     def publish_once(self) -> None:
         """Keep the lease alive and the key up to date; a failure is logged once per outage."""
@@ -150,7 +153,16 @@ class HostsDirectory:
             return  # etcd is away: the supervisor keeps the last list
         self.on_wire_peers(peers)
 
+    def next_wait(self) -> float:
+        """Seconds to the next publication and read of the peers: every second for the first
+        STARTING_FOR seconds (agents started together publish within seconds of each other, and
+        without WIRE_KEY_FILE a peer's heartbeats are dropped until it is read here), then
+        every PUBLISH_EVERY."""
+        return 1.0 if time.monotonic() - self._started < STARTING_FOR else PUBLISH_EVERY
+
     def start(self) -> None:
+        self._started = time.monotonic()
+
         def loop() -> None:
             while True:
                 try:
@@ -158,7 +170,7 @@ class HostsDirectory:
                     self.share_wire_peers()
                 except Exception:  # a netlink surprise: logged, tried again, never the end of the thread
                     logger.exception("publishing this host's addresses failed")
-                if self._stop.wait(PUBLISH_EVERY):
+                if self._stop.wait(self.next_wait()):
                     return
 
         self._thread = threading.Thread(target=loop, name="link-hosts-publisher", daemon=True)

@@ -68,7 +68,7 @@ class ApiListening(Message):
 
 @message(Family.REQUEST, "wire_peers")
 class WirePeers(Message):
-    """`None`: the peers' heartbeat endpoints `[{"address", "port"}]` published in etcd (`/link/agents/`), read every 10 s"""
+    """`None`: the peers' heartbeat endpoints `[{"address", "port"}]` published in etcd (`/link/agents/`), read every second for 30 s after start, then every 10 s"""
 
     endpoints: list[dict[str, Any]]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from link.api.agents_directory import HOSTS_PREFIX, HostsDirectory, wire_endpoint
 from link.config import load
 from tests.unit.fake_etcd import REFUSED, FakeEtcd
@@ -37,3 +39,18 @@ def test_the_endpoint_is_wire_address_else_the_first_ipv4_else_a_global_ipv6() -
     assert wire_endpoint(config, ["fe80::1"]) is None
     pinned = load({"INTERFACE": "lo", "HOSTNAME": "h1", "WIRE_ADDRESS": "203.0.113.5"}, check_interface=False)
     assert wire_endpoint(pinned, ["198.51.100.11"]) == {"address": "203.0.113.5", "port": 1314}
+
+
+def test_peers_are_read_every_second_while_the_agents_start_then_every_publication(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Agents started together publish within seconds of each other: without WIRE_KEY_FILE, a
+    # peer's heartbeats are dropped until its endpoint is read, so the first reads come fast.
+    from link.api import agents_directory
+
+    now = [1000.0]
+    monkeypatch.setattr(agents_directory.time, "monotonic", lambda: now[0])
+    hosts = agents_directory.HostsDirectory(FakeEtcd().client(), "h1", lambda: ["198.51.100.11"])  # started now
+    assert hosts.next_wait() == 1.0
+    now[0] += agents_directory.STARTING_FOR - 0.5
+    assert hosts.next_wait() == 1.0
+    now[0] += 1.0
+    assert hosts.next_wait() == agents_directory.PUBLISH_EVERY > 1.0
