@@ -293,11 +293,14 @@ class Chaos(ApiBursts, WireFaults):
 
     def fault_etcd_member(self) -> None:
         member = self.rng.choice(self.cluster.members)
+        window = Window(time.monotonic())
+        self.timeline.member_down.append(window)
         member.kill()
         self.note(f"etcd-member: {member.name} killed")
         self.pause(self.rng.uniform(1.0, 4.0))
         member.start()
         wait_until(lambda: _healthy(member), 30, 0.1, f"etcd member {member.name} to be healthy again")
+        window.end = time.monotonic()
         self.note(f"etcd-member: {member.name} back")
 
     def fault_health_flip(self) -> None:

@@ -84,6 +84,7 @@ class Timeline:
     link_back: dict[str, list[float]] = field(default_factory=dict)  # times a link came back
     etcd_out: list[Window] = field(default_factory=list)  # no member answers
     etcd_cut: dict[str, list[Window]] = field(default_factory=dict)  # this host alone cannot reach etcd
+    member_down: list[Window] = field(default_factory=list)  # one etcd member killed
     rogue: dict[str, list[Window]] = field(default_factory=dict)  # a foreign machine claims this VIP
     policies: dict[str, str] = field(default_factory=dict)  # VIP -> its effective FAULT_POLICY
     events: list[tuple[float, str]] = field(default_factory=list)
@@ -103,14 +104,23 @@ class Timeline:
     def cut_excuse(self, hosts: frozenset, t: float) -> bool:
         return any(w.covers(t, CONVERGE) for h in hosts for w in self.etcd_cut.get(h, []))
 
+    def member_excuse(self, t: float) -> bool:
+        # A worker whose client was on the killed member is cut from etcd until it has switched
+        # to another one (all of them are, while a killed leader is replaced); LinK's rules keep
+        # (keep) or take (activate) the VIP while cut. Not an excuse under arbitrate: a cut host
+        # yields to the lock holder it hears (arbitrate_double).
+        return any(w.covers(t, CONVERGE) for w in self.member_down)
+
     def arbitrated(self, vip: str) -> bool:
         return self.policies.get(vip) == "arbitrate"
 
 
 def double_excused(ep: Episode, timeline: Timeline) -> bool:
     """LinK's rules (activate, keep, release): two holders are allowed while etcd is out, while
-    one of them is cut from etcd, and CONVERGE after either."""
-    return any(timeline.etcd_excuse(t) or timeline.cut_excuse(ep.hosts, t) for t in _steps(ep.start, ep.end))
+    one of them is cut from etcd (also by the death of the member its client uses), and
+    CONVERGE after either."""
+    return any(timeline.etcd_excuse(t) or timeline.cut_excuse(ep.hosts, t) or timeline.member_excuse(t)
+               for t in _steps(ep.start, ep.end))
 
 
 def arbitrate_double(ep: Episode, timeline: Timeline, earlier: list[Episode]) -> str | None:

@@ -109,6 +109,17 @@ def test_under_arbitrate_a_host_cut_from_etcd_yields_within_two_seconds():
     assert find_violations([double(31.0, 39.0)], other, HOSTS) != []
 
 
+def test_a_killed_etcd_member_excuses_a_double_under_link_v2_rules_only():
+    # A worker whose client was on the killed member (every worker, while a killed leader is
+    # replaced) is cut from etcd until it switches: keep and activate keep the VIP meanwhile.
+    keep = Timeline(policies={VIP: "keep"}, member_down=[Window(30.0, 33.0)])
+    assert find_violations([double(31.2, 33.1)], keep, HOSTS) == []
+    assert find_violations([double(33.0 + CONVERGE + 0.5, 33.0 + CONVERGE + 0.5 + DOUBLE_BOUND + 0.5)], keep, HOSTS) != []
+    # arbitrate: the cut host hears the lock holder on the wire and yields; no excuse.
+    strict = arbitrated(member_down=[Window(30.0, 33.0)])
+    assert find_violations([double(31.2, 33.1)], strict, HOSTS) != []
+
+
 def test_a_host_cut_from_etcd_is_no_candidate_for_a_gap():
     tl = Timeline(etcd_cut={"h3": [Window(0.0, 100.0)]})
     tl.host_down["h1"] = [Window(0.0, 100.0)]
