@@ -71,7 +71,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
-    lab = getattr(item, "_lab", None)
+    # A test's own lab, or a module's lab it was given as a fixture.
+    lab = getattr(item, "_lab", None) or next(
+        (value for value in getattr(item, "funcargs", {}).values() if isinstance(value, Lab)), None)
     if lab is not None and rep.failed and rep.when in ("setup", "call"):
         rep.sections.append(("lab logs", f"lab directory (kept): {lab.workdir}\n{lab.logs()}"))
 

@@ -27,13 +27,14 @@ NA_OR_ARP = "arp or (icmp6 and ip6[40] == 136)"
 
 
 @pytest.fixture(scope="module")
-def clab() -> Iterator[Lab]:
+def clab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     reason = lab_unavailable()
     if reason:
         if os.environ.get("LINK_LAB_REQUIRED") == "1":
             pytest.fail(f"LINK_LAB_REQUIRED=1 but {reason}")
         pytest.skip(reason)
     lab = Lab(hosts=2)
+    failed_before = request.session.testsfailed
     lab.up()
     ok = False
     try:
@@ -42,8 +43,10 @@ def clab() -> Iterator[Lab]:
         lab.start_agents(FAULT_POLICY="activate")
         lab.rogue = Rogue(lab).plug()  # type: ignore[attr-defined]
         yield lab
-        ok = True
+        ok = request.session.testsfailed == failed_before  # a failed test keeps the agents' logs
     finally:
+        if not ok:
+            print(f"lab directory (kept): {lab.workdir}")
         lab.close(keep_workdir=not ok)
 
 
