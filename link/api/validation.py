@@ -17,6 +17,9 @@ from link.vocabulary.fault_policies import NAMES as FAULT_POLICIES
 from link.vocabulary import binder_kinds
 from link.vocabulary.binder_kinds import SettingError
 from link.vocabulary.json_values import json_type_name as json_type_name  # re-exported: link.supervisor.store
+from link.vocabulary.leader_keys import LeaderKeyError
+from link.vocabulary.leader_keys import check_key as check_leader_key
+from link.vocabulary.leader_keys import check_value as check_leader_value
 from link.vocabulary.vip import VipError, parse_vip, setting_names
 
 # A VIP request is a few hundred bytes; the limit only stops a client from making us buffer junk.
@@ -235,6 +238,17 @@ def _binder(data: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _follow(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`follow` (a leader key, link.vocabulary.leader_keys) and `follow_value`, checked; {}
+    when none is given (the VIP is elected). Set on add only: an update cannot change them."""
+    try:
+        key = check_leader_key(data.get("follow"))
+        value = check_leader_value(data.get("follow_value"), key=key)
+    except LeaderKeyError as exc:
+        raise ApiError(400, str(exc)) from None
+    return {"follow": key, "follow_value": value} if key else {}
+
+
 def parse_add_body(body: bytes) -> dict[str, Any]:
     """The supervisor's `add` arguments (`ip` canonical, plus the settings given) from a
     `POST /ips` body; ApiError(400) naming what is wrong."""
@@ -261,7 +275,7 @@ def parse_add_body(body: bytes) -> dict[str, Any]:
         canonical = parse_vip(ip)
     except VipError as exc:
         raise ApiError(400, str(exc)) from None
-    return {"ip": canonical, **_settings(data), **_binder(data)}
+    return {"ip": canonical, **_settings(data), **_binder(data), **_follow(data)}
 
 
 def _keepalive_interval(value: object) -> None:

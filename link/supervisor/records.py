@@ -74,6 +74,9 @@ class VipRecord:
             "fault_policy": spec.fault_policy or config.fault_policy,
             "priority": priority,
             "preempt": config.preempt if spec.preempt is None else spec.preempt,
+            # A followed leader key (null: elected) and the value that means this host.
+            "follow": spec.follow or None,
+            "follow_value": (spec.follow_value or config.hostname) if spec.follow else None,
             "worker": {"pid": self.pid, "state": self.worker_state.value, "restarts": self.restarts, "error": self.error},
             # The binder and its settings, never the webhook's secret (VipSpec.public_binder).
             **spec.public_binder(),

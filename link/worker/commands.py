@@ -74,6 +74,9 @@ class SupervisorCommands:
         """
         w = self.worker
         assert w.election is not None
+        if w.spec.follow:  # the key's owner moves it, not this host (link.worker.follow)
+            return FailoverDone(command.request, 409, f"{w.vip} follows {w.spec.follow}: it moves when that key names "
+                                "another host (with Patroni: patronictl switchover)")
         if w.fsm.state is not State.ACTIVATED:
             held_by = f"; {w.holder} holds it" if w.holder and w.holder != w.config.hostname else ""
             return FailoverDone(command.request, 409, f"this host does not hold {w.vip} (it is {w.fsm.state.value}"

@@ -24,6 +24,7 @@ from link.worker.binders import Binder, BinderFactory
 from link.worker.commands import SupervisorCommands
 from link.worker.claim_guard import ClaimGuard, peers_by_mac
 from link.worker.election import CycleResult, Election
+from link.worker.follow import fault_policy_of, make_election
 from link.etcd.port import EtcdError, EtcdPort
 from link.vocabulary.fault_policies import FaultPolicy
 from link.vocabulary.vip_states import Event, State
@@ -51,7 +52,7 @@ class Worker:
         self.vip = spec.ip
         self.commands = SupervisorCommands(self)  # what each command from the supervisor does
         self.link = SupervisorChannel(conn, self.commands.table(), self.request_stop)
-        self.fault_policy = spec.fault_policy or config.fault_policy
+        self.fault_policy = fault_policy_of(spec, config)  # arbitrate is keep for a followed key
         self.wire = WirePolicy(config.hostname, config.interface, spec.ip, clock)  # FAULT_POLICY=arbitrate
         self.stopping = ""
         self.holder: str | None = None
@@ -97,12 +98,8 @@ class Worker:
 
     def start_election(self) -> None:
         # Not a boot failure if etcd is down: the cycle counts failures and faults (LinK's rule).
-        self.election = Election(
-            self.etcd, self.vip, self.config.hostname, self.config.lease_ttl, self.config.keepalive_retry,
-            priority=self.config.priority if self.spec.priority is None else self.spec.priority,
-            preempt=self.config.preempt if self.spec.preempt is None else self.spec.preempt,
-            preempt_delay=self.config.preempt_delay, grace=self.config.tick, clock=self.clock,
-        )
+        # LinK's election on the VIP's lock, or a leader key followed (link.worker.follow).
+        self.election = make_election(self.etcd, self.spec, self.config, self.clock)
         self.election.watch(self._on_lock_change)
         self.health.start()
 
