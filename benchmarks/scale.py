@@ -36,7 +36,7 @@ from .measure import MIB, dead_host, evidence, machine_cpu, measure_idle, mem_st
 from .probe import Probe, role, stats, tree
 
 SCALE_ENV = {"KEEPALIVE_INTERVAL": "2s", "ARP_GRATUITOUS_INTERVAL": "1s", "ARP_GRATUITOUS_COUNT": "3",
-             "LOGGER_LEVEL": "warn"}
+             "LOGGER_LEVEL": "warn", "MAX_VIPS": "1000"}  # MAX_VIPS: the default (100) is below the levels
 
 
 def scale_vips(n: int) -> list[str]:
@@ -109,16 +109,46 @@ def post_phase(lab: Lab, vips: list[str], limit: float, res: dict[str, Any], log
     return complete
 
 
+class Doubles(dict):
+    """Samples of the holders while the VIPs are POSTed and converge: a VIP bound on two hosts
+    at once is a double (issue 15 point 4: an overloaded host must not keep a VIP that another
+    host holds with the lock). A dict, so that it lands in the results JSON as it is."""
+
+    def __init__(self, vips: list[str]) -> None:
+        super().__init__(samples=0, samples_with_a_double=0, most_doubles_at_once=0, vips_ever_doubled=0)
+        self.vips = vips
+        self.doubled: set[str] = set()
+
+    def count(self, holders: dict[str, list[str]]) -> int:
+        several = [v for v in self.vips if len(holders[v]) > 1]
+        self.doubled.update(several)
+        self["samples"] += 1
+        self["samples_with_a_double"] += bool(several)
+        self["most_doubles_at_once"] = max(self["most_doubles_at_once"], len(several))
+        self["vips_ever_doubled"] = len(self.doubled)
+        return len(several)
+
+    def watch(self, probe: Probe, stop: threading.Event, period: float = 0.5) -> threading.Thread:
+        """Sample every `period` seconds in a thread until `stop` is set (the POST phase)."""
+        def loop() -> None:
+            while not stop.wait(period):
+                self.count(probe.holders(self.vips, only_up=True))
+        thread = threading.Thread(target=loop, name="doubles", daemon=True)
+        thread.start()
+        return thread
+
+
 def converge(lab: Lab, probe: Probe, vips: list[str], t0: float, limit: float, res: dict[str, Any],
              log: Callable[[str], None]) -> bool:
     """Wait (bounded) until every VIP has exactly one holder, then until the APIs agree."""
     best: dict[str, int] = {}
+    doubles = res.setdefault("doubles_while_converging", Doubles(vips))
 
     def all_single() -> bool:
         holders = probe.holders(vips, only_up=True)
         best["one_holder"] = sum(1 for v in vips if len(holders[v]) == 1)
         best["none"] = sum(1 for v in vips if not holders[v])
-        best["several"] = sum(1 for v in vips if len(holders[v]) > 1)
+        best["several"] = doubles.count(holders)
         return best["one_holder"] == len(vips)
 
     try:
@@ -179,7 +209,13 @@ def run_count(n: int, window: float, warmup: float, log: Callable[[str], None]) 
         probe = Probe(lab)
         try:
             cpu0, t0 = machine_cpu(), time.monotonic()
-            post_phase(lab, vips, converge_limit(n), res, log)
+            doubles, stop = res.setdefault("doubles_while_converging", Doubles(vips)), threading.Event()
+            sampler = doubles.watch(probe, stop)
+            try:
+                post_phase(lab, vips, converge_limit(n), res, log)
+            finally:
+                stop.set()
+                sampler.join(10)
             converge(lab, probe, vips, t0, converge_limit(n), res, log)
             res["converge_evidence"] = evidence(lab, lab.hosts, cpu0, t0)
             measure_level(lab, probe, vips, window, warmup, res, log)
