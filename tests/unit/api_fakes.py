@@ -115,6 +115,8 @@ class FakeSupervisor:
             ip["priority"] = 10 if request["priority"] is None else request["priority"]
         if "preempt" in request:
             ip["preempt"] = True if request["preempt"] is None else request["preempt"]
+        if request.get("follow"):  # as the records show it: the value, or this fake agent's HOSTNAME
+            ip["follow"], ip["follow_value"] = request["follow"], request.get("follow_value") or "h1"
         if "binder" in request:  # as the supervisor shows it: secrets masked
             spec = VipSpec(ip["id"], ip["ip"], binder=request["binder"], binder_settings=request.get(request["binder"]))
             ip.update(spec.public_binder())
@@ -138,6 +140,8 @@ def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: st
         "fault_policy": fault_policy,
         "priority": 10,
         "preempt": True,
+        "follow": None,
+        "follow_value": None,
         "binder": "arp",
         "binder_status": {"ok": True, "action": None, "error": None, "attempts": 0, "since": None},
         "foreign_claim": None,

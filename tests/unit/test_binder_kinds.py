@@ -63,7 +63,7 @@ def test_a_registered_kind_is_validated_from_its_schema_alone(toy: BinderKind) -
         ({"binder": "arp", "toy": {}}, 'toy is only used with "binder": "toy" (binder is arp)'),
         ({"binder": "bgp"}, "binder must be one of arp, command, webhook, toy, not 'bgp'"),
         ({"tyo": 1}, "unknown field 'tyo' (a new IP takes ip, checks, healthchecks, healthcheck_interval, "
-                     "fault_policy, priority, preempt, binder, command, webhook, toy)"),
+                     "fault_policy, priority, preempt, follow, follow_value, binder, command, webhook, toy)"),
     ]:
         message = refused(body(**fields))
         assert words in message, (fields, message)
@@ -199,7 +199,7 @@ def test_the_json_form_and_the_api_messages_follow_the_fields_order() -> None:
         parse_update_body(b'{"binder": "arp"}')
     full = VipSpec(VIP_ID, VIP, priority=3, preempt=False, fault_policy="keep", healthcheck_interval=2.0,
                    checks=({"type": "TCP", "host": "198.51.100.20", "port": 5432},))
-    assert list(full.to_json()) == ["id", "ip", *setting_names(update=True), "binder"]
+    assert list(full.to_json()) == ["id", "ip", *setting_names(update=True), "follow", "follow_value", "binder"]
     assert VipSpec.from_json(full.to_json()) == full
     assert VipSpec.from_json({"id": VIP_ID, "ip": VIP}) == VipSpec(VIP_ID, VIP)  # an old file's entry: defaults
 
