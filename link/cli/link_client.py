@@ -169,6 +169,10 @@ def cmd_add(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
         body["healthcheck_interval"] = args.health_check_interval
     if args.fault_policy is not None:
         body["fault_policy"] = args.fault_policy
+    if args.follow is not None:
+        body["follow"] = args.follow
+    if args.follow_value is not None:
+        body["follow_value"] = args.follow_value
     _print_ip(agent.request("POST", "/ips", body), args, out)
 
 
@@ -294,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         _examples(
             "add 198.51.100.50/32",
             "add 2001:db8::50 --fault-policy keep",
+            "add 198.51.100.50 --follow /service/pg/leader --follow-value pg-1",
             "add 198.51.100.50 --health-check TCP:198.51.100.20:5432 --health-check-interval 2",
             "add 198.51.100.50 --health-check 'EXEC:/usr/local/bin/check-db --quick'",
         ) + "\n" + HEALTH_CHECK_HELP,
@@ -306,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="when etcd is unreachable: arbitrate (the hosts agree on one holder over their heartbeat), "
         "activate (take the VIP, LinK's rule), keep (keep it if bound), release (unbind it); "
         "default: the agent's FAULT_POLICY",
+    )
+    add.add_argument(
+        "--follow", default=None, metavar="KEY",
+        help="follow this etcd key instead of an election (vip-manager's trigger-key; with Patroni "
+        "/service/SCOPE/leader): the VIP is bound where the key's value names the host",
+    )
+    add.add_argument(
+        "--follow-value", default=None, metavar="VALUE",
+        help="with --follow: the key's value that means this host (Patroni's member name); default: the agent's HOSTNAME",
     )
 
     command("get", cmd_get, "show one IP", _examples(f"get {EXAMPLE_ID}"), ["show"]).add_argument(

@@ -13,7 +13,8 @@ from link.cli.transport import clean
 
 TABLE_HEADER = ("ID", "IP", "STATUS", "HOLDER", "SINCE", "CHECKS")
 _SHOWN = ("id", "ip", "status", "holder", "since", "checks", "healthcheck_interval", "fault_policy", "worker", "priority",
-          "preempt", "candidates", "candidates_error", "binder", "command", "webhook", "binder_status", "wire")
+          "preempt", "follow", "follow_value", "candidates", "candidates_error", "binder", "command", "webhook",
+          "binder_status", "wire")
 
 
 def describe_check(check: object) -> str:
@@ -241,6 +242,8 @@ def format_ip(ip: Any) -> str:
     for key in ("priority", "preempt"):
         if key in ip:
             lines.append((key, _scalar(ip[key])))
+    if ip.get("follow"):  # a leader key followed instead of an election (null: elected, nothing to say)
+        lines.append(("follows", f"{clean(ip['follow'])} (this host: {clean(ip.get('follow_value'))})"))
     worker = ip.get("worker")
     if isinstance(worker, dict):
         lines.append(("worker", _worker_summary(worker)))

@@ -12,6 +12,7 @@ import pytest
 
 from link.api import make_app
 from link.api.validation import ApiError, parse_add_body, parse_update_body
+from link.cli.link_client import EXIT_SERVER
 from link.config import load
 from link.etcd.port import EtcdError
 from link.vocabulary.protocol import FailoverDone, HandOver
@@ -21,6 +22,7 @@ from link.worker import main as worker_main
 from link.worker.follow import Follower
 from link.worker.main import Worker
 from tests.unit.api_fakes import FakeSupervisor, wsgi_request
+from tests.unit.test_client import clean_env, fields, host, module_scripts, run, servers, sup  # noqa: F401 (fixtures)
 from tests.unit.fake_clock import Clock
 from tests.unit.fake_etcd import DEADLINE, DENIED, REFUSED, FakeEtcd, FakeEtcdClient
 from tests.unit.test_worker_seams import Host as SeamsHost
@@ -264,3 +266,14 @@ def test_the_api_passes_the_key_to_the_supervisor() -> None:
     res = wsgi_request(app, "POST", "/ips", {"ip": VIP, "follow": KEY}, {"Content-Type": "application/json"})
     assert res.status == 201
     assert sup.requests == [{"op": "add", "ip": VIP, "follow": KEY, "follow_value": ""}]
+
+
+# ------------------------------------------------------------------ link-client
+def test_link_client_add_follow_sends_the_key_and_shows_it(capsys: pytest.CaptureFixture[str], host: str,
+                                                           sup: FakeSupervisor) -> None:
+    code, out, err = run(capsys, "--host", host, "add", "198.51.100.60", "--follow", KEY, "--follow-value", "pg-1")
+    assert (code, err) == (0, "")
+    assert sup.requests[-1] == {"op": "add", "ip": VIP, "follow": KEY, "follow_value": "pg-1"}
+    assert fields(out)["follows"] == f"{KEY} (this host: pg-1)"
+    code, out, err = run(capsys, "--host", host, "add", "198.51.100.61", "--follow", "/link/default/x")
+    assert code == EXIT_SERVER and "follow must not be under /link/" in err and out == ""
