@@ -109,6 +109,8 @@ class Config:
     wire_peers: tuple[Endpoint, ...] = ()
     wire_key_file: str = ""
     wire_address: str = ""
+    # Interfaces whose carrier this host's VIPs need (INTERFACE and TRACK_INTERFACES; none: empty).
+    track_interfaces: tuple[str, ...] = ()
 
     @property
     def bind_address(self) -> str:
@@ -238,6 +240,27 @@ def interface_exists(name: str) -> bool:
     return True
 
 
+def parse_track_interfaces(raw: str, interface: str, check_interface: bool = True) -> tuple[str, ...]:
+    """TRACK_INTERFACES: INTERFACE, then the interfaces listed (comma-separated); "none" tracks
+    nothing (LinK v2's behaviour: the VIP stays whatever the link does)."""
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    if [item.lower() for item in items] == ["none"]:
+        return ()
+    if "none" in (item.lower() for item in items):
+        raise ConfigError(f"TRACK_INTERFACES={raw.strip()[:80]!r}: none goes alone (it tracks nothing, not even INTERFACE)")
+    names: list[str] = [interface]
+    for name in items:
+        # The kernel's rule for a name (dev_valid_name): 1-15 bytes, no "/", ":" or space, not . or ..
+        if (len(name.encode()) > 15 or name in (".", "..") or any(c in "/:" or c.isspace() for c in name)
+                or not name.isprintable()):
+            raise ConfigError(f"TRACK_INTERFACES: {name[:40]!r} is not an interface name (or give none alone to track nothing)")
+        if check_interface and not interface_exists(name):
+            raise ConfigError(f"TRACK_INTERFACES: no such network interface {name!r} on this host")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class OneShotConfig:
     """What `link-agent associate|dissociate IP` reads: no etcd, no API, no state dir."""
@@ -339,4 +362,5 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         wire_peers=wire_settings.parse_peers(env.get("WIRE_PEERS", ""), wire_port),
         wire_key_file=wire_key_file,
         wire_address=wire_settings.parse_address(env.get("WIRE_ADDRESS", "")),
+        track_interfaces=parse_track_interfaces(env.get("TRACK_INTERFACES", ""), interface, check_interface),
     )

@@ -40,6 +40,8 @@ configuration is read from environment variables (as LinK):
   HEALTH_CHECK_INTERVAL       time between two rounds of a VIP's health checks (default 1s)
   HEALTH_CHECK_TIMEOUT        longest a single check may take (default 1s)
   FAIL_COUNT_BEFORE_FAILOVER  failed rounds in a row before the VIP fails over (default 3)
+  TRACK_INTERFACES            comma-separated interfaces whose carrier the VIPs need, besides
+                              INTERFACE (none: track nothing, not even INTERFACE)
   FAULT_POLICY                when etcd is unreachable: arbitrate (default: the hosts agree on
                               one holder over the wire), activate (LinK), keep or release
   PRIORITY                    0-255, lowest wins (default 10); PREEMPT (default true),

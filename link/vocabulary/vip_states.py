@@ -24,6 +24,9 @@ class Event(str, enum.Enum):
     # FAULT_POLICY=arbitrate: while etcd does not answer, the heartbeats between hosts decide (link.wire).
     WIRE_ELECTED = "wire_elected"
     WIRE_DEMOTED = "wire_demoted"
+    # Track interfaces: a tracked interface lost its carrier; every one has it again (link.worker.carrier).
+    CARRIER_LOST = "carrier_lost"
+    CARRIER_BACK = "carrier_back"
 
 
 # How a summary lists them (systemd's STATUS line): what serves first, then what waits.

@@ -51,6 +51,8 @@ class CommandTarget(Protocol):
 
     def look_now(self) -> None: ...
 
+    def recover(self, event: Event, reason: str) -> None: ...
+
 
 class SupervisorCommands:
     def __init__(self, worker: CommandTarget) -> None:
@@ -121,6 +123,5 @@ class SupervisorCommands:
         w.health.replace(list(w.spec.checks), w.check_interval(w.spec))
         if not w.spec.checks and w.judge.failing:
             w.judge.reset()
-            w.fsm.handle(Event.HEALTH_CHECK_SUCCESS, "health checks removed")
-            w.report(Event.HEALTH_CHECK_SUCCESS, "health checks removed")
+            w.recover(Event.HEALTH_CHECK_SUCCESS, "health checks removed")  # FAILING still if a carrier is lost
         logger.info("%s: health checks replaced (%d check(s))", w.vip, len(w.spec.checks))

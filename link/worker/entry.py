@@ -2,7 +2,8 @@
 (link.supervisor.ops, in the forked child): set the process up, boot the VIP, run, leave.
 
 `build_worker` is the one place the Worker's seams get their real parts (the gRPC etcd
-adapter, the binder the VIP asks for, the monotonic clock); unit tests give it fakes.
+adapter, the binder the VIP asks for, the monotonic clock, the link watch of TRACK_INTERFACES);
+unit tests give it fakes.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from link.config import Config
 from link.vocabulary.exit_codes import WORKER_BOOT_FAILED, WORKER_OK
 from link.vocabulary.protocol import BootFailed
 from link.vocabulary.vip import VipSpec
+from link.adapters.carrier import LinkWatch
 from link.worker.binders import Binder, make_binder
 from link.etcd.grpc_client import GrpcEtcd
 from link.worker.main import Worker
@@ -50,7 +52,8 @@ def build_worker(config: Config, spec: VipSpec, conn: Connection) -> Worker:
     def binder(wake: Callable[[], None], priority: Callable[[], int]) -> Binder:
         return make_binder(config, spec, wake, priority)
 
-    worker = Worker(config, spec, conn, etcd=GrpcEtcd.from_config(config), binder=binder, clock=time.monotonic)
+    worker = Worker(config, spec, conn, etcd=GrpcEtcd.from_config(config), binder=binder, clock=time.monotonic,
+                    links=LinkWatch)
     worker.claims.probe_rate = config.claim_probe_rate  # the host's probe budget (link.probe_budget)
     return worker
 

@@ -46,6 +46,16 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = {
     (S.STANDBY, E.WIRE_DEMOTED): S.STANDBY,
     (S.ACTIVATED, E.WIRE_DEMOTED): S.STANDBY,
     (S.FAILING, E.WIRE_DEMOTED): S.FAILING,
+    # A tracked interface without carrier (link.worker.carrier): this host cannot serve the VIP.
+    # Back to STANDBY only when nothing else keeps it FAILING (link.worker.main.Worker.recover).
+    (S.BOOTING, E.CARRIER_LOST): S.FAILING,
+    (S.STANDBY, E.CARRIER_LOST): S.FAILING,
+    (S.ACTIVATED, E.CARRIER_LOST): S.FAILING,
+    (S.FAILING, E.CARRIER_LOST): S.FAILING,
+    (S.BOOTING, E.CARRIER_BACK): S.BOOTING,
+    (S.STANDBY, E.CARRIER_BACK): S.STANDBY,
+    (S.ACTIVATED, E.CARRIER_BACK): S.ACTIVATED,
+    (S.FAILING, E.CARRIER_BACK): S.STANDBY,
 }
 
 EnterAction = Callable[[State, Event, str], None]

@@ -21,6 +21,7 @@ from link.vocabulary.protocol import BinderReport, MetricsReport, StateReport
 from link.scripts import ProgramPolicy
 from link.vocabulary.vip import VipSpec
 from link.worker.binders import Binder, BinderFactory
+from link.worker.carrier import CarrierTracker, LinkWatchFactory
 from link.worker.commands import SupervisorCommands
 from link.worker.claim_guard import ClaimGuard, peers_by_mac
 from link.worker.election import CycleResult, Election
@@ -43,9 +44,10 @@ TRUSTED_CYCLES = 8  # cycles in a row that may trust the watch instead of readin
 
 class Worker:
     def __init__(self, config: Config, spec: VipSpec, conn: Connection, *, etcd: EtcdPort, binder: BinderFactory,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], links: LinkWatchFactory | None = None) -> None:
         """`etcd` is first used by start_election (etcd down is no boot failure); `binder` is
-        called by boot() with this worker's wake and priority (a failure there is one)."""
+        called by boot() with this worker's wake and priority (a failure there is one), as is
+        `links` with the interfaces to track (None: none tracked)."""
         self.config = config
         self.clock = clock
         self.spec = spec
@@ -76,6 +78,8 @@ class Worker:
         self._reported_state: str | None = None  # the `from` of the next transition report
         self._make_binder = binder
         self.binder: Binder | None = None  # how the VIP is put in place (link.worker.binders)
+        self._make_links = links
+        self.carrier: CarrierTracker | None = None  # TRACK_INTERFACES (link.worker.carrier)
         self._binder_reported: dict[str, Any] | None = None
         self.etcd = etcd
         self.election: Election | None = None
@@ -87,6 +91,9 @@ class Worker:
         """Open what the VIP needs on this host; an exception here is a boot failure."""
         self.binder = self._make_binder(self._wake, self._priority)
         self.claims.use(self.binder)
+        if self._make_links is not None and self.config.track_interfaces:
+            self.carrier = CarrierTracker(self._make_links(self.config.track_interfaces), label=self.vip)
+            self.carrier.start()  # the state at boot: without carrier, FAILING before any election
 
     def _priority(self) -> int:
         if self.election is not None:
@@ -134,6 +141,9 @@ class Worker:
             selector.register(self._wake_r, selectors.EVENT_READ)
             self.claims.attach(selector)  # a claim on the wire wakes the loop
             self.wire.attach(selector)  # and, during an outage, an answer for the VIP
+            if self.carrier is not None:
+                selector.register(self.carrier, selectors.EVENT_READ)  # a tracked link changed
+                self._judge_carrier()
             while not self.stopping:
                 due = min(next_cycle, self.binder.next_due() or next_cycle, self.claims.next_due() or next_cycle,
                           self.wire.next_due() or next_cycle)
@@ -150,6 +160,8 @@ class Worker:
                         next_cycle = self.clock()  # the lock changed: look now, not at the next tick
                 if self.stopping:
                     break
+                if self.carrier is not None and self.carrier in ready:
+                    self._judge_carrier()  # before anything that could bind the VIP again
                 self._judge_health()
                 now = self.clock()
                 if now >= next_cycle:
@@ -172,10 +184,36 @@ class Worker:
             event, reason = self.judge.judge(results)
             if reason:
                 logger.log(logging.WARNING if event or not all(r.ok for r in results) else logging.INFO, "%s: %s", self.vip, reason)
-            if event is not None and self.fsm.handle(event, reason):
-                if self.fsm.state is State.FAILING:
-                    self.holder = None
-                self.report(event, reason)
+            if event is Event.HEALTH_CHECK_SUCCESS:
+                self.recover(event, reason)
+            elif event is not None:
+                self._fail(event, reason)
+
+    def _judge_carrier(self) -> None:
+        assert self.carrier is not None
+        event, reason = self.carrier.look()
+        if event is Event.CARRIER_BACK:
+            self.recover(event, reason)
+        elif event is not None:
+            self._fail(event, reason)
+
+    def _fail(self, event: Event, reason: str) -> None:
+        """A failing check or a lost carrier: FAILING unbinds at once and frees the lock."""
+        if self.fsm.handle(event, reason):
+            self.holder = None
+            self.report(event, reason)
+
+    def recover(self, event: Event, reason: str) -> None:
+        """One cause of FAILING is gone: leave it only if no other holds (checks that still
+        fail, a tracked interface still without carrier)."""
+        still = self.carrier.why() if self.carrier is not None else ""
+        if not still and self.judge.failing:
+            still = "health checks fail"
+        if still:
+            logger.info("%s: %s; still %s: %s", self.vip, reason, self.fsm.state.value, still)
+            return
+        if self.fsm.handle(event, reason):
+            self.report(event, reason)
 
     def _apply_fault_policy(self, result: CycleResult) -> CycleResult:
         """FAULT_POLICY turns a `fault` into LinK's rule (activate), nothing (keep), a release, or what the wire decides."""
@@ -333,6 +371,8 @@ class Worker:
         """Leave cleanly: unbind first, then give the lock up, so no two hosts hold it."""
         logger.info("%s: stopping (%s)", self.vip, self.stopping)
         self.health.stop()
+        if self.carrier is not None:
+            self.carrier.close()
         self.wire.close()
         self.claims.close()
         if self.binder is not None:
