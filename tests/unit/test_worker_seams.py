@@ -301,7 +301,11 @@ def test_build_worker_wires_the_real_parts_without_connecting() -> None:
         worker.boot()
         assert isinstance(worker.binder, WebhookBinder) and worker.binder.vip == VIP
         assert worker.etcd.call_stats()["requests"] == {}  # not one etcd call so far
+        # INTERFACE is tracked (TRACK_INTERFACES): the kernel was asked about it at boot.
+        assert worker.carrier is not None and worker.carrier.watch.names == ("lo",) and worker.carrier.why() == ""
     finally:
+        if worker.carrier is not None:
+            worker.carrier.close()
         if worker.binder is not None:
             worker.binder.close()
         worker.etcd.close()
