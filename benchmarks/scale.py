@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import psutil
 
-from tests.lab.lab import Host, Lab
+from tests.lab.lab import Host, Lab, lock_key
 from tests.lab.waiting import WaitTimeout, wait_until
 
 from . import runtime
@@ -114,19 +114,41 @@ class Doubles(dict):
     at once is a double (issue 15 point 4: an overloaded host must not keep a VIP that another
     host holds with the lock). A dict, so that it lands in the results JSON as it is."""
 
-    def __init__(self, vips: list[str]) -> None:
-        super().__init__(samples=0, samples_with_a_double=0, most_doubles_at_once=0, vips_ever_doubled=0)
+    def __init__(self, vips: list[str], lock_of: Callable[[str], str | None] = lambda _vip: None) -> None:
+        super().__init__(samples=0, samples_with_a_double=0, most_doubles_at_once=0, vips_ever_doubled=0, first_seen={})
         self.vips = vips
+        self.lock_of = lock_of
         self.doubled: set[str] = set()
+        self.t0 = time.monotonic()
 
     def count(self, holders: dict[str, list[str]]) -> int:
         several = [v for v in self.vips if len(holders[v]) > 1]
+        now = round(time.monotonic() - self.t0, 1)
+        for vip in set(several) - self.doubled:  # when (s after the first POST, wall clock) and where: to read the logs
+            self["first_seen"][vip] = [now, time.strftime("%H:%M:%S"), holders[vip]]
+        # Each VIP's doubles as spans [first sample seen doubled, first sample seen single again,
+        # the hosts, the etcd lock's holder then]: a span whose lock holder is among the hosts is
+        # a host keeping the VIP beside one that visibly holds it with the lock.
+        spans = self.setdefault("spans", {})
+        for vip in several:
+            vip_spans = spans.setdefault(vip, [])
+            if not vip_spans or vip_spans[-1][1] is not None:
+                vip_spans.append([now, None, holders[vip], self._lock(vip)])
+        for vip, vip_spans in spans.items():
+            if vip_spans[-1][1] is None and vip not in several:
+                vip_spans[-1][1] = now
         self.doubled.update(several)
         self["samples"] += 1
         self["samples_with_a_double"] += bool(several)
         self["most_doubles_at_once"] = max(self["most_doubles_at_once"], len(several))
         self["vips_ever_doubled"] = len(self.doubled)
         return len(several)
+
+    def _lock(self, vip: str) -> str | None:
+        try:
+            return self.lock_of(vip)
+        except Exception as exc:  # noqa: BLE001 - an overloaded etcd: recorded, the sampling goes on
+            return f"? ({type(exc).__name__})"
 
     def watch(self, probe: Probe, stop: threading.Event, period: float = 0.5) -> threading.Thread:
         """Sample every `period` seconds in a thread until `stop` is set (the POST phase)."""
@@ -142,7 +164,7 @@ def converge(lab: Lab, probe: Probe, vips: list[str], t0: float, limit: float, r
              log: Callable[[str], None]) -> bool:
     """Wait (bounded) until every VIP has exactly one holder, then until the APIs agree."""
     best: dict[str, int] = {}
-    doubles = res.setdefault("doubles_while_converging", Doubles(vips))
+    doubles = res.setdefault("doubles_while_converging", Doubles(vips, lambda vip: lab.etcd.get(lock_key(vip))))
 
     def all_single() -> bool:
         holders = probe.holders(vips, only_up=True)
@@ -209,7 +231,8 @@ def run_count(n: int, window: float, warmup: float, log: Callable[[str], None]) 
         probe = Probe(lab)
         try:
             cpu0, t0 = machine_cpu(), time.monotonic()
-            doubles, stop = res.setdefault("doubles_while_converging", Doubles(vips)), threading.Event()
+            doubles = res.setdefault("doubles_while_converging", Doubles(vips, lambda vip: lab.etcd.get(lock_key(vip))))
+            stop = threading.Event()
             sampler = doubles.watch(probe, stop)
             try:
                 post_phase(lab, vips, converge_limit(n), res, log)
