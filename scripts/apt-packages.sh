@@ -17,14 +17,22 @@ apt_install_missing() {  # apt_install_missing WHO PACKAGE...: install those not
     return 1
   fi
   echo "$who: apt-get install ${missing[*]}"
-  local log held=false rc=0
+  local log rc=0 p units=()
   log=$(mktemp -t link-apt.XXXXXX)
-  case " ${missing[*]} " in *" prometheus "*) held=true; _prometheus_service_held ;; esac
+  # Services these packages would start on the machine: the tests run their own, in the lab.
+  for p in "${missing[@]}"; do
+    case $p in
+      prometheus) units+=(prometheus.service) ;;
+      patroni) units+=(patroni.service) ;;
+      postgresql) units+=(postgresql.service postgresql@15-main.service) ;;
+    esac
+  done
+  [ "${#units[@]}" -eq 0 ] || _services_held "${units[@]}"
   { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1 || rc=$?
-  if $held; then
-    _prometheus_service_off
-    [ "$rc" -ne 0 ] || echo "$who: prometheus installed for promtool and the lab tests; its own service left stopped and disabled"
+  if [ "${#units[@]}" -gt 0 ]; then
+    _services_off "${units[@]}"
+    [ "$rc" -ne 0 ] || echo "$who: installed for the tests, their services left stopped and disabled: ${units[*]}"
   fi
   if [ "$rc" -ne 0 ]; then
     echo "$who: FAILED: apt-get install ${missing[*]}" >&2
@@ -35,16 +43,17 @@ apt_install_missing() {  # apt_install_missing WHO PACKAGE...: install those not
   rm -f "$log"
 }
 
-# Debian's prometheus package starts its service when installed (every address, port 9090);
-# the tests run their own Prometheus inside a lab namespace, so an install made here leaves
-# that service stopped and disabled. systemd: the unit is masked during the install
-# (deb-systemd-helper keeps a mask it did not make, and its start fails harmlessly), then
-# unmasked and disabled. SysV init: a policy-rc.d, only when there is none, refuses every start
-# (invoke-rc.d asks it) while apt runs; the init script is disabled afterwards.
+# Debian's prometheus package starts its service when installed (every address, port 9090),
+# postgresql its main cluster (port 5432), patroni its service; the tests run their own inside
+# lab namespaces, so an install made here leaves those services stopped and disabled. systemd:
+# the units are masked during the install (deb-systemd-helper keeps a mask it did not make, and
+# their start fails harmlessly), then unmasked and disabled. SysV init: a policy-rc.d, only when
+# there is none, refuses every start (invoke-rc.d asks it) while apt runs; the init scripts are
+# disabled afterwards.
 _own_policy_rc=""
-_prometheus_service_held() {
+_services_held() {  # _services_held UNIT...
   if [ -d /run/systemd/system ]; then
-    systemctl mask --quiet prometheus.service
+    systemctl mask --quiet "$@"
   elif [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\n# link scripts/apt-packages.sh: no service starts during this apt-get install\nexit 101\n' \
       >/usr/sbin/policy-rc.d
@@ -52,15 +61,19 @@ _prometheus_service_held() {
     _own_policy_rc=/usr/sbin/policy-rc.d
   fi
 }
-_prometheus_service_off() {
+_services_off() {  # _services_off UNIT...
+  local unit
   if [ -d /run/systemd/system ]; then
-    systemctl unmask --quiet prometheus.service
-    systemctl disable --now --quiet prometheus.service 2>/dev/null || true
+    systemctl unmask --quiet "$@"
+    systemctl disable --now --quiet "$@" 2>/dev/null || true
   else
     if [ -n "$_own_policy_rc" ]; then
       rm -f "$_own_policy_rc"
       _own_policy_rc=""
     fi
-    update-rc.d prometheus disable >/dev/null 2>&1 || true
+    for unit in "$@"; do
+      case $unit in *@*) continue ;; esac  # an instance of a template: no init script of its own
+      update-rc.d "${unit%.service}" disable >/dev/null 2>&1 || true
+    done
   fi
 }

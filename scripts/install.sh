@@ -8,9 +8,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # keepalived is the benchmarks' reference (their smoke test is in the suite); Debian's own
 # Python libraries are what the .deb runs on, and what the benchmarks run agents on; prometheus
-# gives promtool (the shipped alerting rules' unit tests) and the server the lab test runs.
+# gives promtool (the shipped alerting rules' unit tests) and the server the lab test runs;
+# patroni and postgresql (with psql) are the real Patroni the leader-key lab test follows.
 packages=(etcd-server etcd-client iproute2 tcpdump iputils-ping procps openssl python3 python3-venv keepalived
-          prometheus "${DEBIAN_PYTHON_LIBS[@]}")
+          prometheus patroni postgresql postgresql-client "${DEBIAN_PYTHON_LIBS[@]}")
 log=$(mktemp -t link-install.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
@@ -29,7 +30,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 apt_install_missing install.sh "${packages[@]}"
-for tool in /usr/bin/etcd ip tcpdump ping ps python3 /usr/bin/promtool /usr/bin/prometheus; do
+for tool in /usr/bin/etcd ip tcpdump ping ps python3 /usr/bin/promtool /usr/bin/prometheus /usr/bin/patroni \
+            /usr/lib/postgresql/15/bin/postgres /usr/bin/psql setpriv; do
   command -v "$tool" >/dev/null || { echo "install.sh: $tool is missing after the install" >&2; exit 1; }
 done
 
