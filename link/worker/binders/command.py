@@ -10,18 +10,15 @@ retried with backoff
 (`runner.ActionRunner`). `ensure`, while ACTIVATED, runs every `ensure_interval` seconds; when it
 fails, `activate` runs again.
 
-Run from the worker, which holds a gRPC channel: subprocess uses vfork+exec here (no
-preexec_fn, no user=: setpriv switches user, see link.scripts), so the child runs no Python and
-touches none of the worker's gRPC state.
+Run from the worker, which holds a gRPC channel: link.worker.programs starts them with
+vfork+exec (no preexec_fn, no user=: setpriv switches user, see link.scripts), so the child runs
+no Python and touches none of the worker's gRPC state.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
 import os
-import signal
-import subprocess
-import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -30,7 +27,8 @@ from link.scripts import HIDDEN_VARIABLES, ProgramPolicy, ScriptRefused
 from link.vocabulary.binder_kinds import COMMAND
 from link.vocabulary.vip import VipSpec
 from link.vocabulary.vip_states import State
-from link.worker.binders.runner import MAX_ERROR, Action, ActionFailed, ActionRunner
+from link.worker.binders.runner import Action, ActionFailed, ActionRunner
+from link.worker.programs import ProgramNotStarted, ProgramTimedOut, RunningProgram, run_program, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +54,6 @@ def environment(base: Mapping[str, str], *, vip: str, vip_id: str, hostname: str
     return env
 
 
-def summarize(output: bytes) -> str:
-    text = output.decode(errors="replace").strip().replace("\r", "").replace("\n", " | ")
-    return text[:MAX_ERROR] + ("…" if len(text) > MAX_ERROR else "")
-
-
 class CommandBinder:
     kind = COMMAND.name
     announces = False  # the user's program owns how clients find the VIP
@@ -80,8 +73,7 @@ class CommandBinder:
         self._programs = ProgramPolicy.from_config(config) if programs is None else programs
         self._active = False  # the desired state: activate asked last
         self._next_ensure = 0.0
-        self._proc_lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._running = RunningProgram()
         self.runner = ActionRunner(self._perform, wake, label=f"{self.vip}: command binder: ", **(runner_options or {}))
 
     @classmethod
@@ -128,11 +120,9 @@ class CommandBinder:
 
     def close(self, wait: float = 0.0) -> None:
         if not self.runner.close(wait):
-            with self._proc_lock:
-                proc = self._proc
-            if proc is not None and proc.poll() is None:
-                logger.warning("%s: binder program %d still running at stop: killed", self.vip, proc.pid)
-                _kill_group(proc)
+            pid = self._running.kill()
+            if pid is not None:
+                logger.warning("%s: binder program %d still running at stop: killed", self.vip, pid)
 
     # -- the runner's thread ----------------------------------------------------------------
     def _perform(self, action: Action, attempt: int) -> None:
@@ -145,45 +135,14 @@ class CommandBinder:
             priority=int(action.context.get("priority", 0)), attempt=attempt,
         )
         try:
-            # Checked right before the run: a program changed since the VIP was added is not
-            # run; what runs is the resolved path (see ProgramPolicy.prepare).
-            args, options = self._programs.prepare(argv, env)
+            done = run_program(self._programs, argv, env, self.timeout, self._running)
         except ScriptRefused as exc:
             # The runner logs each attempt (with backoff) and binder_status.error shows it.
             raise ActionFailed(f"{action.name}: program refused, not run: {exc}") from None
-        try:
-            # No preexec_fn (see the module's docstring). A session of its own, so a timeout
-            # kills the program's children too (a shell script's commands).
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    close_fds=True, start_new_session=True, **options)
-        except OSError as exc:
-            raise ActionFailed(f"{action.name} could not start {args[0]}: {exc.strerror or exc}") from None
-        with self._proc_lock:
-            self._proc = proc
-        try:
-            try:
-                output, _ = proc.communicate(timeout=self.timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                raise ActionFailed(f"{action.name} timed out after {self.timeout:g}s") from None
-        finally:
-            with self._proc_lock:
-                self._proc = None
-        if proc.returncode != 0:
-            detail = summarize(output)
-            how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited {proc.returncode}"
-            raise ActionFailed(f"{action.name} {how}" + (f": {detail}" if detail else ""))
-        if output.strip():
-            logger.info("%s: %s said: %s", self.vip, action.name, summarize(output))
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the program and its session (it is the leader: its pid is the group's id)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.communicate(timeout=1.0)  # reap it; a grandchild that escaped the group may hold the pipe
-    except subprocess.TimeoutExpired:
-        pass
+        except (ProgramNotStarted, ProgramTimedOut) as exc:  # a timed-out program's group is killed already
+            raise ActionFailed(f"{action.name} {exc}") from None
+        if done.returncode != 0:
+            detail = summarize(done.output)
+            raise ActionFailed(f"{action.name} {done.how()}" + (f": {detail}" if detail else ""))
+        if done.output.strip():
+            logger.info("%s: %s said: %s", self.vip, action.name, summarize(done.output))
