@@ -4,13 +4,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 import socket
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
 
 from link import probe_budget
-from link.scripts import ScriptRefused, check_scripts_dir
+from link.scripts import ScriptRefused, check_program, check_scripts_dir
 from link.vocabulary import fault_policies
 from link.wire import settings as wire_settings
 from link.wire.peers import Endpoint
@@ -49,6 +50,7 @@ def parse_duration(name: str, text: str) -> float:
 
 DEFAULT_SCRIPTS_DIR = "/etc/link/scripts"
 DEFAULT_MAX_VIPS = 100
+DEFAULT_NOTIFY_TIMEOUT = 5.0
 MAX_MAX_VIPS = 1000
 
 
@@ -95,6 +97,10 @@ class Config:
     scripts_dir: str = DEFAULT_SCRIPTS_DIR
     # Who those programs run as (keepalived's script_user): never root unless said so.
     script_user: ScriptUser = field(default_factory=lambda: ScriptUser("", os.getuid(), os.getgid()))
+    # keepalived's notify: a program (and its arguments) run on every state change of every
+    # VIP that names none of its own (link.worker.notify), killed after NOTIFY_TIMEOUT.
+    notify: tuple[str, ...] = ()
+    notify_timeout: float = DEFAULT_NOTIFY_TIMEOUT
     # Origins (scheme://host:port) a webhook binder may call; none: webhook binders are refused.
     webhook_allowed_urls: tuple[str, ...] = ()
     # Most VIPs this agent takes (each is a process; the benchmark's 2-core hosts broke at 200).
@@ -232,6 +238,24 @@ def _readable_file(env: Mapping[str, str], name: str) -> str:
     return path
 
 
+def _notify(env: Mapping[str, str], scripts_dir: str, script_user: ScriptUser) -> tuple[str, ...]:
+    """NOTIFY: a program and its arguments (shell-like quoting, no shell), which must pass
+    SCRIPTS_DIR's rule now (link.scripts.check_program): one line at start rather than a
+    failed run at the first transition."""
+    raw = env.get("NOTIFY", "").strip()
+    if not raw:
+        return ()
+    try:
+        argv = shlex.split(raw)
+    except ValueError as exc:
+        raise ConfigError(f"NOTIFY={raw[:200]!r}: {exc}") from None
+    try:
+        check_program(argv[0], scripts_dir, run_as=script_user)
+    except ScriptRefused as exc:
+        raise ConfigError(f"NOTIFY {exc}") from None
+    return tuple(argv)
+
+
 def interface_exists(name: str) -> bool:
     try:
         socket.if_nametoindex(name)
@@ -322,6 +346,8 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         check_scripts_dir(scripts_dir)
     except ScriptRefused as exc:
         raise ConfigError(f"SCRIPTS_DIR {exc}") from None
+    script_user = parse_script_user(env.get("SCRIPT_USER", ""))
+    notify = _notify(env, scripts_dir, script_user)
     wire_port = _int(env, "WIRE_PORT", wire_settings.DEFAULT_PORT, 1, 65535)
     wire_key_file = env.get("WIRE_KEY_FILE", "").strip()
     wire_settings.read_key(wire_key_file)  # checked now: a bad key file is one line at start, not a silent wire
@@ -353,7 +379,9 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         preempt=_bool(env, "PREEMPT", True),
         preempt_delay=_duration(env, "PREEMPT_DELAY", 3.0, 0.0, 3600.0),
         scripts_dir=scripts_dir,
-        script_user=parse_script_user(env.get("SCRIPT_USER", "")),
+        script_user=script_user,
+        notify=notify,
+        notify_timeout=_duration(env, "NOTIFY_TIMEOUT", DEFAULT_NOTIFY_TIMEOUT, 0.1, 600.0),
         webhook_allowed_urls=parse_webhook_allowed_urls(env.get("WEBHOOK_ALLOWED_URLS", "")),
         max_vips=_int(env, "MAX_VIPS", DEFAULT_MAX_VIPS, 1, MAX_MAX_VIPS),
         claim_probe_rate=_rate(env, "CLAIM_PROBE_RATE", probe_budget.DEFAULT_RATE, probe_budget.MIN_RATE, probe_budget.MAX_RATE),

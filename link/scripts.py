@@ -220,9 +220,11 @@ def check_scripts_dir(path: str, *, owner_uid: int = 0) -> bool:
 
 def named_programs(vip: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(field, program) of every program a VIP names, in the API's JSON form (an add or update
-    request, or a stored VIP): its EXEC checks' and its command binder's."""
+    request, or a stored VIP): its EXEC checks', its notify program and its command binder's."""
     named = [(f"checks[{i}].command[0]", check["command"][0])
              for i, check in enumerate(vip.get("checks") or ()) if check.get("type") == "EXEC"]
+    if vip.get("notify"):
+        named.append(("notify[0]", vip["notify"][0]))
     return named + binder_kinds.programs_of(vip)  # the binder's schema says which of its settings are programs
 
 

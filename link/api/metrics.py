@@ -13,9 +13,11 @@ from typing import Any, Callable, Iterator, Mapping
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from link.vocabulary.notify_words import NotifyOutcome
 from link.vocabulary.vip_states import State
 
 STATES = tuple(state.value for state in State)
+NOTIFY_OUTCOMES = tuple(outcome.value for outcome in NotifyOutcome)
 VIP_LABELS = ["id", "ip"]
 
 __all__ = ["CONTENT_TYPE_LATEST", "LinkCollector", "render"]
@@ -98,6 +100,10 @@ class LinkCollector:
                                      labels=VIP_LABELS)
         probes = CounterMetricFamily("link_vip_claim_probes", "ARP probes or neighbour solicitations sent for the VIP "
                                      "to find a silent claimant.", labels=VIP_LABELS)
+        notify = CounterMetricFamily("link_vip_notify_runs", "Notify program runs, by outcome (ok, failed: non-zero "
+                                     "exit or could not start, timed_out: killed at NOTIFY_TIMEOUT, refused: not run, "
+                                     "SCRIPTS_DIR's rule, dropped: never run, backlog full or worker stopped).",
+                                     labels=VIP_LABELS + ["outcome"])
         for vip in vips:
             labels = [str(vip.get("id", "")), str(vip.get("ip", ""))]
             for name in STATES:
@@ -129,8 +135,11 @@ class LinkCollector:
             claims.add_metric(labels, _number(_mapping(numbers.get("claims")).get("detections")))
             probes.add_metric(labels, _number(_mapping(numbers.get("claims")).get("probes")))
             claiming.add_metric(labels, _number(vip.get("foreign_claim")))
+            runs = _mapping(numbers.get("notify"))
+            for outcome in NOTIFY_OUTCOMES:
+                notify.add_metric(labels + [outcome], _number(runs.get(outcome)))
         yield from (state, since, changed, respawns, transitions, packets, checks, check_time, etcd_time, etcd_errors,
-                    renewals, grants, takeovers, claims, claiming, probes)
+                    renewals, grants, takeovers, claims, claiming, probes, notify)
 
 
 def render(answer: Mapping[str, Any], version: str, clock: Callable[[], float] = time.time) -> bytes:

@@ -188,9 +188,24 @@ def _preempt(value: object) -> bool | None:
     raise ApiError(400, f"preempt must be true, false or null, not a JSON {json_type_name(value)}")
 
 
+_NOTIFY_PROGRAM = binder_kinds.Program("notify")  # the shape of a command binder's programs
+
+
+def _notify(value: object) -> list[str]:
+    """A program and its arguments told of every state change (link.worker.notify); null or []
+    means the agent's NOTIFY. Whether it may run (SCRIPTS_DIR...) is link.api.admission's."""
+    if value is None or value == []:
+        return []
+    try:
+        return _NOTIFY_PROGRAM.read(value, "notify")
+    except SettingError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 # One reader per setting that PATCH may change: its JSON value (present) -> the supervisor's form.
 _READERS: dict[str, Callable[[Any], Any]] = {
     "healthcheck_interval": _healthcheck_interval, "fault_policy": _fault_policy, "priority": _priority, "preempt": _preempt,
+    "notify": _notify,
 }
 
 

@@ -131,6 +131,17 @@ def _seconds_arg(text: str) -> int | float:
     return int(seconds) if seconds.is_integer() else seconds
 
 
+def _notify_arg(text: str) -> list[str]:
+    """'PROG [ARG...]' as the agent's `notify` field; "" is [] (the agent's NOTIFY)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if argv and not argv[0].startswith("/"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected /ABSOLUTE/PATH [ARG...] (a program in the agent's SCRIPTS_DIR)")
+    return argv
+
+
 # --- commands ----------------------------------------------------------------------------------
 
 def _print_json(payload: Any, out: TextIO) -> None:
@@ -173,6 +184,8 @@ def cmd_add(agent: Agent, args: argparse.Namespace, out: TextIO) -> None:
         body["follow"] = args.follow
     if args.follow_value is not None:
         body["follow_value"] = args.follow_value
+    if args.notify:
+        body["notify"] = args.notify
     _print_ip(agent.request("POST", "/ips", body), args, out)
 
 
@@ -191,6 +204,8 @@ def cmd_set_health_checks(agent: Agent, args: argparse.Namespace, out: TextIO) -
         body["healthchecks"] = args.health_checks or []
     if args.health_check_interval is not None:
         body["healthcheck_interval"] = args.health_check_interval
+    if args.notify is not None:
+        body["notify"] = args.notify
     _print_ip(agent.request("PATCH", _ip_path(args.id), body), args, out)
 
 
@@ -265,6 +280,11 @@ def _add_health_options(parser: argparse.ArgumentParser) -> None:
         "--health-check-interval", type=_seconds_arg, default=None, metavar="SECONDS",
         help="seconds between two rounds of checks (0: the agent's HEALTH_CHECK_INTERVAL)",
     )
+    parser.add_argument(
+        "--notify", type=_notify_arg, default=None, metavar="'PROG [ARG...]'",
+        help="a program in the agent's SCRIPTS_DIR run on every state change with VIP OLD NEW REASON appended "
+        "('' on update: back to the agent's NOTIFY)",
+    )
 
 
 def _examples(*lines: str) -> str:
@@ -301,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
             "add 198.51.100.50 --follow /service/pg/leader --follow-value pg-1",
             "add 198.51.100.50 --health-check TCP:198.51.100.20:5432 --health-check-interval 2",
             "add 198.51.100.50 --health-check 'EXEC:/usr/local/bin/check-db --quick'",
+            "add 198.51.100.50 --notify /etc/link/scripts/notify",
         ) + "\n" + HEALTH_CHECK_HELP,
         ["create"],
     )
@@ -328,11 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     update = command(
         "set-health-checks", cmd_set_health_checks,
-        "replace the health checks of an IP, live (the VIP stays bound while the new ones pass)",
+        "replace the health checks (or the notify program) of an IP, live (the VIP stays bound while the new checks pass)",
         _examples(
             f"set-health-checks {EXAMPLE_ID} --health-check TCP:198.51.100.20:5432",
             f"set-health-checks {EXAMPLE_ID} --health-check HTTP:204:http://198.51.100.20/ready --health-check-interval 5",
             f"set-health-checks {EXAMPLE_ID} --clear",
+            f"set-health-checks {EXAMPLE_ID} --notify /etc/link/scripts/notify",
         ) + "\n" + HEALTH_CHECK_HELP,
         ["update-healthchecks"],
     )
@@ -380,8 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Checked here rather than by argparse: --health-check-interval alone is a valid change.
         if args.clear and args.health_checks:
             return _usage_error(args.command_parser, "--clear and --health-check do not go together")
-        if not (args.clear or args.health_checks or args.health_check_interval is not None):
-            return _usage_error(args.command_parser, "give --health-check (one or more), --clear or --health-check-interval")
+        if not (args.clear or args.health_checks or args.health_check_interval is not None or args.notify is not None):
+            return _usage_error(args.command_parser,
+                                "give --health-check (one or more), --clear, --health-check-interval or --notify")
     env = os.environ
     try:
         target = parse_host(args.host or env.get("LINK_HOST", "") or DEFAULT_HOST)

@@ -21,7 +21,7 @@ from link import logs, probe_budget
 from link.vocabulary import protocol
 from link.config import Config, ConfigError
 from link.vocabulary.protocol import (BinderReport, BootFailed, CandidatesDone, ClaimReport, FailoverDone, Heartbeat, Message,
-                           MetricsReport, StateReport, WireReport)
+                           MetricsReport, NotifyReport, StateReport, WireReport)
 from link.supervisor import lifecycle, observe, reload
 from link.supervisor.lifecycle import Watchdog
 from link.supervisor.ops import ProcessOps
@@ -82,7 +82,7 @@ class Arbiter:
             BootFailed: observe.boot_failed, CandidatesDone: self.requests.candidates_done,
             FailoverDone: self.requests.failover_done,
             Heartbeat: lambda report, record: None,  # _worker_message noted that the worker is alive
-            ClaimReport: observe.claim_report,
+            ClaimReport: observe.claim_report, NotifyReport: observe.notify_report,
             WireReport: lambda report, record: self.wire.report(report, record) if self.wire else None,
         })
         self._on_signal: dict[int, Callable[[], None]] = {

@@ -13,7 +13,7 @@ import time
 from typing import Any, Iterable
 
 from link.vocabulary.counters import add
-from link.vocabulary.protocol import BinderReport, BootFailed, ClaimReport, MetricsReport, StateReport
+from link.vocabulary.protocol import BinderReport, BootFailed, ClaimReport, MetricsReport, NotifyReport, StateReport
 from link.supervisor.records import VipRecord, iso
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,12 @@ def claim_report(report: ClaimReport, record: VipRecord) -> None:
         "mac": claim.get("mac"), "host": claim.get("host"), "kind": claim.get("kind"),
         "since": iso(claim["since"]) if isinstance(claim.get("since"), (int, float)) else None,
     }
+    add_event(record, record.status, report.event, report.reason, source=WORKER)
+
+
+def notify_report(report: NotifyReport, record: VipRecord) -> None:
+    """A notify program that did not do its job (link.worker.notify): an event, the state stays."""
+    note_metrics(record, report.metrics)
     add_event(record, record.status, report.event, report.reason, source=WORKER)
 
 

@@ -77,6 +77,7 @@ class VipRecord:
             # A followed leader key (null: elected) and the value that means this host.
             "follow": spec.follow or None,
             "follow_value": (spec.follow_value or config.hostname) if spec.follow else None,
+            "notify": list(spec.notify),  # the VIP's own; []: the agent's NOTIFY (link.worker.notify)
             "worker": {"pid": self.pid, "state": self.worker_state.value, "restarts": self.restarts, "error": self.error},
             # The binder and its settings, never the webhook's secret (VipSpec.public_binder).
             **spec.public_binder(),

@@ -77,6 +77,15 @@ class ClaimReport(Message):
     metrics: dict[str, Any] | None = None  # as in `metrics`
 
 
+@message(Family.REPORT, "notify")
+class NotifyReport(Message):
+    """a notify program failed, timed out, was refused or dropped (`event` `notify_failed`...: link.vocabulary.notify_words); an event on the VIP"""
+
+    event: str
+    reason: str
+    metrics: dict[str, Any] | None = None  # as in `metrics`
+
+
 @message(Family.REPORT, "wire")
 class WireReport(Message):
     """what this host's heartbeat says of the VIP, and the wire's decision (`decision` None while etcd decides); on change"""
@@ -91,4 +100,5 @@ class WireReport(Message):
     reason: str = ""
 
 
-Report = Union[StateReport, BinderReport, MetricsReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, ClaimReport, WireReport]
+Report = Union[StateReport, BinderReport, MetricsReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, ClaimReport,
+               NotifyReport, WireReport]

@@ -31,15 +31,16 @@ from link.vocabulary.messages_answers import (
 from link.vocabulary.messages_commands import (
     Stop, Settings, LogLevel, Priority, ReadCandidates, HandOver, WireView, Reannounce, Command)
 from link.vocabulary.messages_reports import (
-    StateReport, BinderReport, MetricsReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, ClaimReport, WireReport, Report)
+    StateReport, BinderReport, MetricsReport, BootFailed, CandidatesDone, FailoverDone, Heartbeat, ClaimReport, NotifyReport,
+    WireReport, Report)
 
 __all__ = [
     'ADD_SETTINGS', 'ITEMS', 'SPREAD', 'UPDATE_SETTINGS', 'WIRE', 'Family', 'Message', 'ProtocolError', 'message',
     'ListIps', 'GetIp', 'AddIp', 'UpdateIp', 'DeleteIp', 'FailoverIp', 'GetEvents', 'GetMetrics', 'ApiListening',
     'WirePeers', 'Request', 'Done', 'Refused', 'Answer', 'Stop', 'Settings', 'LogLevel', 'Priority',
     'ReadCandidates', 'HandOver', 'WireView', 'Reannounce', 'Command', 'StateReport', 'BinderReport',
-    'MetricsReport', 'BootFailed', 'CandidatesDone', 'FailoverDone', 'Heartbeat', 'ClaimReport', 'WireReport',
-    'Report',
+    'MetricsReport', 'BootFailed', 'CandidatesDone', 'FailoverDone', 'Heartbeat', 'ClaimReport', 'NotifyReport',
+    'WireReport', 'Report',
 ]
 
 

@@ -165,6 +165,8 @@ class VipSpec:
     fault_policy: str = _field(Role.ON_ADD_AND_UPDATE, lambda value: str(value or ""), "")  # "": the agent's FAULT_POLICY
     priority: int | None = _field(Role.ON_ADD_AND_UPDATE, _optional(int), None)  # None: the host's PRIORITY (signals shift it)
     preempt: bool | None = _field(Role.ON_ADD_AND_UPDATE, _optional(bool), None)  # None: the agent's PREEMPT
+    # A program and its arguments told of every state change (link.worker.notify); (): the agent's NOTIFY.
+    notify: tuple[str, ...] = _field(Role.ON_ADD_AND_UPDATE, lambda value: tuple(value or ()), ())
     # A leader key to follow instead of an election (link.vocabulary.leader_keys): "" elects.
     follow: str = _field(Role.ON_ADD, lambda value: str(value or ""), "")
     follow_value: str = _field(Role.ON_ADD, lambda value: str(value or ""), "")  # "": the agent's HOSTNAME

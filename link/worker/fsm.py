@@ -69,11 +69,13 @@ class StateMachine:
     each time would be wrong.
     """
 
-    def __init__(self, on_enter: Mapping[State, EnterAction] | None = None, label: str = "") -> None:
+    def __init__(self, on_enter: Mapping[State, EnterAction] | None = None, label: str = "",
+                 on_change: Callable[[State, State, str], None] | None = None) -> None:
         self.state = State.BOOTING
         self.since = time.time()
         self._on_enter = dict(on_enter or {})
         self._label = label
+        self._on_change = on_change  # (old, new, reason) after every change: the notify programs' queue
 
     def handle(self, event: Event, reason: str = "") -> bool:
         """Apply an event; return True when the state changed."""
@@ -85,6 +87,8 @@ class StateMachine:
         action = self._on_enter.get(new)
         if action is not None:
             action(old, event, reason)
+        if self._on_change is not None:
+            self._on_change(old, new, reason)
         return True
 
 

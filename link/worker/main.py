@@ -32,6 +32,7 @@ from link.vocabulary.vip_states import Event, State
 from link.worker.fsm import StateMachine
 from link.worker.health import HealthJudge, HealthMonitor
 from link.worker.metrics import WorkerMetrics
+from link.worker.notify import Notifier
 from link.worker.supervisor_link import SupervisorChannel
 from link.worker.wire_policy import WirePolicy
 from link.warn_throttle import WarningThrottle
@@ -67,9 +68,10 @@ class Worker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self.notifier = Notifier(config, lambda: self.spec, self._wake)  # notify programs, off the loop's path
         self.fsm = StateMachine(
             on_enter={State.ACTIVATED: self._enter_activated, State.STANDBY: self._enter_standby, State.FAILING: self._enter_failing},
-            label=f"{self.vip} ",
+            label=f"{self.vip} ", on_change=self.notifier.changed,
         )
         self.health = HealthMonitor(list(spec.checks), self.check_interval(spec), config.health_check_timeout, self._wake,
                                     ProgramPolicy.from_config(config), label=self.vip)
@@ -175,6 +177,7 @@ class Worker:
                 self.binder.run_due()
                 self.claims.run_due(self.fsm.state is State.ACTIVATED)
                 self._report_binder()
+                self.notifier.deliver(self.metrics, self.link.send, self._metrics_snapshot)
                 if self.metrics.due():
                     self._send_metrics()
 
@@ -389,3 +392,6 @@ class Worker:
             self.etcd.close()
         except Exception:
             logger.debug("closing %r failed", self.etcd, exc_info=True)
+        # Last: the VIP is released here, nothing waits on the notify program any more.
+        self.notifier.released(self.fsm.state, f"stopping: {self.stopping}")
+        self.notifier.deliver(self.metrics, self.link.send, self._metrics_snapshot)

@@ -26,11 +26,15 @@ class WorkerMetrics:
         self.health_results: dict[str, int] = {"pass": 0, "fail": 0}
         self.health_seconds = 0.0
         self.health_count = 0
+        self.notify_runs: dict[str, int] = {}  # by outcome (link.vocabulary.notify_words.NotifyOutcome)
         self._last_push = clock()
 
     def transition(self, event: str | None) -> None:
         key = event or "none"
         self.transitions[key] = self.transitions.get(key, 0) + 1
+
+    def notify_run(self, outcome: str) -> None:
+        self.notify_runs[outcome] = self.notify_runs.get(outcome, 0) + 1
 
     def health_round(self, results: Sequence[CheckResult]) -> None:
         for result in results:
@@ -59,4 +63,5 @@ class WorkerMetrics:
             "etcd": dict(etcd or {}),
             "election": dict(election or {}),
             "claims": dict(claims or {}),
+            "notify": dict(self.notify_runs),
         }

@@ -115,6 +115,8 @@ class FakeSupervisor:
             ip["priority"] = 10 if request["priority"] is None else request["priority"]
         if "preempt" in request:
             ip["preempt"] = True if request["preempt"] is None else request["preempt"]
+        if "notify" in request:
+            ip["notify"] = list(request["notify"])
         if request.get("follow"):  # as the records show it: the value, or this fake agent's HOSTNAME
             ip["follow"], ip["follow_value"] = request["follow"], request.get("follow_value") or "h1"
         if "binder" in request:  # as the supervisor shows it: secrets masked
@@ -140,6 +142,7 @@ def ip_object(vip_id: str, ip: str, status: str = "BOOTING", *, fault_policy: st
         "fault_policy": fault_policy,
         "priority": 10,
         "preempt": True,
+        "notify": [],
         "follow": None,
         "follow_value": None,
         "binder": "arp",

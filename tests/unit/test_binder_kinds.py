@@ -63,7 +63,7 @@ def test_a_registered_kind_is_validated_from_its_schema_alone(toy: BinderKind) -
         ({"binder": "arp", "toy": {}}, 'toy is only used with "binder": "toy" (binder is arp)'),
         ({"binder": "bgp"}, "binder must be one of arp, command, webhook, toy, not 'bgp'"),
         ({"tyo": 1}, "unknown field 'tyo' (a new IP takes ip, checks, healthchecks, healthcheck_interval, "
-                     "fault_policy, priority, preempt, follow, follow_value, binder, command, webhook, toy)"),
+                     "fault_policy, priority, preempt, notify, follow, follow_value, binder, command, webhook, toy)"),
     ]:
         message = refused(body(**fields))
         assert words in message, (fields, message)
