@@ -15,6 +15,7 @@ from link.api.validation import ApiError, parse_add_body, parse_update_body
 from link.cli.link_client import EXIT_SERVER
 from link.config import load
 from link.etcd.port import EtcdError
+from link.supervisor.records import VipRecord
 from link.vocabulary.protocol import FailoverDone, HandOver
 from link.vocabulary.vip import VipSpec, candidate_key, lock_key
 from link.vocabulary.vip_states import Event, State
@@ -266,6 +267,16 @@ def test_the_api_passes_the_key_to_the_supervisor() -> None:
     res = wsgi_request(app, "POST", "/ips", {"ip": VIP, "follow": KEY}, {"Content-Type": "application/json"})
     assert res.status == 201
     assert sup.requests == [{"op": "add", "ip": VIP, "follow": KEY, "follow_value": ""}]
+
+
+def test_the_ip_document_shows_the_key_and_the_value_that_means_this_host() -> None:
+    config = load({"INTERFACE": "lo", "HOSTNAME": "pg-node-1"})
+    followed = VipRecord(spec=VipSpec(id="vip-a", ip=VIP, follow=KEY), since=0.0).to_api(config, 10)
+    assert (followed["follow"], followed["follow_value"]) == (KEY, "pg-node-1")
+    own = VipRecord(spec=VipSpec(id="vip-b", ip=VIP, follow=KEY, follow_value="db-east"), since=0.0).to_api(config, 10)
+    assert own["follow_value"] == "db-east"
+    elected = VipRecord(spec=VipSpec(id="vip-c", ip=VIP), since=0.0).to_api(config, 10)
+    assert (elected["follow"], elected["follow_value"]) == (None, None)
 
 
 # ------------------------------------------------------------------ link-client
