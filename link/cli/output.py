@@ -13,7 +13,7 @@ from link.cli.transport import clean
 
 TABLE_HEADER = ("ID", "IP", "STATUS", "HOLDER", "SINCE", "CHECKS")
 _SHOWN = ("id", "ip", "status", "holder", "since", "checks", "healthcheck_interval", "fault_policy", "worker", "priority",
-          "preempt", "follow", "follow_value", "candidates", "candidates_error", "binder", "command", "webhook",
+          "preempt", "notify", "follow", "follow_value", "candidates", "candidates_error", "binder", "command", "webhook",
           "binder_status", "wire")
 
 
@@ -242,6 +242,8 @@ def format_ip(ip: Any) -> str:
     for key in ("priority", "preempt"):
         if key in ip:
             lines.append((key, _scalar(ip[key])))
+    if isinstance(ip.get("notify"), list):  # [] : the agent's NOTIFY runs (if it has one)
+        lines.append(("notify", " ".join(shlex.quote(clean(arg)) for arg in ip["notify"]) or "the agent's NOTIFY"))
     if ip.get("follow"):  # a leader key followed instead of an election (null: elected, nothing to say)
         lines.append(("follows", f"{clean(ip['follow'])} (this host: {clean(ip.get('follow_value'))})"))
     worker = ip.get("worker")

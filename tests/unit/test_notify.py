@@ -353,3 +353,15 @@ def test_link_client_sends_notify_on_add_and_update() -> None:
     assert agent.calls[0][2] == {"ip": "198.51.100.50", "notify": [PROGRAM, "--tag", "db one"]}
     assert agent.calls[1][:2] == ("PATCH", f"/ips/{VIP_ID}") and agent.calls[1][2] == {"notify": []}
     assert link_client.main(["add", "198.51.100.50", "--notify", "notify.sh"]) == link_client.EXIT_USAGE
+
+
+def test_link_client_shows_the_program_or_the_agent_s() -> None:
+    from link.cli.output import format_ip
+    from tests.unit.api_fakes import ip_object
+
+    def shown(ip: dict[str, Any]) -> list[str]:
+        return [line.split(":", 1)[1].strip() for line in format_ip(ip).splitlines() if line.startswith("notify:")]
+
+    ip = {**ip_object(VIP_ID, VIP), "notify": [PROGRAM, "--tag", "db one"]}
+    assert shown(ip) == [f"{PROGRAM} --tag 'db one'"]
+    assert shown({**ip, "notify": []}) == ["the agent's NOTIFY"]
