@@ -1,8 +1,10 @@
 """Fixtures for the whole suite: the namespace lab, and a per-test time limit (no plugins)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from typing import Iterator
 
 import pytest
 
@@ -113,3 +115,26 @@ def scripts():
         yield directory
     finally:
         directory.close()
+
+
+@contextlib.contextmanager
+def module_lab(request: pytest.FixtureRequest, hosts: int = 2) -> Iterator[Lab]:
+    """A lab shared by a module's tests (a module-scoped fixture's body): up, then closed at
+    the end; its directory, with the agents' logs, is kept when one of the module's tests
+    failed. Skipped (or failed, with LINK_LAB_REQUIRED=1) where the lab cannot run."""
+    reason = lab_unavailable()
+    if reason:
+        if os.environ.get("LINK_LAB_REQUIRED") == "1":
+            pytest.fail(f"LINK_LAB_REQUIRED=1 but {reason}")
+        pytest.skip(reason)
+    the_lab = Lab(hosts=hosts)
+    failed_before = request.session.testsfailed
+    ok = False
+    try:
+        the_lab.up()
+        yield the_lab
+        ok = request.session.testsfailed == failed_before
+    finally:
+        if not ok:
+            print(f"lab directory (kept): {the_lab.workdir}")
+        the_lab.close(keep_workdir=not ok)

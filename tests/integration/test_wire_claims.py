@@ -7,14 +7,13 @@ deletes it at the end, the rogue leaves, no blackhole route stays.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import lab_unavailable
+from tests.conftest import module_lab
 from tests.integration.test_cli import client
 from tests.integration.test_wire_arbitrate import remove
 from tests.lab import LAB_AGENT_ENV, Lab, timed_wait, wait_until
@@ -28,26 +27,12 @@ NA_OR_ARP = "arp or (icmp6 and ip6[40] == 136)"
 
 @pytest.fixture(scope="module")
 def clab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    reason = lab_unavailable()
-    if reason:
-        if os.environ.get("LINK_LAB_REQUIRED") == "1":
-            pytest.fail(f"LINK_LAB_REQUIRED=1 but {reason}")
-        pytest.skip(reason)
-    lab = Lab(hosts=2)
-    failed_before = request.session.testsfailed
-    lab.up()
-    ok = False
-    try:
+    with module_lab(request, hosts=2) as lab:
         # activate: both hosts hold a VIP while one is cut from etcd (LinK's rule), the split
         # brain the last test needs; the claim watch itself does not depend on the policy.
         lab.start_agents(FAULT_POLICY="activate")
         lab.rogue = Rogue(lab).plug()  # type: ignore[attr-defined]
         yield lab
-        ok = request.session.testsfailed == failed_before  # a failed test keeps the agents' logs
-    finally:
-        if not ok:
-            print(f"lab directory (kept): {lab.workdir}")
-        lab.close(keep_workdir=not ok)
 
 
 @pytest.fixture
