@@ -118,7 +118,7 @@ def scripts():
 
 
 @contextlib.contextmanager
-def module_lab(request: pytest.FixtureRequest, hosts: int = 2) -> Iterator[Lab]:
+def module_lab(request: pytest.FixtureRequest, hosts: int = 2, agent_env: dict[str, str] | None = None) -> Iterator[Lab]:
     """A lab shared by a module's tests (a module-scoped fixture's body): up, then closed at
     the end; its directory, with the agents' logs, is kept when one of the module's tests
     failed. Skipped (or failed, with LINK_LAB_REQUIRED=1) where the lab cannot run."""
@@ -127,7 +127,7 @@ def module_lab(request: pytest.FixtureRequest, hosts: int = 2) -> Iterator[Lab]:
         if os.environ.get("LINK_LAB_REQUIRED") == "1":
             pytest.fail(f"LINK_LAB_REQUIRED=1 but {reason}")
         pytest.skip(reason)
-    the_lab = Lab(hosts=hosts)
+    the_lab = Lab(hosts=hosts, agent_env=agent_env)
     failed_before = request.session.testsfailed
     ok = False
     try:

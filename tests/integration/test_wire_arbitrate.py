@@ -9,14 +9,13 @@ etcd back -> one holder within one lease, the lock holder.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.conftest import lab_unavailable
+from tests.conftest import module_lab
 from tests.lab import LAB_AGENT_ENV, Lab, lock_key, timed_wait, wait_until
 from tests.lab.faults import EtcdCut, EtcdOutage, Rogue, etcd_address, lab_etcd
 
@@ -32,28 +31,14 @@ KEY = b"lab-shared-wire-key-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def wlab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    reason = lab_unavailable()
-    if reason:
-        if os.environ.get("LINK_LAB_REQUIRED") == "1":
-            pytest.fail(f"LINK_LAB_REQUIRED=1 but {reason}")
-        pytest.skip(reason)
     keys = tmp_path_factory.mktemp("wire-keys")
     good = keys / "good.key"
     good.write_bytes(KEY)
     good.chmod(0o600)
-    lab = Lab(hosts=3, agent_env={"WIRE_KEY_FILE": str(good), "KEEPALIVE_INTERVAL": f"{LEASE:g}s"})
-    failed_before = request.session.testsfailed
-    lab.up()
-    ok = False
-    try:
+    with module_lab(request, hosts=3, agent_env={"WIRE_KEY_FILE": str(good), "KEEPALIVE_INTERVAL": f"{LEASE:g}s"}) as lab:
         lab.start_agents()
         lab.key_dir = keys  # type: ignore[attr-defined]
         yield lab
-        ok = request.session.testsfailed == failed_before
-    finally:
-        if not ok:
-            print(f"lab directory (kept): {lab.workdir}")
-        lab.close(keep_workdir=not ok)
 
 
 def wire_doc(lab: Lab, name: str, vip_id: str) -> dict:
