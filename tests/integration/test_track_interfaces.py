@@ -9,14 +9,13 @@ then). One lab for the module, two hosts, the lab's 1 s lease. Times are printed
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.conftest import lab_unavailable
-from tests.lab import IFACE, LAB_AGENT_ENV, Lab, lock_key, timed_wait, wait_until
+from tests.conftest import module_lab
+from tests.lab import IFACE, LAB_AGENT_ENV, Lab, lock_key, timed_wait
 from tests.lab import netns
 from tests.lab.checks import BoundWatch
 
@@ -28,23 +27,9 @@ UNBIND_LIMIT = 2.0  # generous bound for a busy 2-core machine; the measured tim
 
 @pytest.fixture(scope="module")
 def tlab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    reason = lab_unavailable()
-    if reason:
-        if os.environ.get("LINK_LAB_REQUIRED") == "1":
-            pytest.fail(f"LINK_LAB_REQUIRED=1 but {reason}")
-        pytest.skip(reason)
-    lab = Lab(hosts=2)
-    failed_before = request.session.testsfailed
-    lab.up()
-    ok = False
-    try:
+    with module_lab(request, hosts=2) as lab:
         lab.start_agents()  # defaults: INTERFACE=eth1 tracked, FAULT_POLICY=arbitrate
         yield lab
-        ok = request.session.testsfailed == failed_before  # a failed test keeps the agents' logs
-    finally:
-        if not ok:
-            print(f"lab directory (kept): {lab.workdir}")
-        lab.close(keep_workdir=not ok)
 
 
 def last_event(lab: Lab, name: str, vip_id: str) -> dict[str, Any]:
