@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -23,6 +25,8 @@ from link.scripts import ProgramPolicy
 logger = logging.getLogger(__name__)
 
 MAX_SUMMARY = 200  # characters of a program's output kept in a message
+MAX_OUTPUT = 64 * 1024  # bytes of a program's output kept (the rest is read and dropped)
+_EXIT_LOOK = 0.05  # s: how often a program whose pipe a background child holds is looked at
 
 
 class ProgramNotStarted(Exception):
@@ -86,7 +90,7 @@ def run_program(programs: ProgramPolicy, argv: Sequence[str], env: Mapping[str, 
         running.set(proc)
     try:
         try:
-            output, _ = proc.communicate(timeout=timeout)
+            output = _output_until_exit(proc, time.monotonic() + timeout)
         except subprocess.TimeoutExpired:
             kill_group(proc)
             raise ProgramTimedOut(f"timed out after {timeout:g}s") from None
@@ -96,6 +100,50 @@ def run_program(programs: ProgramPolicy, argv: Sequence[str], env: Mapping[str, 
     return Finished(proc.returncode, output)
 
 
+def _output_until_exit(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
+    """The program's output until the program itself exits (TimeoutExpired past `deadline`).
+
+    Not until the pipe's end: a program that leaves a child in the background (`daemon &`, as
+    keepalived's notify scripts often do) hands it the pipe, and waiting for the end would count
+    the child's lifetime as the program's. Once the program has exited, what is already in the
+    pipe is read and the pipe closed (a child writing to it later gets EPIPE, not a hang). The
+    output is read while the program runs (a full pipe would block it), keeping MAX_OUTPUT bytes."""
+    assert proc.stdout is not None
+    pipe = proc.stdout.fileno()
+    os.set_blocking(pipe, False)
+    kept = bytearray()
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(pipe, selectors.EVENT_READ)
+            while True:  # bounded by the deadline
+                exited = proc.poll() is not None
+                if _read_available(pipe, kept) or exited:
+                    break  # the pipe's end (every writer gone), or the program is done
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, 0)
+                # Woken by output or the pipe's end; a silent pipe held by a background child:
+                # look at the program again after at most _EXIT_LOOK.
+                selector.select(min(left, _EXIT_LOOK))
+    finally:
+        proc.stdout.close()
+    proc.wait(max(0.0, deadline - time.monotonic()))  # done already, or closed its output and still running
+    return bytes(kept)
+
+
+def _read_available(pipe: int, kept: bytearray) -> bool:
+    """Read what the pipe holds now (kept up to MAX_OUTPUT); True at its end."""
+    for _ in range(64):  # at most 4 MiB a turn: a program that floods its output still lets the loop look at time
+        try:
+            data = os.read(pipe, 65536)
+        except BlockingIOError:
+            return False
+        if not data:
+            return True
+        kept.extend(data[:max(0, MAX_OUTPUT - len(kept))])
+    return False
+
+
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the program and its session (it is the leader: its pid is the group's id)."""
     try:
@@ -103,6 +151,6 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     try:
-        proc.communicate(timeout=1.0)  # reap it; a grandchild that escaped the group may hold the pipe
+        proc.wait(timeout=1.0)  # reap it (the pipe is not waited for: a child that left the group may hold it)
     except subprocess.TimeoutExpired:
         pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -203,6 +204,35 @@ def test_a_hung_program_is_killed_with_its_group_at_the_timeout(scripts) -> None
         time.sleep(0.05)
     assert not Path(f"/proc/{child}").exists() or "zombie" in _state(child), "the program's child survived"
     q.close(1.0)
+
+
+def test_a_program_that_leaves_a_child_in_the_background_ends_when_it_exits(scripts) -> None:
+    # keepalived's notify scripts often start a daemon (`... &`): the child keeps the output pipe,
+    # and the program must not be counted as running (nor killed) for as long as the child lives.
+    marks = scripts.out / "daemon.pid"
+    program = scripts.add("starts-daemon", f"sleep 30 &\necho $! > {marks}\necho started\nexit 0\n")
+    q = NotifyQueue(VIP, VIP_ID, scripts.policy(), 2.0, lambda: None)
+    try:
+        q.submit((program,), T2)
+        [result] = results_of(q, 1)
+        assert result.outcome is NotifyOutcome.OK and "exited 0" in result.detail and "started" in result.detail, result
+        daemon = int(marks.read_text())
+        assert "zombie" not in _state(daemon), "the background child was killed with the program"
+    finally:
+        q.close(1.0)
+        if marks.exists():
+            os.kill(int(marks.read_text()), signal.SIGKILL)  # the test's own child, by PID
+
+
+def test_a_program_s_output_beyond_a_pipe_s_capacity_does_not_block_it(scripts) -> None:
+    program = scripts.add("chatty", "head -c 300000 /dev/zero | tr '\\0' x\necho\necho done >&2\nexit 4\n")
+    q = NotifyQueue(VIP, VIP_ID, scripts.policy(), 5.0, lambda: None)
+    try:
+        q.submit((program,), T2)
+        [result] = results_of(q, 1)
+        assert result.outcome is NotifyOutcome.FAILED and "exited 4" in result.detail, result
+    finally:
+        q.close(1.0)
 
 
 def _state(pid: int) -> str:
