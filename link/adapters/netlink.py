@@ -80,7 +80,8 @@ def _delete(ipr: IPRoute, index: int, address: str, prefixlen: int) -> bool:
     try:
         ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
     except NetlinkError as exc:
-        if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
+        # ENODEV: the interface itself is gone (deleted, a veth whose peer went): nothing is bound there.
+        if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH, errno.ENODEV):
             return False
         raise
     return True
