@@ -160,11 +160,28 @@ class Doubles(dict):
         return thread
 
 
+def lock_reader(lab: Lab) -> Callable[[str], str | None]:
+    return lambda vip: lab.etcd.get(lock_key(vip))
+
+
+def post_sampled(lab: Lab, probe: Probe, vips: list[str], new: list[str], limit: float, res: dict[str, Any],
+                 log: Callable[[str], None]) -> bool:
+    """post_phase for `new`, the holders of every VIP in `vips` sampled for doubles meanwhile."""
+    doubles = res.setdefault("doubles_while_converging", Doubles(vips, lock_reader(lab)))
+    stop = threading.Event()
+    sampler = doubles.watch(probe, stop)
+    try:
+        return post_phase(lab, new, limit, res, log)
+    finally:
+        stop.set()
+        sampler.join(10)
+
+
 def converge(lab: Lab, probe: Probe, vips: list[str], t0: float, limit: float, res: dict[str, Any],
              log: Callable[[str], None]) -> bool:
     """Wait (bounded) until every VIP has exactly one holder, then until the APIs agree."""
     best: dict[str, int] = {}
-    doubles = res.setdefault("doubles_while_converging", Doubles(vips, lambda vip: lab.etcd.get(lock_key(vip))))
+    doubles = res.setdefault("doubles_while_converging", Doubles(vips, lock_reader(lab)))
 
     def all_single() -> bool:
         holders = probe.holders(vips, only_up=True)
@@ -231,14 +248,7 @@ def run_count(n: int, window: float, warmup: float, log: Callable[[str], None]) 
         probe = Probe(lab)
         try:
             cpu0, t0 = machine_cpu(), time.monotonic()
-            doubles = res.setdefault("doubles_while_converging", Doubles(vips, lambda vip: lab.etcd.get(lock_key(vip))))
-            stop = threading.Event()
-            sampler = doubles.watch(probe, stop)
-            try:
-                post_phase(lab, vips, converge_limit(n), res, log)
-            finally:
-                stop.set()
-                sampler.join(10)
+            post_sampled(lab, probe, vips, vips, converge_limit(n), res, log)
             converge(lab, probe, vips, t0, converge_limit(n), res, log)
             res["converge_evidence"] = evidence(lab, lab.hosts, cpu0, t0)
             measure_level(lab, probe, vips, window, warmup, res, log)
@@ -274,7 +284,7 @@ def run_ramp(start: int, stop: int, step: int, window: float, warmup: float, log
                 out["levels"][str(n)] = res
                 cpu0, t0 = machine_cpu(), time.monotonic()
                 limit = converge_limit(n - len(have))
-                complete = post_phase(lab, vips[len(have):], limit, res, log)
+                complete = post_sampled(lab, probe, vips, vips[len(have):], limit, res, log)
                 have = vips
                 converge(lab, probe, vips, t0, limit, res, log)
                 res["converge_evidence"] = evidence(lab, lab.hosts, cpu0, t0)
