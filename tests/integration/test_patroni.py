@@ -3,12 +3,13 @@
 
 One test, kept lean for the suite's budget: both agents follow /service/lab/leader before
 Patroni runs (nobody binds), h1's Patroni bootstraps the primary, h2's becomes its replica; the
-VIP sits on the primary. The primary's Patroni and PostgreSQL are SIGKILLed together, as when
-their host dies (Patroni alone killed would leave a primary running beside the promoted one:
-Patroni's watchdog is what prevents that, not the VIP); its link agent stays, so the test also
-sees it let the VIP go. Patroni's lease expires (TTL 10 s), h2's Patroni takes the key and
-promotes: the VIP must be on h2, and on h2 alone, within TTL + 1 s of the kill, and `psql`
-from the client through the VIP must reach a primary that is h2's PostgreSQL.
+VIP sits on the primary. The primary's Patroni is SIGKILLed (the issue's case) and its
+PostgreSQL left running: it stays a writable primary beside the one Patroni promotes (Patroni's
+watchdog would fence it; none here), which is exactly when the VIP alone decides where clients
+write. Its link agent stays, so the test also sees it let the VIP go. Patroni's lease expires
+(TTL 10 s), h2's Patroni takes the key and promotes: the VIP must be on h2, and on h2 alone,
+within TTL + 1 s of the kill, and `psql` from the client through the VIP must reach a primary
+that is h2's PostgreSQL, not the old one still running.
 """
 from __future__ import annotations
 
@@ -74,9 +75,9 @@ def test_the_vip_follows_patronis_leader_to_the_new_primary(lab: Lab, members: l
     assert through_vip(primary, lab, "select pg_is_in_recovery()") == "f"
     setup = time.monotonic() - started
 
-    killed = primary.kill()
+    killed = primary.kill(postgres=False)
     t0 = time.monotonic()
-    assert killed and primary.postmaster() is None
+    assert killed and primary.postmaster() is not None  # the old primary's PostgreSQL runs on, unfenced
     try:
         _, took = timed_wait(lambda: lab.bound(VIP) == [new.name], patroni.TTL + 1.0, 0.05,
                              f"{VIP} on {new.name} alone within Patroni's TTL + 1 s", start=t0)
@@ -95,6 +96,7 @@ def test_the_vip_follows_patronis_leader_to_the_new_primary(lab: Lab, members: l
 
     answer = wait_until(primary_through_vip, 10.0, 0.2, "psql through the VIP reaching a primary")
     assert answer == f"f|{new.ip},{ADDRESS}", answer
+    assert primary.role() == "primary"  # two writable primaries: the VIP is what sends clients to the right one
     assert lab.neigh_host(VIP) == new.name  # the client's ARP entry follows (the new holder's gratuitous ARP)
     after = lab.ip_object(new.name, ids[new.name])
     assert (after["status"], after["holder"]) == ("ACTIVATED", new.name)

@@ -143,10 +143,12 @@ class Member:
             return None
         return {"f": "primary", "t": "replica"}.get(out.stdout.strip())
 
-    def kill(self) -> list[int]:
-        """SIGKILL Patroni and its PostgreSQL together, as when their host dies: the leader key
-        is left to expire with Patroni's lease. Returns the PIDs killed."""
-        pids = ([self.proc.pid] if self.proc is not None and self.proc.poll() is None else []) + self.postgres_pids()
+    def kill(self, postgres: bool = True) -> list[int]:
+        """SIGKILL Patroni, and its PostgreSQL with it unless `postgres` is False (their host
+        dying, or Patroni alone): the leader key is left to expire with Patroni's lease.
+        Returns the PIDs killed."""
+        pids = ([self.proc.pid] if self.proc is not None and self.proc.poll() is None else [])
+        pids += self.postgres_pids() if postgres else []
         procs.signal_pids(pids, signal.SIGSTOP)  # frozen first: none of them reacts to the others' death
         procs.kill(pids)
         if self.proc is not None:
