@@ -16,10 +16,13 @@ also the cycle's etcd call, so an outage is counted toward KEEPALIVE_RETRY by th
 own rule (`Election._failed`, the one place an etcd error is judged), then FAULT_POLICY:
 
   - activate: bind (LinK's rule); keep: stay as it is; release: unbind;
-  - arbitrate means keep here: the wire's heartbeats tell which host binds the VIP, not which
-    one Patroni made primary, and Patroni itself demotes its primary when it cannot renew the
-    leader key (unless its failsafe_mode keeps it primary): the VIP stays where the primary
-    was, on a server that is read-only until etcd is back, or still primary under failsafe.
+  - arbitrate: as for an elected VIP (link.worker.wire_policy). A follower bound on the key's
+    word while it reaches etcd says `lock` in its heartbeat (etcd's word is the key's here), so
+    a holder cut from etcd yields to it: Patroni's failover while the old primary's host is cut
+    moves the VIP with the key instead of leaving it on both hosts. With etcd down everywhere
+    the holder keeps it (Patroni promotes nobody without etcd); a holder that dies meanwhile is
+    replaced by the first-ranked standby on silence (clients reach a replica, read-only, rather
+    than nothing), and the key decides again as soon as etcd answers.
 """
 from __future__ import annotations
 
@@ -29,7 +32,6 @@ from typing import Callable
 from link.config import Config
 from link.etcd.port import EtcdPort, KeyInfo
 from link.etcd.values import as_name
-from link.vocabulary.fault_policies import FaultPolicy
 from link.vocabulary.vip import VipSpec
 from link.vocabulary.vip_states import Event
 from link.worker.candidates import Candidate
@@ -91,9 +93,3 @@ def make_election(etcd: EtcdPort, spec: VipSpec, config: Config, clock: Callable
     return Election(etcd, spec.ip, config.hostname, config.lease_ttl, config.keepalive_retry, priority=priority,
                     preempt=config.preempt if spec.preempt is None else spec.preempt,
                     preempt_delay=config.preempt_delay, grace=config.tick, clock=clock)
-
-
-def fault_policy_of(spec: VipSpec, config: Config) -> str:
-    """The VIP's FAULT_POLICY as the worker applies it: arbitrate is keep for a followed key (module docstring)."""
-    policy = spec.fault_policy or config.fault_policy
-    return FaultPolicy.KEEP.value if spec.follow and policy == FaultPolicy.ARBITRATE else policy

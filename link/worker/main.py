@@ -25,7 +25,7 @@ from link.worker.carrier import CarrierTracker, LinkWatchFactory
 from link.worker.commands import SupervisorCommands
 from link.worker.claim_guard import ClaimGuard, peers_by_mac
 from link.worker.election import CycleResult, Election
-from link.worker.follow import fault_policy_of, make_election
+from link.worker.follow import make_election
 from link.etcd.port import EtcdError, EtcdPort
 from link.vocabulary.fault_policies import FaultPolicy
 from link.vocabulary.vip_states import Event, State
@@ -55,7 +55,7 @@ class Worker:
         self.vip = spec.ip
         self.commands = SupervisorCommands(self)  # what each command from the supervisor does
         self.link = SupervisorChannel(conn, self.commands.table(), self.request_stop)
-        self.fault_policy = fault_policy_of(spec, config)  # arbitrate is keep for a followed key
+        self.fault_policy = spec.fault_policy or config.fault_policy
         self.wire = WirePolicy(config.hostname, config.interface, spec.ip, clock)  # FAULT_POLICY=arbitrate
         self.stopping = ""
         self.holder: str | None = None

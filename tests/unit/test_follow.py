@@ -16,7 +16,9 @@ from link.cli.link_client import EXIT_SERVER
 from link.config import load
 from link.etcd.port import EtcdError
 from link.supervisor.records import VipRecord
-from link.vocabulary.protocol import FailoverDone, HandOver
+from link.vocabulary import protocol
+from link.vocabulary.protocol import FailoverDone, HandOver, Message, WireReport, WireView
+from link.vocabulary.wire_views import HeardPeer
 from link.vocabulary.vip import VipSpec, candidate_key, lock_key
 from link.vocabulary.vip_states import Event, State
 from link.worker import main as worker_main
@@ -123,6 +125,22 @@ def test_etcd_errors_count_toward_keepalive_retry_then_fault() -> None:
 
 
 # ------------------------------------------------------------------ the worker, FAULT_POLICY
+class NoAnswers:
+    """The ARP/NDP capture of a standby waiting during an outage: nobody answers for the VIP."""
+
+    def fileno(self) -> int:
+        return -1
+
+    def read(self) -> list[object]:
+        return []
+
+    def probe(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class Host(SeamsHost):
     """One host's worker for a followed VIP on the shared fake etcd (cycle and close: test_worker_seams)."""
 
@@ -132,6 +150,7 @@ class Host(SeamsHost):
         self.etcd = store.client()
         spec = VipSpec(id=f"vip-{name}", ip=VIP, follow=KEY, follow_value=follow_value)
         self.worker = Worker(config, spec, theirs, etcd=self.etcd, clock=clock, binder=RecordingBinder)
+        self.worker.wire.open_capture = lambda interface, address: NoAnswers()  # no raw socket in a unit test
         self.worker.boot()
         self.worker.start_election()
         binder = self.worker.binder
@@ -190,7 +209,6 @@ def run_until_fault(h1: Host, h2: Host, clock: Clock) -> None:
     ("activate", [True, True]),  # LinK's rule: every host binds
     ("keep", [True, False]),
     ("release", [False, False]),
-    ("arbitrate", [True, False]),  # keep: the wire knows who binds, not who Patroni's primary is
 ])
 @pytest.mark.parametrize("error", [DEADLINE, DENIED], ids=["deadline", "denied"])
 def test_etcd_unreachable_the_fault_policy_applies(pair: Pair, policy: str, bound: list[bool],
@@ -203,6 +221,62 @@ def test_etcd_unreachable_the_fault_policy_applies(pair: Pair, policy: str, boun
     store.recover()  # etcd back: the key decides again
     assert h1.cycle() is State.ACTIVATED and h2.cycle() is State.STANDBY
     assert [h1.binder.bound, h2.binder.bound] == [True, False]
+
+
+def heard(host: Host, holders: list[HeardPeer], clock: Clock) -> None:
+    """What the supervisor sends a worker of the peers' heartbeats for the VIP (one interval: 1 s)."""
+    host.supervisor.send(protocol.encode(WireView(tuple(holders), tuple(holders), clock.now if holders else None, 1.0)))
+    host.worker.link.read()
+
+
+@pytest.mark.parametrize("error", [DEADLINE, DENIED], ids=["deadline", "denied"])
+def test_arbitrate_etcd_down_everywhere_the_holder_keeps_it_the_standby_hearing_it_waits(
+        pair: Pair, error: EtcdError) -> None:
+    store, clock, h1, h2 = pair("arbitrate")
+    assert h1.worker.fault_policy == "arbitrate"  # applied to a followed VIP as to an elected one
+    store.fail(error)
+    for _ in range(RETRY + 10):
+        clock.now += h1.worker.config.tick
+        heard(h2, [HeardPeer("h1", 10, lock=False)], clock)  # h1's heartbeat: bound, etcd lost
+        h1.cycle()
+        h2.cycle()
+    assert [h1.binder.bound, h2.binder.bound] == [True, False]
+    assert h1.worker.wire.verdict is not None and h1.worker.wire.verdict.decision.value == "keep"
+    store.recover()  # etcd back: the key decides again
+    assert h1.cycle() is State.ACTIVATED and h2.cycle() is State.STANDBY
+
+
+def test_arbitrate_the_old_primary_s_host_cut_from_etcd_yields_to_the_host_the_key_names(pair: Pair) -> None:
+    # Patroni fails over while the old primary's host alone cannot reach etcd: the new primary's
+    # agent binds on the key's word and says so (`lock`) in its heartbeat; the cut host lets go.
+    store, clock, h1, h2 = pair("arbitrate")
+    h1.etcd.fail(DEADLINE)
+    store.put_raw(KEY, "h2")
+    sent: list[Message] = []
+    send = h2.worker.link.send
+    h2.worker.link.send = lambda message: (sent.append(message), send(message))[1]  # type: ignore[method-assign]
+    assert h2.cycle() is State.ACTIVATED and h2.binder.bound
+    reports = [m for m in sent if isinstance(m, WireReport)]
+    assert reports and reports[-1].bound and reports[-1].lock  # what h2's heartbeat says of the VIP
+    for _ in range(RETRY + 2):
+        clock.now += h1.worker.config.tick
+        heard(h1, [HeardPeer("h2", 10, lock=True)], clock)
+        h1.cycle()
+        if not h1.binder.bound:
+            break
+    assert not h1.binder.bound and h1.worker.fsm.state is State.STANDBY and h2.binder.bound
+
+
+@pytest.mark.parametrize("policy", ["keep", "activate"])
+def test_keep_and_activate_leave_the_cut_holder_bound_beside_the_key_s_host(pair: Pair, policy: str) -> None:
+    store, clock, h1, h2 = pair(policy)  # the double README's table warns of, for these two
+    h1.etcd.fail(DEADLINE)
+    store.put_raw(KEY, "h2")
+    assert h2.cycle() is State.ACTIVATED
+    for _ in range(RETRY + 2):
+        clock.now += h1.worker.config.tick
+        h1.cycle()
+    assert h1.binder.bound and h2.binder.bound
 
 
 def test_a_failover_request_is_refused_the_key_owner_moves_the_vip(pair: Pair) -> None:
