@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from typing import NoReturn
 from typing import Iterator
 
 import pytest
@@ -102,6 +103,13 @@ def lab(request: pytest.FixtureRequest):
         the_lab.close(keep_workdir=failed)
 
 
+def scripts_dir_unavailable(exc: Exception) -> NoReturn:
+    """No SCRIPTS_DIR can be made here: a skip for a developer, a failure where the lab is required (CI)."""
+    if os.environ.get("LINK_LAB_REQUIRED") == "1":
+        pytest.fail(f"LINK_LAB_REQUIRED=1 but no SCRIPTS_DIR can be made: {exc}")
+    pytest.skip(str(exc))
+
+
 @pytest.fixture
 def scripts():
     """A SCRIPTS_DIR of the test's own (tests/lab/scripts.py), removed at the end, also on failure."""
@@ -110,7 +118,7 @@ def scripts():
     try:
         directory = ScriptsDir()
     except ScriptsDirUnavailable as exc:
-        pytest.skip(str(exc))
+        scripts_dir_unavailable(exc)
     try:
         yield directory
     finally:

@@ -14,7 +14,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import module_lab
+from link.vocabulary.notify_words import RELEASED
+from tests.conftest import module_lab, scripts_dir_unavailable
 from tests.lab import Lab, wait_until
 from tests.lab.scripts import ScriptsDir, ScriptsDirUnavailable
 
@@ -22,7 +23,6 @@ pytestmark = pytest.mark.lab
 
 INTERVAL = "200ms"  # HEALTH_CHECK_INTERVAL
 FAIL_COUNT = "2"
-RELEASED = "RELEASED"  # what the program is told when the worker stops (link.vocabulary.notify_words)
 LOG_WAIT = 15.0  # bound on a program's line reaching the log (the programs run off the election's path)
 
 # host, VIP, old, new, reason: one line per run; the reason is last (it has spaces).
@@ -34,7 +34,7 @@ def nlab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     try:
         scripts = ScriptsDir()
     except ScriptsDirUnavailable as exc:
-        pytest.skip(str(exc))
+        scripts_dir_unavailable(exc)
     try:
         with module_lab(request, hosts=2) as lab:
             scripts.add("notify", PROGRAM.format(out=scripts.out))
