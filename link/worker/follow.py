@@ -4,7 +4,7 @@ Patroni writes its member name at `/<namespace>/<scope>/leader` on its own lease
 belongs where PostgreSQL's primary is, and Patroni alone decides that. A `Follower` is the
 worker's election for such a VIP (`follow` set on POST /ips): each cycle it reads the key
 (or, while the watch vouches for it, trusts the last read; the worker still reads every
-TRUSTED_CYCLES + 1 cycles, since a lease refreshed by Patroni makes no watch event), and says
+TRUSTED_CYCLES + 1 cycles, in case a watch event was missed, as for any lock), and says
 
   - `elected`, the key's value is this host's `follow_value` (default HOSTNAME): bind;
   - `demoted`, it names another host, or the key is empty or deleted (no holder): unbind.
