@@ -217,6 +217,7 @@ class Worker:
             return
         if self.fsm.handle(event, reason):
             self.report(event, reason)
+            self.look_now()  # eligible again: campaign (or read the followed key) now, not at the next tick
 
     def _apply_fault_policy(self, result: CycleResult) -> CycleResult:
         """FAULT_POLICY turns a `fault` into LinK's rule (activate), nothing (keep), a release, or what the wire decides."""
