@@ -266,6 +266,7 @@ def test_the_holder_loses_carrier_unbinds_frees_the_lock_and_says_why(hosts: Cal
         clock.now += h1.worker.config.tick
         assert h1.cycle() is State.FAILING and not h1.binder.bound
     # Carrier back: STANDBY (another host holds the lock), never a second holder.
+    h1.worker._lock_changed = False  # nothing pending: whatever asks for a cycle now is the carrier's return
     assert h1.link(UP) is State.STANDBY and not h1.binder.bound
     assert (h1.reports[-1].event, h1.reports[-1].reason) == ("carrier_back", "carrier back on eth1")
     assert h1.worker._lock_changed, "eligible again: a cycle runs now, not at the next tick"
