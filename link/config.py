@@ -52,6 +52,8 @@ DEFAULT_SCRIPTS_DIR = "/etc/link/scripts"
 DEFAULT_MAX_VIPS = 100
 DEFAULT_NOTIFY_TIMEOUT = 5.0
 MAX_MAX_VIPS = 1000
+DEFAULT_BOOT_CONCURRENCY = 16  # a 2-core host: both cores busy with imports, etcd still served
+DEFAULT_BOOT_RATE = 20.0  # forks per second: 500 VIPs forked within 25 s
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,9 @@ class Config:
     wire_address: str = ""
     # Interfaces whose carrier this host's VIPs need (INTERFACE and TRACK_INTERFACES; none: empty).
     track_interfaces: tuple[str, ...] = ()
+    # The boot gate (link.supervisor.boot_gate): most workers booting at once, forks per second.
+    boot_concurrency: int = DEFAULT_BOOT_CONCURRENCY
+    boot_rate: float = DEFAULT_BOOT_RATE
 
     @property
     def bind_address(self) -> str:
@@ -391,4 +396,6 @@ def load(env: Mapping[str, str] | None = None, check_interface: bool = True) -> 
         wire_key_file=wire_key_file,
         wire_address=wire_settings.parse_address(env.get("WIRE_ADDRESS", "")),
         track_interfaces=parse_track_interfaces(env.get("TRACK_INTERFACES", ""), interface, check_interface),
+        boot_concurrency=_int(env, "BOOT_CONCURRENCY", DEFAULT_BOOT_CONCURRENCY, 1, MAX_MAX_VIPS),
+        boot_rate=_rate(env, "BOOT_RATE", DEFAULT_BOOT_RATE, 0.1, 1000.0),
     )

@@ -23,6 +23,7 @@ from link.config import Config, ConfigError
 from link.vocabulary.protocol import (BinderReport, BootFailed, CandidatesDone, ClaimReport, FailoverDone, Heartbeat, Message,
                            MetricsReport, NotifyReport, StateReport, WireReport)
 from link.supervisor import lifecycle, observe, reload
+from link.supervisor.boot_gate import BootGate
 from link.supervisor.lifecycle import Watchdog
 from link.supervisor.ops import ProcessOps
 from link.supervisor.records import VipRecord
@@ -74,6 +75,8 @@ class Arbiter:
         self.systemd = SystemdLink(notifier or Notifier.from_environ(), config.fault_policy, clock)
         self.requests = RequestHandlers(self)  # the API process's requests (link.supervisor.requests)
         self.watchdog = Watchdog(ops, config.lease_ttl, clock)  # replaces hung workers
+        # Every start waits its turn here: a bounded rate, a bounded number booting (link.supervisor.boot_gate).
+        self.gate = BootGate(config.boot_concurrency, config.boot_rate, clock, self.vips, self._fork_worker)
         # The heartbeat between agents (link.supervisor.wire_link): opened at boot, in this loop.
         self._open_wire = open_wire
         self.wire: WireLink | None = None
@@ -214,6 +217,13 @@ class Arbiter:
         self._watch(self.api_conn, None)
 
     def spawn_worker(self, record: VipRecord) -> None:
+        """Start the VIP's worker when the boot gate lets it: QUEUED until then, in order of arrival."""
+        record.respawn_at = None
+        if lifecycle.change(record, WorkerEvent.QUEUE, f"waiting to start ({len(self.gate.queue)} ahead)"):
+            self.gate.add(record)
+            self.gate.pump(self.stopping)
+
+    def _fork_worker(self, record: VipRecord) -> None:
         record.pid, record.conn = self.ops.spawn_worker(record.spec)
         self._watch(record.conn, record)
         record.started_at = self.clock()
@@ -259,6 +269,7 @@ class Arbiter:
         for pid, code in self.ops.reap():
             self.child_exited(pid, code)
         self.respawn_due()
+        self.gate.pump(self.stopping)
         self.watchdog.check(self.vips.values())
         if self.wire is not None and not self.stopping:
             self.wire.tick()
@@ -269,6 +280,8 @@ class Arbiter:
     def _timeout(self, max_wait: float) -> float:
         now = self.clock()
         times = [at for r in self.by_respawn() if (at := r.respawn_at) is not None]
+        if (gate_due := self.gate.next_due()) is not None:
+            times.append(gate_due)
         if self.stopping:
             times.append(self.stop_deadline)
         elif self.wire is not None:
@@ -302,6 +315,7 @@ class Arbiter:
 
     def _state_report(self, report: StateReport, record: VipRecord) -> None:
         observe.state_report(report, record)
+        self.gate.booted(record)  # out of BOOTING: its boot slot goes to the next VIP
         self.systemd.worker_booted(record.id)  # its first report: booted
 
     def api_listening(self) -> None:
@@ -323,6 +337,7 @@ class Arbiter:
             return
         self._close(record.conn)
         record.pid, record.conn = None, None
+        self.gate.gone(record)
         if self.wire is not None:
             self.wire.forget(record)
         observe.worker_gone(record)

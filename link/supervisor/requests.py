@@ -201,6 +201,9 @@ class RequestHandlers:
                 record.respawn_at = None
                 self.host.stop_worker(record)
             return WAITING  # answered when the worker has released the VIP and exited
+        # No process (queued at the boot gate, or waiting for a respawn): never forked now.
+        lifecycle.change(record, WorkerEvent.STOP, f"{record.ip} deleted before its worker started")
+        record.respawn_at = None
         self.finish_delete(record)
         return WAITING
 

@@ -16,6 +16,7 @@ from link import state_diagram
 
 class WorkerState(str, enum.Enum):
     STOPPED = "STOPPED"  # no process and none due: not started yet, or exited after being told to stop
+    QUEUED = "QUEUED"  # due to start, waiting for the boot gate (link.supervisor.boot_gate), in order of arrival
     RUNNING = "RUNNING"  # a worker process serves the VIP
     HUNG = "HUNG"  # silent too long (no heartbeat): sent SIGTERM, SIGKILL at its kill_at
     BACKOFF = "BACKOFF"  # it exited on its own or was killed: respawned at respawn_at (jittered backoff)
@@ -25,6 +26,7 @@ class WorkerState(str, enum.Enum):
 
 
 class WorkerEvent(str, enum.Enum):
+    QUEUE = "queue"  # a start is due (added, agent start, respawn): it waits its turn at the boot gate
     SPAWNED = "spawned"  # a process was forked for the VIP
     SILENT = "silent"  # no message from it for the hung timeout
     EXITED = "exited"  # it exited (or was killed) and is respawned after a backoff
@@ -36,8 +38,10 @@ W, V = WorkerState, WorkerEvent
 # Pairs not listed cannot happen (a process that is not there cannot exit or be silent);
 # the setter refuses them with an error line rather than guessing.
 TRANSITIONS: Mapping[tuple[WorkerState, WorkerEvent], WorkerState] = {
-    (W.STOPPED, V.SPAWNED): W.RUNNING,
+    (W.STOPPED, V.QUEUE): W.QUEUED,
     (W.STOPPED, V.STOP): W.STOPPED,
+    (W.QUEUED, V.SPAWNED): W.RUNNING,
+    (W.QUEUED, V.STOP): W.STOPPED,  # deleted, or the agent stopping, before its turn: never forked
     (W.RUNNING, V.SILENT): W.HUNG,
     (W.RUNNING, V.EXITED): W.BACKOFF,
     (W.RUNNING, V.GAVE_UP): W.FATAL,
@@ -45,9 +49,9 @@ TRANSITIONS: Mapping[tuple[WorkerState, WorkerEvent], WorkerState] = {
     (W.HUNG, V.EXITED): W.BACKOFF,
     (W.HUNG, V.GAVE_UP): W.FATAL,
     (W.HUNG, V.STOP): W.STOPPING,
-    (W.BACKOFF, V.SPAWNED): W.RUNNING,
+    (W.BACKOFF, V.QUEUE): W.QUEUED,
     (W.BACKOFF, V.STOP): W.STOPPED,
-    (W.FATAL, V.SPAWNED): W.RUNNING,
+    (W.FATAL, V.QUEUE): W.QUEUED,
     (W.FATAL, V.STOP): W.STOPPED,
     (W.STOPPING, V.STOP): W.STOPPING,
     (W.STOPPING, V.EXITED): W.STOPPED,
