@@ -117,11 +117,16 @@ class SupervisorCommands:
             return CandidatesDone(command.request, [], f"cannot read the candidates from etcd: {exc}")
 
     def settings(self, command: Settings) -> None:
-        """New checks apply at once; the VIP stays bound while they pass."""
+        """New checks apply at once; the VIP stays bound while they pass. An update that leaves the
+        checks alone (a notify program, say) does not restart them."""
         w = self.worker
+        checks_before = (w.spec.checks, w.check_interval(w.spec))
         w.spec = VipSpec.from_json({**w.spec.to_json(), **command.spec})
-        w.health.replace(list(w.spec.checks), w.check_interval(w.spec))
+        if (w.spec.checks, w.check_interval(w.spec)) != checks_before:
+            w.health.replace(list(w.spec.checks), w.check_interval(w.spec))
+            logger.info("%s: health checks replaced (%d check(s))", w.vip, len(w.spec.checks))
+        else:
+            logger.info("%s: settings updated (%s), health checks unchanged", w.vip, ", ".join(sorted(command.spec)))
         if not w.spec.checks and w.judge.failing:
             w.judge.reset()
             w.recover(Event.HEALTH_CHECK_SUCCESS, "health checks removed")  # FAILING still if a carrier is lost
-        logger.info("%s: health checks replaced (%d check(s))", w.vip, len(w.spec.checks))

@@ -309,6 +309,18 @@ def test_a_failing_check_and_a_lost_carrier_each_keep_the_vip_failing(hosts: Cal
     assert h1.link(UP) is State.STANDBY
 
 
+def test_an_update_that_leaves_the_checks_alone_does_not_restart_them(hosts: Callable[..., Host]) -> None:
+    store, clock = FakeEtcd(), Clock()
+    h1 = hosts(store, clock, "h1", {"eth1": (2, UP)})
+    assert h1.cycle() is State.ACTIVATED
+    replaced: list[object] = []
+    h1.worker.health.replace = lambda *args: replaced.append(args)  # type: ignore[method-assign]
+    h1.worker.commands.settings(Settings({"notify": ["/etc/link/scripts/notify"]}))
+    assert replaced == [] and h1.worker.spec.notify == ("/etc/link/scripts/notify",)
+    h1.worker.commands.settings(Settings({"checks": [{"type": "TCP", "host": "198.51.100.20", "port": 5432}]}))
+    assert len(replaced) == 1 and h1.worker.fsm.state is State.ACTIVATED
+
+
 def test_the_loop_unbinds_when_the_kernel_speaks_not_at_the_next_cycle(hosts: Callable[..., Host]) -> None:
     """The run loop, on the real clock, with a 30 s lease (a cycle every 10 s): the carrier loss
     wakes it, and the VIP is unbound with no election cycle in between."""
