@@ -91,10 +91,13 @@ class BootGate:
         return forked
 
     def next_due(self) -> float | None:
-        """When the loop should wake to fork the next queued VIP (None: nothing waits, or every
-        slot is taken and a report or an exit will wake the loop)."""
-        if not self.queue or len(self.booting) >= self.concurrency:
+        """When the loop should wake to fork the next queued VIP (None: nothing waits). With every
+        slot taken: when the first slot runs out (a report or an exit may free one sooner, and
+        wakes the loop itself)."""
+        if not self.queue:
             return None
+        if len(self.booting) >= self.concurrency:
+            return min(self.booting.values())
         return self._filled_at + max(0.0, 1.0 - self._tokens) / self.rate
 
     def waiting(self) -> int:

@@ -224,3 +224,22 @@ def test_bad_boot_settings_are_one_line_naming_the_variable(name, value) -> None
         load({**BASE, name: value}, check_interface=False)
     message = str(caught.value)
     assert message.startswith(f"{name}=") and "\n" not in message
+
+
+def test_with_every_slot_taken_the_loop_wakes_when_the_first_slot_runs_out() -> None:
+    # A worker that keeps reporting BOOTING (etcd unreachable) neither exits nor frees its slot
+    # by a report: the loop must still wake to give the slot away BOOT_SILENCE after the fork.
+    from link.supervisor.boot_gate import BootGate
+    from link.supervisor.records import VipRecord
+
+    clock = Clock(100.0)
+    records = {f"vip-{i}": VipRecord(spec=VipSpec(f"vip-{i}", f"198.51.100.{70 + i}/32"), since=0.0) for i in range(2)}
+    forked: list[str] = []
+    gate = BootGate(1, 20.0, clock, records, lambda record: forked.append(record.id))
+    for record in records.values():
+        record.worker_state = WorkerState.QUEUED
+        gate.add(record)
+    assert gate.pump() == 1 and forked == ["vip-0"]
+    assert gate.next_due() == 100.0 + BOOT_SILENCE
+    clock.now = 100.0 + BOOT_SILENCE
+    assert gate.pump() == 1 and forked == ["vip-0", "vip-1"]
